@@ -1,0 +1,457 @@
+"""Configs are data: pydantic models that validate the YAML files in ``configs/``.
+
+Every section is a small model whose field descriptions are the reference for
+the YAML keys (the README's config reference is generated from them). Unknown
+keys are rejected with the nearest valid key suggested, and any field can be
+overridden from the command line with ``--set section.field=value``.
+
+Two top-level documents exist:
+
+* :class:`DataConfig` (``configs/data/*.yaml``): where the raw data come from
+  (``fetch``) and the grid and store they are put on (``regrid``).
+* :class:`ExperimentConfig` (``configs/experiments/*.yaml``): samples, model
+  and trainer for ``train``; the run folder records it for ``forecast`` and
+  ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seacast.errors import ConfigError
+
+VARIABLES_DEFAULT = ["uo", "vo", "so", "zos"]
+MODEL_NAMES = (
+    "3ddr_unet",
+    "res_3ddr_unet",
+    "inception_res_3ddr_unet",
+    "asymm_inception_res_3ddr_unet",
+)
+TRAINER_NAMES = ("backprop", "spsa", "node-perturbation", "forward-gradient")
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, assignment is validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------- data
+
+
+class BBox(StrictModel):
+    """A latitude/longitude box in degrees north and east.
+
+    Example: ``{lat_min: 51.0, lat_max: 55.0, lon_min: 2.5, lon_max: 7.5}``.
+    """
+
+    lat_min: float = Field(51.0, ge=-90, le=90, description="Southern edge, degrees north.")
+    lat_max: float = Field(55.0, ge=-90, le=90, description="Northern edge, degrees north.")
+    lon_min: float = Field(2.5, ge=-180, le=360, description="Western edge, degrees east.")
+    lon_max: float = Field(7.5, ge=-180, le=360, description="Eastern edge, degrees east.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BBox:
+        if self.lat_min >= self.lat_max or self.lon_min >= self.lon_max:
+            raise ValueError(
+                f"bbox edges are out of order ({self.lat_min}, {self.lat_max}, {self.lon_min}, "
+                f"{self.lon_max}): need lat_min < lat_max and lon_min < lon_max"
+            )
+        return self
+
+
+class MonthRange(StrictModel):
+    """An inclusive range of calendar months, written ``"2024-01:2024-03"`` in YAML or ``--set``."""
+
+    start: str = Field(description="First month, YYYY-MM.")
+    end: str = Field(description="Last month, YYYY-MM (inclusive).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            start, _, end = value.partition(":")
+            return {"start": start.strip(), "end": (end or start).strip()}
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _month(cls, value: str) -> str:
+        try:
+            datetime.strptime(value, "%Y-%m")
+        except ValueError as exc:
+            raise ValueError(f"'{value}' is not a month: write YYYY-MM, e.g. 2024-01") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonthRange:
+        if self.start > self.end:
+            raise ValueError(f"months run backwards: {self.start} is after {self.end}")
+        return self
+
+    def months(self) -> list[str]:
+        """Every month in the range as ``YYYY-MM``."""
+        return [p.strftime("%Y-%m") for p in pd.period_range(self.start, self.end, freq="M")]
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.end}"
+
+
+class DatasetSpec(StrictModel):
+    """One Copernicus Marine dataset to download.
+
+    Example: ``{id: cmems_mod_nws_phy-ssh_anfc_1.5km-2D_PT1H-i, variables: [zos]}``.
+    """
+
+    id: str = Field(description="Copernicus Marine dataset ID.")
+    version: str | None = Field(None, description="Pinned dataset version, e.g. '202411'; latest if empty.")
+    variables: list[str] = Field(min_length=1, description="CMEMS variable names to take from it.")
+    step_hours: float = Field(1.0, gt=0, description="Time step of the dataset in hours (24 for daily).")
+
+
+class CopernicusSource(StrictModel):
+    """Settings for ``source: copernicus``."""
+
+    product: str = Field("NWSHELF_ANALYSISFORECAST_PHY_004_013", description="Copernicus product ID (for docs and checks).")
+    datasets: list[DatasetSpec] = Field(default_factory=list, description="Datasets to download.")
+    min_depth: float | None = Field(None, description="Shallowest depth to request (m); surface by default.")
+    max_depth: float | None = Field(None, description="Deepest depth to request (m).")
+    retries: int = Field(4, ge=0, description="Retries of a transient failure, with exponential backoff.")
+    backoff_seconds: float = Field(5.0, ge=0, description="First backoff delay; doubles on each retry.")
+
+
+class FilesSource(StrictModel):
+    """Settings for ``source: files``: local NetCDF files by glob, with name mapping.
+
+    Example: ``{glob: "incoming/*.nc", rename: {lat: latitude, lon: longitude, swh: VHM0}}``.
+    """
+
+    glob: str = Field(description="Glob of NetCDF files, relative to the working directory.")
+    dataset: str = Field("local", description="Name of the dataset folder under data/raw/files/.")
+    rename: dict[str, str] = Field(default_factory=dict, description="Variable and coordinate renames, source -> CMEMS name.")
+    variables: list[str] = Field(default_factory=list, description="CMEMS variables to keep (after renaming); all if empty.")
+
+
+class TwinSource(StrictModel):
+    """Settings for ``source: twin``: the built-in North Sea simulator."""
+
+    shape: tuple[int, int] = Field((64, 64), description="Grid size (ny, nx).")
+    seed: int = Field(0, description="Seed of the weather generator; same seed, same files.")
+    spinup_days: float = Field(5.0, ge=0, description="Days simulated before the first written hour.")
+    tides: bool = Field(True, description="Force the tidal constituents at the open boundaries.")
+    weather: bool = Field(True, description="Run the storm generator (wind stress and pressure).")
+    river: bool = Field(True, description="Rhine/Meuse discharge (salinity plume).")
+    closed_basin: bool = Field(False, description="Close all boundaries (used by the volume test).")
+
+
+class GridConfig(StrictModel):
+    """The regular target grid of the store."""
+
+    shape: tuple[int, int] = Field((64, 64), description="Grid size (ny, nx); the U-Nets need multiples of 16.")
+    method: Literal["conservative", "bilinear", "nearest"] = Field(
+        "conservative", description="Regridding method (xarray-regrid); conservative is right when coarsening."
+    )
+
+
+class StoreConfig(StrictModel):
+    """The Zarr store written by ``regrid``."""
+
+    path: Path = Field(Path("data/store.zarr"), description="Where the Zarr store goes.")
+    chunk_hours: int = Field(24, ge=1, description="Time steps per chunk; one chunk spans all of space.")
+    stats_period: tuple[str, str] | None = Field(
+        None, description="Inclusive [start, end] dates for normalisation statistics; all times if empty."
+    )
+
+
+class DataConfig(StrictModel):
+    """A data document (``configs/data/*.yaml``): ``fetch`` reads the source, ``regrid`` the grid and store."""
+
+    name: str = Field(description="Short name, used in paths and reports.")
+    source: Literal["copernicus", "files", "twin"] = Field("twin", description="Where the raw data come from.")
+    bbox: BBox = Field(default_factory=BBox, description="Region to fetch and to grid.")
+    months: MonthRange = Field(description="Months to fetch, e.g. 2024-01:2024-12.")
+    variables: list[str] = Field(default_factory=lambda: list(VARIABLES_DEFAULT), description="Variables in the store.")
+    raw_dir: Path = Field(Path("data/raw"), description="Root of the raw NetCDF layout.")
+    copernicus: CopernicusSource = Field(default_factory=CopernicusSource)
+    files: FilesSource | None = None
+    twin: TwinSource = Field(default_factory=TwinSource)
+    grid: GridConfig = Field(default_factory=GridConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @model_validator(mode="after")
+    def _source_settings(self) -> DataConfig:
+        if self.source == "files" and self.files is None:
+            raise ValueError("source is 'files' but there is no 'files:' section (add files.glob)")
+        if self.source == "copernicus" and not self.copernicus.datasets:
+            raise ValueError("source is 'copernicus' but copernicus.datasets is empty")
+        return self
+
+
+# --------------------------------------------------------------------------- samples and models
+
+
+class TimeRange(StrictModel):
+    """An inclusive time range, e.g. ``{start: 2024-01-01, end: 2024-06-30T23}``."""
+
+    start: str = Field(description="First time (ISO date or datetime).")
+    end: str = Field(description="Last time (ISO date or datetime), inclusive.")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> str:
+        if isinstance(value, date | datetime):
+            value = value.isoformat()
+        try:
+            pd.Timestamp(str(value))
+        except ValueError as exc:
+            raise ValueError(f"'{value}' is not a date or datetime (use ISO, e.g. 2024-05-01T06)") from exc
+        return str(value)
+
+
+class SplitConfig(StrictModel):
+    """How init times are split into train, validation and test.
+
+    ``preset: paper`` is the reference's split (one year, then four seasonal
+    validation/test windows); ``preset: seasons`` trains and validates by date
+    and tests on ``test`` split by meteorological season; ``preset: ranges``
+    uses the three ranges as given. With ``paper`` the ranges are ignored.
+    """
+
+    preset: Literal["paper", "seasons", "ranges", "fractions"] = Field(
+        "fractions", description="Split scheme: paper, seasons, ranges or fractions (of the timeline)."
+    )
+    train: TimeRange | None = None
+    validation: TimeRange | None = None
+    test: TimeRange | None = None
+    fractions: tuple[float, float, float] = Field(
+        (0.7, 0.15, 0.15), description="Train/validation/test fractions of the timeline for preset 'fractions'."
+    )
+
+
+class SamplesConfig(StrictModel):
+    """What one sample is: lags in, lead times out, normalised."""
+
+    variables: list[str] = Field(default_factory=lambda: list(VARIABLES_DEFAULT), description="Input and output variables.")
+    lags: int = Field(10, ge=1, description="Hourly input frames ending at the init time.")
+    lead_times: list[int] = Field(default_factory=lambda: [6, 12, 24], min_length=1, description="Lead times in hours.")
+    normalisation: Literal["minmax", "zscore"] = Field(
+        "minmax", description="minmax: the reference's [0.1, 1]; zscore: (x - mean) / std."
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @field_validator("lead_times")
+    @classmethod
+    def _positive_sorted(cls, value: list[int]) -> list[int]:
+        if any(h <= 0 for h in value):
+            raise ValueError(f"lead_times must be positive hours, got {value}")
+        return sorted(set(value))
+
+
+class ModelConfig(StrictModel):
+    """One of the four 3DDR U-Nets and its options."""
+
+    name: Literal[MODEL_NAMES] = Field("asymm_inception_res_3ddr_unet", description="Architecture: " + ", ".join(MODEL_NAMES) + ".")
+    filters: int = Field(16, ge=1, description="Base filter count F (levels use F, 2F, 4F, 8F, 16F).")
+    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout after level 4 and at the bottleneck.")
+    final_activation: Literal["relu", "none"] = Field("none", description="relu as in the reference, or none.")
+    attention: Literal["none", "self", "global", "both"] = Field("none", description="Optional attention modules.")
+    faithful: bool = Field(False, description="Conv3d everywhere as the reference (exact parameter counts).")
+    residual: bool = Field(True, description="Predict the increment over the last input frame, last layer at zero (starts as persistence).")
+
+
+class OptimizerConfig(StrictModel):
+    """The torch optimiser that applies an update written to ``param.grad``."""
+
+    name: Literal["adam", "sgd"] = Field("adam", description="adam or sgd.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate.")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
+    schedule: Literal["none", "cosine", "plateau"] = Field("cosine", description="Learning-rate schedule.")
+
+
+class SpsaConfig(StrictModel):
+    """Options of the ``spsa`` rule (MeZO-style weight perturbation)."""
+
+    probes: int = Field(4, ge=1, description="Antithetic probes per step.")
+    epsilon: float = Field(1e-3, gt=0, description="Perturbation size.")
+    noise: Literal["gaussian", "rademacher"] = Field("gaussian", description="Distribution of z.")
+    blockwise: bool = Field(False, description="Perturb one parameter block per step, cycling.")
+    inplace_sgd: bool = Field(False, description="Apply SGD in place from the seed (no .grad tensors).")
+
+
+class NodePerturbationConfig(StrictModel):
+    """Options of the ``node-perturbation`` rule (noisy pre-activations, local Hebbian update)."""
+
+    sigma: float = Field(1e-2, gt=0, description="Std of the noise on pre-activations.")
+    probes: int = Field(1, ge=1, description="Noisy passes per step.")
+    baseline: bool = Field(False, description="Subtract a running loss baseline instead of a clean pass.")
+    antithetic: bool = Field(True, description="Pair +psi and -psi noise.")
+    layerwise: bool = Field(False, description="Perturb one layer per step, cycling.")
+
+
+class ForwardGradientConfig(StrictModel):
+    """Options of the ``forward-gradient`` rule (forward-mode AD)."""
+
+    probes: int = Field(1, ge=1, description="Tangent directions per step.")
+
+
+class TrainerConfig(StrictModel):
+    """The update rule and the budget of the shared training loop."""
+
+    name: Literal[TRAINER_NAMES] = Field("backprop", description="Update rule: " + ", ".join(TRAINER_NAMES) + ".")
+    batch_size: int = Field(16, ge=1, description="Samples per step.")
+    epochs: int = Field(10, ge=1, description="Maximum epochs.")
+    max_steps: int | None = Field(None, ge=1, description="Step budget; stops early when reached.")
+    steps_per_epoch: int | None = Field(None, ge=1, description="Cap steps per epoch (sampled), all if empty.")
+    patience: int = Field(5, ge=1, description="Early stopping: epochs without validation improvement.")
+    land_in_loss: bool = Field(False, description="Include land (as 0) in the loss, as the reference did.")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers.")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    spsa: SpsaConfig = Field(default_factory=SpsaConfig)
+    node_perturbation: NodePerturbationConfig = Field(default_factory=NodePerturbationConfig)
+    forward_gradient: ForwardGradientConfig = Field(default_factory=ForwardGradientConfig)
+
+
+class ExperimentConfig(StrictModel):
+    """An experiment document (``configs/experiments/*.yaml``) for ``seacast train``."""
+
+    name: str = Field(description="Run name; the run folder is runs_dir/name.")
+    store: Path = Field(description="Zarr store made by `seacast regrid`.")
+    runs_dir: Path = Field(Path("runs"), description="Where run folders go.")
+    seed: int = Field(0, description="Seed for weights, sampling and noise.")
+    samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+
+
+# --------------------------------------------------------------------------- loading
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def _suggest(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, list[str]]:
+    """The valid keys at ``loc`` (the parent of the bad key) and close matches."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return "", []
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                current = candidate
+                break
+            for inner in getattr(candidate, "__args__", ()):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    current = inner
+                    break
+    valid = sorted(getattr(current, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+    return ", ".join(valid), close
+
+
+def format_validation_error(model: type[BaseModel], error: ValidationError, source: str) -> str:
+    """One readable line per problem, naming the key and the fix."""
+    lines = [f"{source} is not a valid {model.__name__}:"]
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            valid, close = _suggest(model, loc)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            lines.append(f"  - unknown key '{key}'.{hint} Valid keys here: {valid}.")
+        elif item["type"] == "missing":
+            lines.append(f"  - missing key '{key}': add it to the YAML or pass --set {key}=...")
+        else:
+            msg = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {key}: {msg} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' is not KEY=VALUE", "write it as --set section.field=value")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    # a month range like 2024-01:2024-03 is YAML's sexagesimal-looking string; keep it as text
+    if isinstance(value, int | float) and ":" in raw:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Set each ``a.b=value`` into the nested dict ``raw`` (in place) and return it."""
+    for text in overrides or []:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def validate(model: type[T], raw: dict[str, Any], source: str = "config") -> T:
+    """Validate a dict into ``model``, raising :class:`ConfigError` with suggestions."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            format_validation_error(model, exc, source),
+            "correct the keys above in the YAML file or in the --set override",
+        ) from None
+
+
+def read_yaml(path: Path | str) -> dict[str, Any]:
+    """Read a YAML mapping, with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", "check the path (configs/ holds the shipped ones)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}", "fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} holds a {type(raw).__name__}, not a mapping", "write key: value pairs")
+    return raw
+
+
+def load_config(model: type[T], path: Path | str | None, overrides: list[str] | None = None, **base: Any) -> T:
+    """Load ``path`` (YAML) into ``model``, after applying ``--set`` overrides.
+
+    ``base`` gives starting values used when no file is given.
+    """
+    raw = read_yaml(path) if path is not None else dict(base)
+    apply_overrides(raw, overrides)
+    return validate(model, raw, str(path) if path is not None else "command-line config")
+
+
+def to_dict(config: BaseModel) -> dict[str, Any]:
+    """A JSON-ready dict of a config (paths as strings)."""
+    return json.loads(config.model_dump_json())
+
+
+def to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def fingerprint(config: BaseModel | dict[str, Any]) -> str:
+    """A short stable hash of a config, for provenance and up-to-date checks."""
+    data = to_dict(config) if isinstance(config, BaseModel) else config
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

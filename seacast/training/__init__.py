@@ -1,0 +1,1 @@
+"""Training: one shared loop (:mod:`.loop`) and update rules (:mod:`.rules`) that turn a batch into an update."""
