@@ -127,6 +127,12 @@ class CopernicusSource(StrictModel):
     max_depth: float | None = Field(None, description="Deepest depth to request (m).")
     retries: int = Field(4, ge=0, description="Retries of a transient failure, with exponential backoff.")
     backoff_seconds: float = Field(5.0, ge=0, description="First backoff delay; doubles on each retry.")
+    coordinates_selection_method: Literal["inside", "strict-inside", "nearest", "outside"] = Field(
+        "outside",
+        description="How the toolbox matches the bbox to grid points; 'outside' adds the ring of points around it, which regridding needs.",
+    )
+    netcdf_compression_level: int = Field(1, ge=0, le=9, description="zlib level of the downloaded NetCDF files (0: none).")
+    grid_km: float = Field(1.5, gt=0, description="Approximate grid spacing of the datasets in km; only for --dry-run size estimates.")
 
 
 class FilesSource(StrictModel):
@@ -139,6 +145,10 @@ class FilesSource(StrictModel):
     dataset: str = Field("local", description="Name of the dataset folder under data/raw/files/.")
     rename: dict[str, str] = Field(default_factory=dict, description="Variable and coordinate renames, source -> CMEMS name.")
     variables: list[str] = Field(default_factory=list, description="CMEMS variables to keep (after renaming); all if empty.")
+    step_hours: float = Field(1.0, gt=0, description="Time step of the files in hours; each month must hold every step.")
+    partial_months: bool = Field(
+        False, description="Accept months the files cover only in part (regrid then records the gaps); else such a month is an error."
+    )
 
 
 class TwinSource(StrictModel):
@@ -151,6 +161,8 @@ class TwinSource(StrictModel):
     weather: bool = Field(True, description="Run the storm generator (wind stress and pressure).")
     river: bool = Field(True, description="Rhine/Meuse discharge (salinity plume).")
     closed_basin: bool = Field(False, description="Close all boundaries (used by the volume test).")
+    cfl: float = Field(0.8, gt=0, le=1, description="Internal time step as a fraction of the gravity-wave CFL limit.")
+    tide_scale: float = Field(1.0, ge=0, description="Multiplier on the tidal amplitudes forced at the open boundaries.")
 
 
 class GridConfig(StrictModel):
@@ -159,6 +171,12 @@ class GridConfig(StrictModel):
     shape: tuple[int, int] = Field((64, 64), description="Grid size (ny, nx); the U-Nets need multiples of 16.")
     method: Literal["conservative", "bilinear", "nearest"] = Field(
         "conservative", description="Regridding method (xarray-regrid); conservative is right when coarsening."
+    )
+    min_sea_fraction: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="A target cell is sea when at least this fraction of it (area or interpolation weight) is sea in the source.",
     )
 
 
@@ -315,6 +333,12 @@ class TrainerConfig(StrictModel):
     patience: int = Field(5, ge=1, description="Early stopping: epochs without validation improvement.")
     land_in_loss: bool = Field(False, description="Include land (as 0) in the loss, as the reference did.")
     num_workers: int = Field(0, ge=0, description="DataLoader workers.")
+    max_val_samples: int | None = Field(
+        None, ge=1, description="Validate on at most this many samples, evenly spaced over the validation set; all if empty."
+    )
+    deterministic: bool = Field(
+        True, description="Deterministic torch algorithms, so a resumed run gives the same weights as an uninterrupted one."
+    )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     spsa: SpsaConfig = Field(default_factory=SpsaConfig)
     node_perturbation: NodePerturbationConfig = Field(default_factory=NodePerturbationConfig)

@@ -5,19 +5,30 @@ Layout: ``<raw_dir>/<source>/<dataset>/<YYYY-MM>.nc`` plus
 Every file is written to a temporary name in the same folder, checked, then
 renamed into place, so a killed fetch never leaves a half-written month that
 looks complete.
+
+Offers:
+
+* :class:`MonthFile`: one raw file (source, dataset, month) and its path.
+* :class:`Manifest`: which month files are complete, with what request.
+* :func:`write_month_atomic`: temp name -> check -> rename -> manifest.
+* :func:`check_month_file`: opens, has the variables, has the month's time steps.
+* :func:`expected_times`, :func:`temporary_path`, :func:`atomic_write_text`.
+* :func:`fetch_lock`: one fetch per source folder at a time (cron-safe).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from seacast.errors import DataError
@@ -52,16 +63,29 @@ class Manifest:
                 # a manifest is only a cache of what is on disk; rebuild rather than fail
                 self.entries = {}
 
-    def is_complete(self, item: MonthFile, raw_dir: Path) -> bool:
-        return item.key in self.entries and item.path(raw_dir).exists()
+    def is_complete(self, item: MonthFile, raw_dir: Path, request: str | None = None) -> bool:
+        """True if ``item`` is recorded and on disk (and, given ``request``, was made by that request).
+
+        A month recorded ``in_progress`` (the current month, fetched up to now) is never complete.
+        """
+        entry = self.entries.get(item.key)
+        if entry is None or entry.get("in_progress") or not item.path(raw_dir).exists():
+            return False
+        return request is None or entry.get("request") in (None, request)
 
     def mark_complete(self, item: MonthFile, **info: Any) -> None:
         self.entries[item.key] = info
         self.save()
 
+    def forget(self, item: MonthFile) -> None:
+        if self.entries.pop(item.key, None) is not None:
+            self.save()
+
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path, json.dumps({"complete": self.entries}, indent=2, sort_keys=True))
+        atomic_write_text(
+            self.path, json.dumps({"complete": self.entries}, indent=2, sort_keys=True)
+        )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -78,47 +102,119 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def temporary_path(final: Path) -> Path:
-    """The temporary name a file is written to before it is renamed to ``final``."""
-    return final.with_name(f".{final.name}.partial")
+    """The temporary name a file is written to before it is renamed to ``final``.
+
+    It keeps the ``.nc`` suffix because the Copernicus toolbox appends ``.nc``
+    to any output name that lacks it.
+    """
+    return final.with_name(f".{final.stem}.partial{final.suffix}")
 
 
-def check_month_file(path: Path, variables: Iterable[str], month: str, step_hours: float = 1.0) -> xr.Dataset:
-    """Open a month file and check it has ``variables`` and a complete time axis.
+@contextlib.contextmanager
+def fetch_lock(raw_dir: Path, source: str) -> Iterator[Path]:
+    """Hold ``<raw_dir>/<source>/.fetch.lock`` so two fetches (say, overlapping cron runs) never interleave."""
+    folder = Path(raw_dir) / source
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / ".fetch.lock"
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, carry on unlocked
+        yield lock_path
+        return
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataError(
+                f"another fetch is writing to {folder} (lock {lock_path} is held)",
+                "wait for it to finish; complete months are skipped when you run again",
+            ) from None
+        try:
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield lock_path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
-    Returns the (lazily opened) dataset's summary-free copy; raises DataError naming the file.
+
+def check_month_file(
+    path: Path,
+    variables: Iterable[str],
+    month: str,
+    step_hours: float = 1.0,
+    complete: bool = True,
+) -> xr.Dataset:
+    """Open a month file and check it has ``variables`` and the month's time steps.
+
+    With ``complete`` every step of the month must be there; without, the steps
+    must only lie in the month on the ``step_hours`` grid. The first and last
+    frames of each variable must hold some data (an all-NaN frame is what a
+    service returns for hours it does not have). Returns the dataset (loaded
+    when small); raises DataError naming the file.
     """
     try:
         with xr.open_dataset(path) as ds:
             ds = ds.load() if ds.nbytes < 2e8 else ds
-            missing = [v for v in variables if v not in ds.data_vars]
-            if missing:
-                raise DataError(
-                    f"{path} lacks variable(s) {missing}; it has {sorted(ds.data_vars)}",
-                    "check the variable names in the config (CMEMS names, or a files.rename mapping)",
-                )
-            if "time" not in ds.coords or ds.sizes.get("time", 0) == 0:
-                raise DataError(f"{path} has no time steps for {month}", "the source returned an empty month; fetch it again later")
-            times = ds["time"].values
-            expected = expected_times(month, step_hours)
-            if len(times) != len(expected) or not np.array_equal(np.sort(times), expected):
-                raise DataError(
-                    f"{path} has {len(times)} time steps, expected {len(expected)} for {month} every {step_hours:g} h",
-                    "the month is incomplete upstream; fetch it again once the source has the whole month",
-                )
+            _check_contents(path, ds, list(variables), month, step_hours, complete)
             return ds
     except DataError:
         raise
     except Exception as exc:  # netCDF4/h5 errors have no common base
-        raise DataError(f"{path} cannot be opened as NetCDF ({exc})", "delete the file and fetch it again") from None
+        raise DataError(
+            f"{path} cannot be opened as NetCDF ({exc})", "delete the file and fetch it again"
+        ) from None
+
+
+def _check_contents(
+    path: Path, ds: xr.Dataset, variables: list[str], month: str, step_hours: float, complete: bool
+) -> None:
+    missing = [v for v in variables if v not in ds.data_vars]
+    if missing:
+        raise DataError(
+            f"{path} lacks variable(s) {missing}; it has {sorted(map(str, ds.data_vars))}",
+            "check the variable names in the config (CMEMS names, or a files.rename mapping)",
+        )
+    if "time" not in ds.coords or ds.sizes.get("time", 0) == 0:
+        raise DataError(
+            f"{path} has no time steps for {month} (the source returned an empty month)",
+            "check that the dataset covers this month; if it is recent, fetch it again later",
+        )
+    times = np.sort(ds["time"].values)
+    expected = expected_times(month, step_hours)
+    if complete:
+        if len(times) != len(expected) or not np.array_equal(times, expected):
+            raise DataError(
+                f"{path} has {len(times)} time steps, expected {len(expected)} for {month} every {step_hours:g} h",
+                "the month is incomplete upstream; fetch it again once the source has the whole month",
+            )
+    else:
+        stray = np.setdiff1d(times, expected)
+        if len(stray):
+            raise DataError(
+                f"{path} has {len(stray)} time step(s) outside {month} or off the {step_hours:g}-hour grid "
+                f"(first: {pd.Timestamp(stray[0])})",
+                "check files.step_hours, or that the files' time axis is what the config says",
+            )
+    for name in variables:
+        var = ds[name]
+        if "time" not in var.dims:
+            continue
+        for index in {0, var.sizes["time"] - 1}:
+            if bool(var.isel(time=index).isnull().all()):
+                when = pd.Timestamp(ds["time"].values[index])
+                raise DataError(
+                    f"{path}: {name} is NaN everywhere at {when:%Y-%m-%d %H:%M} (an empty frame)",
+                    "the source has no data for that hour yet; fetch the month again later",
+                )
 
 
 def expected_times(month: str, step_hours: float = 1.0) -> np.ndarray:
     """Every time step of a calendar month, as datetime64[ns]."""
-    import pandas as pd
-
     start = pd.Timestamp(f"{month}-01")
     end = start + pd.offsets.MonthBegin(1)
-    return pd.date_range(start, end, freq=pd.Timedelta(hours=step_hours), inclusive="left").values.astype("datetime64[ns]")
+    return pd.date_range(
+        start, end, freq=pd.Timedelta(hours=step_hours), inclusive="left"
+    ).values.astype("datetime64[ns]")
 
 
 def write_month_atomic(
@@ -129,21 +225,38 @@ def write_month_atomic(
     manifest: Manifest,
     step_hours: float = 1.0,
     check_times: bool = True,
+    info: dict[str, Any] | None = None,
 ) -> Path:
     """Write one month file: ``write(tmp)``, check it, rename it into place, record it.
 
-    On any failure the temporary file is removed and nothing complete changes.
+    ``check_times=False`` accepts a month the data cover in part (the file is
+    still checked to open, hold the variables and lie in the month). ``info``
+    goes into the manifest entry. On any failure (or an interrupt) the temporary
+    file is removed and nothing recorded as complete changes.
     """
     final = item.path(raw_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(final)
-    tmp.unlink(missing_ok=True)
+    tmp.unlink(missing_ok=True)  # a leftover from a killed run is never trusted
     try:
         write(tmp)
-        if check_times:
-            check_month_file(tmp, list(variables), item.month, step_hours)
+        if not tmp.exists():
+            raise DataError(
+                f"nothing was written for {item.key} (the source returned no data)",
+                "check that the dataset covers this month and region",
+            )
+        ds = check_month_file(tmp, list(variables), item.month, step_hours, complete=check_times)
+        n_times = int(ds.sizes.get("time", 0))
+        ds.close()
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    manifest.mark_complete(item, bytes=final.stat().st_size)
+    manifest.mark_complete(
+        item,
+        bytes=final.stat().st_size,
+        n_times=n_times,
+        complete_time_axis=bool(check_times),
+        written_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+        **(info or {}),
+    )
     return final

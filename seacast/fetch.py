@@ -1,0 +1,216 @@
+"""``seacast fetch``: plan, then write the raw month files of one data config.
+
+Offers:
+
+* :func:`plan`: the month files a fetch would write (dataset x month), which are
+  complete already and their estimated size. Offline: it reads only the config,
+  the manifest and (for ``files``) the names of the matched files.
+* :func:`fetch`: run the plan through the config's source (``copernicus``,
+  ``files`` or ``twin``) under a lock, with a rich progress bar.
+* :class:`FetchPlan` (with :meth:`FetchPlan.table`) and :class:`FetchResult`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from seacast.config import DataConfig
+from seacast.errors import DataError
+from seacast.raw import Manifest, expected_times, fetch_lock
+from seacast.sources.base import MarineClient, PlannedFile, ProgressCallback
+
+
+@dataclass
+class FetchPlan:
+    """What a fetch of one config would do."""
+
+    source: str
+    files: list[PlannedFile]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def todo(self) -> list[PlannedFile]:
+        return [f for f in self.files if not f.complete]
+
+    @property
+    def estimated_bytes(self) -> int | None:
+        sizes = [f.estimated_bytes for f in self.todo]
+        return None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+
+    def table(self) -> Table:
+        """The plan as a rich table: one row per dataset, months, size to fetch."""
+        table = Table(title=f"fetch plan ({self.source})", show_lines=False)
+        for column in ("dataset", "variables", "months", "complete", "to fetch", "estimated size"):
+            table.add_column(
+                column,
+                justify="right" if column in ("complete", "to fetch", "estimated size") else "left",
+            )
+        datasets: dict[str, list[PlannedFile]] = {}
+        for planned in self.files:
+            datasets.setdefault(planned.dataset, []).append(planned)
+        for dataset, files in datasets.items():
+            months = sorted(f.month for f in files)
+            todo = [f for f in files if not f.complete]
+            sizes = [f.estimated_bytes for f in todo]
+            size = (
+                "?" if any(s is None for s in sizes) else format_bytes(sum(s or 0 for s in sizes))
+            )
+            table.add_row(
+                dataset,
+                ", ".join(files[0].variables) or "all",
+                f"{months[0]}..{months[-1]} ({len(months)})",
+                str(len(files) - len(todo)),
+                str(len(todo)),
+                size,
+            )
+        total = self.estimated_bytes
+        table.caption = (
+            f"{len(self.todo)} of {len(self.files)} month file(s) to fetch, "
+            f"about {format_bytes(total) if total is not None else '? (unknown before reading the files)'}"
+        )
+        return table
+
+
+@dataclass
+class FetchResult:
+    """What a fetch did: the month files on disk and how many were new."""
+
+    source: str
+    paths: list[Path]
+    already_complete: int
+    fetched: int
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _plan_twin(cfg: DataConfig, force: bool) -> list[PlannedFile]:
+    # The twin owns its dataset folder names; the manifest tells which months it completed.
+    manifest = Manifest(cfg.raw_dir, "twin")
+    ny, nx = cfg.twin.shape
+    planned = []
+    for month in cfg.months.months():
+        keys = [k for k in manifest.entries if k.endswith(f"/{month}")]
+        complete = (
+            not force
+            and bool(keys)
+            and all((cfg.raw_dir / "twin" / f"{k}.nc").exists() for k in keys)
+        )
+        hours = len(expected_times(month, 1.0))
+        planned.append(
+            PlannedFile(
+                "twin",
+                "twin",
+                month,
+                tuple(cfg.variables),
+                None,
+                ny * nx * hours * len(cfg.variables) * 4,
+                complete,
+            )
+        )
+    return planned
+
+
+def plan(cfg: DataConfig, force: bool = False) -> FetchPlan:
+    """The fetch plan of ``cfg``; never imports the Copernicus toolbox nor touches the network."""
+    if cfg.source == "copernicus":
+        from seacast.sources.copernicus import estimate_grid, plan_copernicus
+
+        ny, nx = estimate_grid(cfg)
+        notes = [
+            f"product {cfg.copernicus.product}; bbox {cfg.bbox.lat_min}..{cfg.bbox.lat_max} N, "
+            f"{cfg.bbox.lon_min}..{cfg.bbox.lon_max} E; about {ny} x {nx} points at {cfg.copernicus.grid_km:g} km",
+            "sizes assume float32, one depth level, no compression",
+        ]
+        return FetchPlan("copernicus", plan_copernicus(cfg, force), notes)
+    if cfg.source == "files":
+        from seacast.sources.files import matched_files, plan_files
+
+        paths = matched_files(cfg)
+        total = sum(p.stat().st_size for p in paths)
+        notes = [f"{len(paths)} file(s) match '{cfg.files.glob}' ({format_bytes(total)} in all)"]  # type: ignore[union-attr]
+        return FetchPlan("files", plan_files(cfg, force), notes)
+    notes = [
+        f"built-in North Sea twin, {cfg.twin.shape[0]} x {cfg.twin.shape[1]} grid, seed {cfg.twin.seed}"
+    ]
+    return FetchPlan("twin", _plan_twin(cfg, force), notes)
+
+
+@contextlib.contextmanager
+def _progress_bar(
+    total: int, show: bool, console: Console
+) -> Iterator[tuple[ProgressCallback, Callable[[str], None]]]:
+    """A rich bar over the month files; yields the advance callback and a logger that prints above the bar."""
+    with Progress(
+        TextColumn("[bold]fetch[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+    ) as bar:
+        task = bar.add_task("", total=total)
+
+        def advance(label: str) -> None:
+            bar.update(task, advance=1, description=label)
+
+        def log(message: str) -> None:
+            if show:
+                bar.console.log(message)
+
+        yield advance, log
+
+
+def fetch(
+    cfg: DataConfig,
+    force: bool = False,
+    client: MarineClient | None = None,
+    show_progress: bool = False,
+    console: Console | None = None,
+) -> FetchResult:
+    """Write every month file of ``cfg`` that is not complete (all of them with ``force``).
+
+    One fetch per source folder runs at a time (a lock file), so overlapping
+    cron runs are safe; a killed fetch resumes where it stopped. ``client``
+    replaces the Copernicus toolbox (tests inject a fake).
+    """
+    console = console or Console(stderr=True)
+    the_plan = plan(cfg, force=force)
+    already = len(the_plan.files) - len(the_plan.todo)
+    with (
+        fetch_lock(cfg.raw_dir, cfg.source),
+        _progress_bar(len(the_plan.files), show_progress, console) as (advance, log),
+    ):
+        if cfg.source == "copernicus":
+            from seacast.sources.copernicus import fetch_copernicus
+
+            paths = fetch_copernicus(cfg, client=client, force=force, progress=advance, log=log)
+        elif cfg.source == "files":
+            from seacast.sources.files import fetch_files
+
+            paths = fetch_files(cfg, force=force, progress=advance)
+        else:
+            try:
+                from seacast.sources.twin import fetch_twin
+            except ModuleNotFoundError as exc:
+                if exc.name != "seacast.sources.twin":
+                    raise
+                raise DataError(
+                    "the twin source is not part of this checkout yet",
+                    "use source: copernicus or files",
+                ) from None
+            paths = fetch_twin(cfg, progress=advance, force=force)
+    return FetchResult(cfg.source, list(paths), already, len(the_plan.todo))

@@ -1,0 +1,290 @@
+"""One 3DDR U-Net skeleton, parameterised by its level block (see ``shared/design/reference-unets.md``).
+
+Offers:
+
+* :class:`UNet3DDR`: the skeleton. Input ``[B, C_in, lags, H, W]``, output
+  ``[B, n_lead, C_out, H, W]``: a multi-output head gives every lead time at once
+  (with one lead time it is the reference's head exactly).
+* :func:`build_model`: the model for a :class:`~seacast.config.ModelConfig`.
+* :func:`count_parameters`: trainable parameters, and the Keras-style total that
+  also counts BatchNorm statistics.
+* :func:`check_grid_shape`: the H, W check (multiples of 16).
+
+Grid shape: H and W must be multiples of 16 (four 2x poolings). Another shape is
+**refused** with a :class:`~seacast.errors.ConfigError` naming the shape and the
+nearest valid ones; nothing is padded or cropped silently.
+
+Modes: ``faithful=True`` is ``Conv3d`` everywhere with the reference's kernels, so
+the trainable parameter counts equal the reference's. ``faithful=False`` (the
+default) keeps only weights that can touch data: the decoder works on one time
+slice with 2D convs, time-only kernels there become pointwise, and the conv biases
+that BatchNorm cancels are dropped. Both compute the same function class;
+:func:`seacast.models.convert.efficient_state_from_faithful` maps one onto the other.
+
+Residual (``ModelConfig.residual``): output = last input frame + head output, with
+the head's last conv at zero, so an untrained model is persistence. It needs
+``C_in == C_out`` and ``final_activation='none'``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from seacast.config import MODEL_NAMES, ModelConfig
+from seacast.errors import ConfigError, DataError
+from seacast.models.attention import ChannelGate, SpatialSelfAttention
+from seacast.models.blocks import BLOCKS, BlockSpec, ConvAct, Layers, TimeCompressor, glorot_bound
+
+LEVELS = 4
+GRID_MULTIPLE = 2**LEVELS
+
+
+def check_grid_shape(shape: Sequence[int]) -> None:
+    """Raise a clear ConfigError unless both grid sizes are positive multiples of 16."""
+    height, width = (int(s) for s in shape)
+    if all(s > 0 and s % GRID_MULTIPLE == 0 for s in (height, width)):
+        return
+
+    def nearest(s: int) -> int:
+        return max(GRID_MULTIPLE, round(s / GRID_MULTIPLE) * GRID_MULTIPLE)
+
+    raise ConfigError(
+        f"grid {height}x{width} does not fit the 3DDR U-Nets: H and W must be multiples of "
+        f"{GRID_MULTIPLE} (four 2x poolings); the models do not pad or crop",
+        f"regrid to multiples of {GRID_MULTIPLE}, e.g. grid.shape: [{nearest(height)}, {nearest(width)}]",
+    )
+
+
+class Level(nn.Module):
+    """One U-Net level: a ReLU conv to the level's width, then the variant's block."""
+
+    def __init__(self, layers: Layers, spec: BlockSpec, cin: int, channels: int) -> None:
+        super().__init__()
+        self.conv = ConvAct(layers, cin, channels, 3)
+        self.block = spec.block(layers, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.conv(x))
+
+
+class UpStep(nn.Module):
+    """Decoder step in: ``UpSampling3D((1, 2, 2))`` then ``Conv3D(c, 2, same, relu)``."""
+
+    def __init__(self, layers: Layers, cin: int, cout: int) -> None:
+        super().__init__()
+        self.upsample = layers.upsample()
+        self.conv = ConvAct(layers, cin, cout, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.upsample(x))
+
+
+class UNet3DDR(nn.Module):
+    """The 3DDR U-Net skeleton; the variant is the block in ``spec``.
+
+    Encoder levels F, 2F, 4F, 8F at full time depth ``lags`` (space halves between
+    levels, time never), bottleneck 16F; each encoder output reaches the decoder
+    through a time compressor ``(lags, 1, 1)``; the decoder and head work on one
+    time slice. Dropout after level 4 and at the bottleneck output.
+    """
+
+    def __init__(
+        self,
+        spec: BlockSpec,
+        *,
+        in_channels: int,
+        out_channels: int,
+        lags: int,
+        n_lead: int = 1,
+        filters: int = 16,
+        dropout: float = 0.5,
+        final_activation: str = "relu",
+        attention: str = "none",
+        faithful: bool = False,
+        residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if residual and in_channels != out_channels:
+            raise ConfigError(
+                f"model.residual adds the last input frame to the output, but there are {in_channels} "
+                f"input and {out_channels} output channels",
+                "use the same variables in and out, or set model.residual=false",
+            )
+        if residual and final_activation != "none":
+            raise ConfigError(
+                f"model.residual=true with final_activation='{final_activation}': the activation "
+                "would clip the increment, so the model could not start as persistence",
+                "set model.final_activation=none (or model.residual=false)",
+            )
+        self.spec = spec
+        self.in_channels, self.out_channels, self.lags, self.n_lead = (
+            in_channels,
+            out_channels,
+            lags,
+            n_lead,
+        )
+        self.faithful, self.residual = faithful, residual
+        widths = [filters * 2**i for i in range(LEVELS)]
+        deep = filters * 2**LEVELS
+        full = Layers(faithful, lags)
+        single = full.at_depth(1)
+        self.flat_input = full.flat  # efficient mode with lags == 1: 2D from the start
+
+        self.encoder = nn.ModuleList()
+        self.reducers = nn.ModuleList()
+        cin = in_channels
+        for width in widths:
+            self.encoder.append(Level(full, spec, cin, width))
+            self.reducers.append(TimeCompressor(full, width))
+            cin = width
+        self.pool = full.pool()
+        self.drop4 = nn.Dropout(dropout)
+
+        stages: OrderedDict[str, nn.Module] = OrderedDict(conv=ConvAct(full, widths[-1], deep, 3))
+        if spec.compress_first:
+            stages["compress"] = TimeCompressor(full, deep)
+            stages["block"] = spec.block(single, deep)
+        else:
+            stages["block"] = spec.block(full, deep)
+            stages["compress"] = TimeCompressor(full, deep)
+        if attention in ("self", "both"):
+            stages["attention"] = SpatialSelfAttention(deep)
+        stages["dropout"] = nn.Dropout(dropout)
+        self.bottleneck = nn.Sequential(stages)
+
+        self.up = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        self.gates = nn.ModuleList() if attention in ("global", "both") else None
+        cin = deep
+        for width in reversed(widths):
+            self.up.append(UpStep(single, cin, width))
+            if self.gates is not None:
+                self.gates.append(ChannelGate(width))
+            self.decoder.append(Level(single, spec, 2 * width, width))
+            cin = width
+
+        n_out = n_lead * out_channels
+        self.head = nn.Sequential(
+            OrderedDict(
+                hidden=ConvAct(single, filters, 2 * n_out, 3),
+                out=single.conv(2 * n_out, n_out, 1),
+                act=nn.ReLU() if final_activation == "relu" else nn.Identity(),
+            )
+        )
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Glorot-uniform weights and zero biases (Keras defaults); the last conv at zero if residual."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Conv3d):
+                bound = glorot_bound(module)
+                module.weight.uniform_(-bound, bound, generator=generator)
+            elif isinstance(module, nn.Linear):
+                bound = (6.0 / (module.in_features + module.out_features)) ** 0.5
+                module.weight.uniform_(-bound, bound, generator=generator)
+            else:
+                continue
+            if module.bias is not None:
+                module.bias.zero_()
+        if self.residual:
+            self.head.out.weight.zero_()
+            self.head.out.bias.zero_()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = (self.in_channels, self.lags)
+        if x.dim() != 5 or tuple(x.shape[1:3]) != expected:
+            raise DataError(
+                f"model input has shape {tuple(x.shape)}, expected [B, {self.in_channels} channels, "
+                f"{self.lags} lags, H, W]",
+                "feed samples made with the same variables and lags as the model's config",
+            )
+        check_grid_shape(x.shape[-2:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C_in, lags, H, W] -> [B, n_lead, C_out, H, W]``."""
+        self._check_input(x)
+        batch, _, _, height, width = x.shape
+        h = x.squeeze(2) if self.flat_input else x
+        skips = []
+        for i, level in enumerate(self.encoder):
+            h = level(h)
+            if i == LEVELS - 1:
+                h = self.drop4(h)
+            skips.append(self.reducers[i](h))
+            h = self.pool(h)
+        h = self.bottleneck(h)
+        for i, (up, level) in enumerate(zip(self.up, self.decoder, strict=True)):
+            skip = skips[LEVELS - 1 - i]
+            if self.gates is not None:
+                skip = self.gates[i](skip)
+            h = level(torch.cat([up(h), skip], dim=1))
+        h = self.head(h)
+        if h.dim() == 5:
+            h = h.squeeze(2)
+        out = h.reshape(batch, self.n_lead, self.out_channels, height, width)
+        if self.residual:
+            out = out + x[:, :, -1].unsqueeze(1)
+        return out
+
+
+def build_model(
+    cfg: ModelConfig,
+    in_channels: int,
+    out_channels: int,
+    lags: int,
+    lead_times: Sequence[int] | int,
+    shape: Sequence[int],
+    *,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+) -> UNet3DDR:
+    """The U-Net named by ``cfg.name`` for the given data.
+
+    ``lead_times``: the lead times (hours) or their count; the head predicts all at once.
+    ``shape``: the (H, W) grid, checked to be multiples of 16 (ConfigError otherwise).
+    ``seed``: seeds the weight initialisation (same seed, same weights); the global RNG is
+    used when it is None. ``device="meta"`` builds without memory, for counting parameters.
+    """
+    if cfg.name not in BLOCKS:
+        raise ConfigError(f"unknown model '{cfg.name}'", f"choose one of {', '.join(MODEL_NAMES)}")
+    n_lead = lead_times if isinstance(lead_times, int) else len(lead_times)
+    if n_lead < 1:
+        raise ConfigError("no lead times given", "set samples.lead_times to at least one lead time")
+    if lags < 1:
+        raise ConfigError(f"lags={lags}", "set samples.lags to 1 or more")
+    check_grid_shape(shape)
+    with torch.device(device or "cpu"):
+        model = UNet3DDR(
+            BLOCKS[cfg.name],
+            in_channels=in_channels,
+            out_channels=out_channels,
+            lags=lags,
+            n_lead=n_lead,
+            filters=cfg.filters,
+            dropout=cfg.dropout,
+            final_activation=cfg.final_activation,
+            attention=cfg.attention,
+            faithful=cfg.faithful,
+            residual=cfg.residual,
+        )
+    if seed is not None and str(device or "cpu") != "meta":
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+        model.reset_parameters(generator)
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)``: total also counts BatchNorm statistics, as Keras' summary does."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = sum(p.numel() for p in model.parameters())
+    stats = sum(
+        m.running_mean.numel() + m.running_var.numel()
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    )
+    return trainable, params + stats

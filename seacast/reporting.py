@@ -1,0 +1,297 @@
+"""The final report: one Markdown page combining evaluation, training and forecasts.
+
+``write_report`` (called by a pipeline's ``report`` stage) writes ``reports/<name>/index.md`` from:
+
+* evaluation outputs (folders written by ``seacast evaluate``): their Markdown is included with
+  links fixed, otherwise their CSV tables and PNG figures;
+* run folders ``runs/<name>/``: one summary row each from ``config.yaml``, ``meta.json`` and
+  ``metrics.csv``, and a figure of the validation-loss curves;
+* forecast plots (PNG globs).
+
+Every part is optional: a missing or unreadable part becomes a note in the page, never an error,
+so a report can be written after a partial pipeline.
+
+This module offers :func:`write_report`, :func:`summarise_run` and :func:`markdown_table`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seacast import __version__
+
+MAX_TABLE_ROWS = 40
+_LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
+
+
+def _expand(patterns: list[str], workdir: Path) -> list[Path]:
+    found: list[Path] = []
+    for pattern in patterns:
+        full = pattern if Path(pattern).is_absolute() else str(workdir / pattern)
+        matches = sorted(Path(p) for p in glob.glob(full, recursive=True)) if glob.has_magic(pattern) else [Path(full)]
+        found.extend(p for p in matches if p.exists() and p not in found)
+    return found
+
+
+def _rel(target: Path, report_dir: Path) -> str:
+    return Path(os.path.relpath(target.resolve(), report_dir.resolve())).as_posix()
+
+
+def _format(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (floats to 4 significant digits)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_format(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def _read_metrics(path: Path) -> Any:
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except Exception:  # an empty or half-written CSV is reported as missing, not fatal
+        return None
+
+
+def _column(frame: Any, *words: str) -> str | None:
+    for name in frame.columns:
+        lowered = str(name).lower()
+        if all(word in lowered for word in words):
+            return str(name)
+    return None
+
+
+def _seconds(meta: dict[str, Any]) -> float | None:
+    """Training time from meta.json, whichever of the usual keys the loop wrote."""
+    for key in ("train_seconds", "training_seconds", "wall_seconds", "elapsed_seconds", "seconds"):
+        if isinstance(meta.get(key), int | float):
+            return float(meta[key])
+    timings = meta.get("timings")
+    if isinstance(timings, dict):
+        for key in ("total", "total_seconds", "train", "train_seconds", "wall", "wall_seconds"):
+            if isinstance(timings.get(key), int | float):
+                return float(timings[key])
+        numbers = [v for v in timings.values() if isinstance(v, int | float)]
+        return float(sum(numbers)) if numbers else None
+    return None
+
+
+def summarise_run(run_dir: Path) -> dict[str, Any]:
+    """What a run folder tells about itself: model, trainer, epochs, steps, losses, forwards, time."""
+    summary: dict[str, Any] = {"run": run_dir.name}
+    config: dict[str, Any] = {}
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        pass
+    meta: dict[str, Any] = {}
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        pass
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+    summary["model"] = model.get("name") or meta.get("model")
+    meta_trainer = meta.get("trainer")
+    summary["trainer"] = trainer.get("name") or (meta_trainer.get("name") if isinstance(meta_trainer, dict) else meta_trainer)
+    summary["seconds"] = _seconds(meta)
+    frame = _read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else None
+    summary["metrics"] = frame
+    if frame is not None and len(frame):
+        epoch = _column(frame, "epoch")
+        step = _column(frame, "step")
+        val = _column(frame, "val", "loss") or _column(frame, "val")
+        train = _column(frame, "train", "loss") or _column(frame, "loss")
+        forwards = _column(frame, "forward")
+        summary["epochs"] = int(frame[epoch].max()) + (1 if frame[epoch].min() == 0 else 0) if epoch else None
+        summary["steps"] = int(frame[step].max()) if step else None
+        summary["best_val_loss"] = float(frame[val].min()) if val and frame[val].notna().any() else None
+        if train and frame[train].notna().any():
+            summary["last_train_loss"] = float(frame[train].dropna().iloc[-1])
+        summary["forwards"] = float(frame[forwards].max()) if forwards else None
+    return summary
+
+
+def _curves_figure(summaries: list[dict[str, Any]], path: Path) -> bool:
+    """Validation loss against epoch (or step) for every run; False if no run has one."""
+    curves = []
+    for summary in summaries:
+        frame = summary.get("metrics")
+        if frame is None or not len(frame):
+            continue
+        val = _column(frame, "val", "loss") or _column(frame, "val")
+        x = _column(frame, "epoch") or _column(frame, "step")
+        if val and frame[val].notna().any():
+            data = frame[[x, val]].dropna() if x else frame[[val]].dropna()
+            curves.append((summary["run"], data[x] if x else range(len(data)), data[val], x or "row"))
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, xs, ys, _ in curves:
+        ax.plot(list(xs), list(ys), marker=".", label=name)
+    ax.set_xlabel(curves[0][3])
+    ax.set_ylabel("validation loss")
+    if all((c[2] > 0).all() for c in curves):
+        ax.set_yscale("log")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def _training_section(runs: list[str], workdir: Path, report_dir: Path) -> list[str]:
+    lines = ["## Training", ""]
+    run_dirs = [p for p in _expand(runs, workdir) if p.is_dir()]
+    if not run_dirs:
+        looked = ", ".join(runs) or "(no runs: listed in the report stage)"
+        return [*lines, f"_No training runs found (looked in {looked})._", ""]
+    summaries = [summarise_run(p) for p in run_dirs]
+    header = ["run", "model", "trainer", "epochs", "steps", "best val loss", "last train loss", "forwards", "time (s)"]
+    keys = ["run", "model", "trainer", "epochs", "steps", "best_val_loss", "last_train_loss", "forwards", "seconds"]
+    lines.append(markdown_table(header, [[s.get(k) for k in keys] for s in summaries]))
+    lines.append("")
+    lines.append("Run folders: " + ", ".join(f"[{p.name}]({_rel(p, report_dir)})" for p in run_dirs))
+    lines.append("")
+    figure = report_dir / "training_curves.png"
+    try:
+        drawn = _curves_figure(summaries, figure)
+    except Exception as exc:  # a figure must not cost the report
+        lines += [f"_Training curves could not be drawn: {exc}._", ""]
+    else:
+        if drawn:
+            lines += ["![validation loss per run](training_curves.png)", ""]
+    return lines
+
+
+# --------------------------------------------------------------------------- evaluation and forecasts
+
+
+def _fix_links(text: str, source_dir: Path, report_dir: Path) -> str:
+    """Rewrite relative links of an included page so they work from the report's folder."""
+
+    def replace(match: re.Match[str]) -> str:
+        target = match.group(2)
+        if re.match(r"^[a-z]+:", target) or target.startswith(("#", "/")):
+            return match.group(0)
+        return f"{match.group(1)}{_rel(source_dir / target, report_dir)}{match.group(3)}"
+
+    return _LINK.sub(replace, text)
+
+
+def _demote(text: str) -> str:
+    """Push an included page's headings two levels down, under our own."""
+    return re.sub(r"^(#{1,4}) ", lambda m: "##" + m.group(1) + " ", text, flags=re.MULTILINE)
+
+
+def _csv_table(path: Path) -> str:
+    frame = _read_metrics(path)
+    if frame is None:
+        return f"_{path.name} could not be read._"
+    rows = frame.head(MAX_TABLE_ROWS).values.tolist()
+    table = markdown_table([str(c) for c in frame.columns], rows)
+    if len(frame) > MAX_TABLE_ROWS:
+        table += f"\n\n_First {MAX_TABLE_ROWS} of {len(frame)} rows; all in {path.name}._"
+    return table
+
+
+def _evaluation_section(evaluations: list[str], workdir: Path, report_dir: Path, own_page: Path) -> list[str]:
+    lines = ["## Evaluation", ""]
+    found = _expand(evaluations, workdir)
+    if not found:
+        looked = ", ".join(evaluations) or "(no evaluations: listed in the report stage)"
+        return [*lines, f"_No evaluation found (looked in {looked})._", ""]
+    for item in found:
+        files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
+        files = [f for f in files if f.resolve() != own_page.resolve() and not f.name.startswith(".")]
+        pages = [f for f in files if f.suffix == ".md"]
+        lines += [f"### {item.name}", ""]
+        if pages:  # the evaluation wrote its own page: include it, it already shows its tables and figures
+            for page in pages:
+                lines += [_demote(_fix_links(page.read_text(), page.parent, report_dir)).strip(), ""]
+            continue
+        tables = [f for f in files if f.suffix == ".csv"]
+        figures = [f for f in files if f.suffix in (".png", ".svg", ".jpg")]
+        for table in tables:
+            lines += [f"**{table.stem}** ([csv]({_rel(table, report_dir)}))", "", _csv_table(table), ""]
+        lines += [f"![{fig.stem}]({_rel(fig, report_dir)})" for fig in figures]
+        if not tables and not figures:
+            lines.append(f"_{item.name} holds no tables or figures._")
+        lines.append("")
+    return lines
+
+
+def _forecast_section(forecasts: list[str], workdir: Path, report_dir: Path) -> list[str]:
+    lines = ["## Forecasts", ""]
+    plots = [p for p in _expand(forecasts, workdir) if p.is_file()]
+    if not plots:
+        looked = ", ".join(forecasts) or "(no forecasts: listed in the report stage)"
+        return [*lines, f"_No forecast plots found (looked in {looked})._", ""]
+    for plot in plots:
+        lines += [f"![{plot.stem}]({_rel(plot, report_dir)})", ""]
+    return lines
+
+
+def write_report(
+    path: Path | str,
+    *,
+    title: str,
+    runs: list[str] | None = None,
+    evaluations: list[str] | None = None,
+    forecasts: list[str] | None = None,
+    workdir: Path | str = ".",
+) -> Path:
+    """Write the combined report page to ``path`` (atomically) and return it.
+
+    ``runs``, ``evaluations`` and ``forecasts`` are paths or globs relative to ``workdir``; links in
+    the page are relative to the page's folder, so the folder can be moved with its inputs.
+    """
+    from seacast.raw import atomic_write_text
+
+    workdir = Path(workdir)
+    path = Path(path)
+    report_dir = path.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# {title}",
+        "",
+        f"_Written by seacast {__version__} on {time.strftime('%Y-%m-%d %H:%M')}._",
+        "",
+        *_evaluation_section(evaluations or [], workdir, report_dir, path),
+        *_training_section(runs or [], workdir, report_dir),
+        *_forecast_section(forecasts or [], workdir, report_dir),
+    ]
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+__all__ = ["markdown_table", "summarise_run", "write_report"]

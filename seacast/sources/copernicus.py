@@ -1,0 +1,576 @@
+"""``source: copernicus``: monthly NetCDF downloads through the Copernicus Marine toolbox.
+
+Offers:
+
+* :func:`fetch_copernicus`: every (dataset, month) of the config, written through
+  :func:`seacast.raw.write_month_atomic`; complete months are skipped.
+* :func:`plan_copernicus`: what a fetch would write, with size estimates, offline.
+* :func:`resolve_credentials` / :func:`require_credentials`: the toolbox's own
+  order (environment, credentials file, ``~/.netrc``), read by seacast so the
+  toolbox is never left to prompt.
+* :func:`login`: ``seacast login``, a wrapper of ``copernicusmarine.login``.
+* :class:`ToolboxClient`: the real :class:`~seacast.sources.base.MarineClient`.
+* :func:`subset_request`: the exact keywords passed to ``copernicusmarine.subset``.
+
+The toolbox is imported only when a download or a login really happens, so
+planning, ``--dry-run`` and the tests never need it or the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import netrc
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from seacast.config import DataConfig, DatasetSpec
+from seacast.errors import CredentialsError, DataError, SeacastError
+from seacast.raw import Manifest, MonthFile, expected_times, write_month_atomic
+from seacast.sources.base import MarineClient, PlannedFile, ProgressCallback, no_progress
+
+SOURCE = "copernicus"
+ENV_USERNAME = "COPERNICUSMARINE_SERVICE_USERNAME"
+ENV_PASSWORD = "COPERNICUSMARINE_SERVICE_PASSWORD"
+ENV_CREDENTIALS_DIRECTORY = "COPERNICUSMARINE_CREDENTIALS_DIRECTORY"
+# older names the toolbox still honours
+_ENV_USERNAME_OLD = "COPERNICUS_MARINE_SERVICE_USERNAME"
+_ENV_PASSWORD_OLD = "COPERNICUS_MARINE_SERVICE_PASSWORD"
+CREDENTIALS_FILENAME = ".copernicusmarine-credentials"
+NETRC_HOSTS = ("auth.marine.copernicus.eu", "my.cmems-du.eu", "nrt.cmems-du.eu")
+REGISTER_URL = "https://data.marine.copernicus.eu/register"
+HOW_TO_LOG_IN = (
+    f"run `seacast login` once (it stores the toolbox's credentials file), or set {ENV_USERNAME} "
+    f"and {ENV_PASSWORD}; no account yet? register for free at {REGISTER_URL}"
+)
+
+# Toolbox exceptions share no base class, so they are recognised by class name
+# (tests check every name below still exists in the installed toolbox).
+CREDENTIALS_ERRORS = (
+    "CredentialsCannotBeNone",
+    "InvalidUsernameOrPassword",
+    "CouldNotConnectToAuthenticationSystem",
+)
+PERMANENT_ERRORS: dict[str, str] = {
+    "DatasetNotFound": "check copernicus.datasets[].id against the product page on data.marine.copernicus.eu",
+    "DatasetVersionNotFound": "change copernicus.datasets[].version, or leave it empty for the latest version",
+    "DatasetVersionPartNotFound": "change copernicus.datasets[].version, or leave it empty for the latest version",
+    "ProductNotFound": "check copernicus.product and the dataset ids",
+    "VariableDoesNotExistInTheDataset": "check copernicus.datasets[].variables (CMEMS short names such as zos, uo, vo, so, thetao)",
+    "CoordinatesOutOfDatasetBounds": (
+        "check bbox, months and depths; the NWS analysis-forecast product keeps only about two years, "
+        "so fetch older months with configs/data/nws_multiyear.yaml"
+    ),
+    "WrongDatetimeFormat": "write months as YYYY-MM, e.g. months=2024-01:2024-03",
+    "NoServiceAvailable": "this dataset has no subset service; pick another dataset id",
+    "ServiceNotSupported": "this dataset has no subset service; pick another dataset id",
+    "FormatNotSupported": "report this: seacast asks for NetCDF, which the toolbox should support",
+}
+TRANSIENT_ERRORS = (
+    "ServiceNotAvailable",
+    "DatasetUpdating",
+    "ConnectionError",
+    "TimeoutError",
+    "Timeout",
+    "ChunkedEncodingError",
+    "ContentDecodingError",
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ClientConnectionError",
+    "ServerDisconnectedError",
+    "IncompleteRead",
+    "ProtocolError",
+)
+ErrorKind = Literal["credentials", "permanent", "transient", "prompt", "unknown"]
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A Copernicus Marine username and password, and where seacast found them."""
+
+    username: str
+    password: str = field(repr=False)
+    origin: str = "arguments"
+
+
+def credentials_directory(env: Mapping[str, str] | None = None, home: Path | None = None) -> Path:
+    """The folder of the toolbox's credentials file (``$COPERNICUSMARINE_CREDENTIALS_DIRECTORY`` or ``~/.copernicusmarine``)."""
+    env = os.environ if env is None else env
+    if env.get(ENV_CREDENTIALS_DIRECTORY):
+        return Path(env[ENV_CREDENTIALS_DIRECTORY])
+    return (home or Path.home()) / ".copernicusmarine"
+
+
+def _read_credentials_file(path: Path) -> tuple[str | None, str | None]:
+    """The toolbox's file: base64 of an INI text with a ``[credentials]`` section."""
+    try:
+        text = base64.standard_b64decode(path.read_text().strip()).decode("utf8")
+        parser = configparser.RawConfigParser()
+        parser.read_string(text)
+        return parser.get("credentials", "username", fallback=None), parser.get(
+            "credentials", "password", fallback=None
+        )
+    except (ValueError, configparser.Error, UnicodeDecodeError) as exc:
+        raise CredentialsError(
+            f"the Copernicus Marine credentials file {path} cannot be read ({exc})",
+            f"delete it and {HOW_TO_LOG_IN}",
+        ) from None
+
+
+def _read_netrc(path: Path) -> tuple[str | None, str | None]:
+    try:
+        parsed = netrc.netrc(str(path))
+    except (netrc.NetrcParseError, OSError) as exc:
+        raise CredentialsError(
+            f"{path} cannot be read ({exc})", "fix it (chmod 600 ~/.netrc) or " + HOW_TO_LOG_IN
+        ) from None
+    for host in NETRC_HOSTS:
+        entry = parsed.authenticators(host)
+        if entry:
+            return entry[0], entry[2]
+    return None, None
+
+
+def resolve_credentials(
+    env: Mapping[str, str] | None = None, home: Path | None = None
+) -> Credentials | None:
+    """Credentials in the toolbox's order: environment, credentials file, ``~/.netrc``; None if none.
+
+    Read here, at call time, because the toolbox reads its environment
+    variables once at import; seacast then passes them explicitly.
+    """
+    env = os.environ if env is None else env
+    home = home or Path.home()
+    username = env.get(ENV_USERNAME) or env.get(_ENV_USERNAME_OLD)
+    password = env.get(ENV_PASSWORD) or env.get(_ENV_PASSWORD_OLD)
+    if username and password:
+        return Credentials(username, password, f"environment ({ENV_USERNAME}/{ENV_PASSWORD})")
+    credentials_file = credentials_directory(env, home) / CREDENTIALS_FILENAME
+    if credentials_file.is_file():
+        username, password = _read_credentials_file(credentials_file)
+        if username and password:
+            return Credentials(username, password, str(credentials_file))
+    netrc_file = home / ".netrc"
+    if netrc_file.is_file():
+        username, password = _read_netrc(netrc_file)
+        if username and password:
+            return Credentials(username, password, str(netrc_file))
+    return None
+
+
+def require_credentials(
+    env: Mapping[str, str] | None = None, home: Path | None = None
+) -> Credentials:
+    """:func:`resolve_credentials`, or a CredentialsError that says how to log in."""
+    found = resolve_credentials(env, home)
+    if found is None:
+        env = os.environ if env is None else env
+        where = credentials_directory(env, home) / CREDENTIALS_FILENAME
+        raise CredentialsError(
+            f"no Copernicus Marine credentials found (looked at {ENV_USERNAME}/{ENV_PASSWORD}, {where} and ~/.netrc)",
+            HOW_TO_LOG_IN,
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- the toolbox
+
+
+@contextlib.contextmanager
+def _stdin_closed() -> Iterator[None]:
+    """Give the toolbox an empty stdin: a prompt it might reach then fails at once instead of hanging."""
+    saved = sys.stdin
+    with open(os.devnull) as empty:
+        sys.stdin = empty
+        try:
+            yield
+        finally:
+            sys.stdin = saved
+
+
+class ToolboxClient:
+    """The real :class:`MarineClient`: ``copernicusmarine`` imported on first use, never prompting."""
+
+    def __init__(self, log_level: int = logging.WARNING) -> None:
+        self.log_level = log_level
+
+    def _toolbox(self) -> Any:
+        try:
+            import copernicusmarine
+        except ImportError as exc:  # pragma: no cover - it is a dependency
+            raise DataError(
+                f"the Copernicus Marine toolbox cannot be imported ({exc})",
+                "pip install copernicusmarine",
+            ) from None
+        # its INFO lines would break the progress bar; warnings still show
+        logging.getLogger("copernicusmarine").setLevel(self.log_level)
+        return copernicusmarine
+
+    def subset(self, **kwargs: Any) -> Any:
+        toolbox = self._toolbox()
+        with _stdin_closed():
+            return toolbox.subset(**kwargs)
+
+    def login(self, username: str, password: str, **kwargs: Any) -> bool:
+        toolbox = self._toolbox()
+        with _stdin_closed():
+            return bool(toolbox.login(username=username, password=password, **kwargs))
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """What a toolbox (or network) exception means for seacast."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & set(CREDENTIALS_ERRORS):
+        return "credentials"
+    if names & set(PERMANENT_ERRORS):
+        return "permanent"
+    if "Abort" in names:  # click's answer to a prompt on an empty stdin
+        return "prompt"
+    if names & set(TRANSIENT_ERRORS):
+        return "transient"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return "transient" if status >= 500 or status == 429 else "permanent"
+    return "unknown"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if not text or text == "None":
+        text = (type(exc).__doc__ or "").strip().split("\n")[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def translate_error(exc: BaseException, what: str) -> Exception:
+    """The seacast error for a toolbox exception raised while doing ``what``."""
+    kind = classify_error(exc)
+    name = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in PERMANENT_ERRORS), "")
+    if kind == "credentials":
+        if "CouldNotConnectToAuthenticationSystem" in {c.__name__ for c in type(exc).__mro__}:
+            return CredentialsError(
+                f"{what}: could not reach the Copernicus Marine login service (auth.marine.copernicus.eu)",
+                "check the network (and that auth.marine.copernicus.eu is not blocked), then run again",
+            )
+        return CredentialsError(
+            f"{what}: Copernicus Marine rejected the credentials ({_reason(exc)})",
+            "check the username and password; " + HOW_TO_LOG_IN,
+        )
+    if kind == "prompt":
+        return CredentialsError(f"{what}: the Copernicus toolbox asked for input", HOW_TO_LOG_IN)
+    if kind == "permanent":
+        return DataError(
+            f"{what} was refused by Copernicus Marine: {_reason(exc)}", PERMANENT_ERRORS[name]
+        )
+    if kind == "transient":
+        return DataError(
+            f"{what} failed: the Copernicus Marine service is unavailable ({_reason(exc)})",
+            "run the same command again later; complete months are kept and skipped",
+        )
+    return DataError(
+        f"{what} failed: {_reason(exc)}",
+        "run again; if it persists, run with the toolbox directly to see more",
+    )
+
+
+def call_with_retries(
+    call: Callable[[], Any],
+    what: str,
+    retries: int,
+    backoff_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[str], None] | None = None,
+) -> Any:
+    """``call()``, retrying transient failures ``retries`` times with doubling backoff; others raise at once."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except (KeyboardInterrupt, SystemExit, SeacastError):
+            raise
+        except Exception as exc:
+            kind = classify_error(exc)
+            if kind != "transient" or attempt == retries:
+                error = translate_error(exc, what)
+                if kind == "transient":
+                    error = DataError(
+                        f"{what} failed after {retries + 1} tries: {_reason(exc)}",
+                        "the Copernicus Marine service seems down; run the same command again later "
+                        "(complete months are kept and skipped)",
+                    )
+                raise error from exc
+            delay = backoff_seconds * 2**attempt
+            if on_retry is not None:
+                on_retry(f"{what}: {_reason(exc)}; retry {attempt + 1}/{retries} in {delay:g} s")
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- requests and plan
+
+
+def utc_now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").tz_localize(None)
+
+
+def in_progress(month: str, now: pd.Timestamp | None = None) -> bool:
+    """True for the current (UTC) month or a later one: its data are still arriving."""
+    return month >= (now or utc_now()).strftime("%Y-%m")
+
+
+def month_bounds(month: str, step_hours: float, now: pd.Timestamp | None = None) -> tuple[str, str]:
+    """First and last time step of a month, as the ISO strings the toolbox takes.
+
+    With ``now`` inside the month, the last step is the latest one not after
+    ``now``: later hours of an analysis-forecast dataset are forecasts, not data.
+    """
+    times = expected_times(month, step_hours)
+    last = pd.Timestamp(times[-1])
+    if now is not None and pd.Timestamp(times[0]) <= now < last:
+        last = pd.Timestamp(times[times <= now.to_datetime64()][-1])
+    return pd.Timestamp(times[0]).strftime("%Y-%m-%dT%H:%M:%S"), last.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def subset_request(
+    cfg: DataConfig,
+    spec: DatasetSpec,
+    month: str,
+    output: Path,
+    credentials: Credentials | None = None,
+    now: pd.Timestamp | None = None,
+) -> dict[str, Any]:
+    """The keywords seacast passes to ``copernicusmarine.subset`` for one dataset and month.
+
+    ``now`` caps the current month at the present hour (see :func:`month_bounds`).
+    """
+    source = cfg.copernicus
+    start, end = month_bounds(month, spec.step_hours, now)
+    request: dict[str, Any] = {
+        "dataset_id": spec.id,
+        "variables": list(spec.variables),
+        "minimum_longitude": cfg.bbox.lon_min,
+        "maximum_longitude": cfg.bbox.lon_max,
+        "minimum_latitude": cfg.bbox.lat_min,
+        "maximum_latitude": cfg.bbox.lat_max,
+        "start_datetime": start,
+        "end_datetime": end,
+        "coordinates_selection_method": source.coordinates_selection_method,
+        "file_format": "netcdf",
+        "output_directory": str(output.parent),
+        "output_filename": output.name,
+        "overwrite": True,
+        "disable_progress_bar": True,
+        "netcdf_compression_level": source.netcdf_compression_level,
+        # a month that overlaps an update in progress would mix old and new data
+        "raise_if_updating": True,
+    }
+    if spec.version:
+        request["dataset_version"] = spec.version
+    if source.min_depth is not None:
+        request["minimum_depth"] = source.min_depth
+    if source.max_depth is not None:
+        request["maximum_depth"] = source.max_depth
+    if credentials is not None:
+        request["username"] = credentials.username
+        request["password"] = credentials.password
+    return request
+
+
+def request_fingerprint(cfg: DataConfig, spec: DatasetSpec, month: str) -> str:
+    """A hash of what decides a month file's contents (not where it is written or who asks)."""
+    request = subset_request(cfg, spec, month, Path("x.nc"))
+    for key in ("output_directory", "output_filename", "overwrite", "disable_progress_bar"):
+        request.pop(key)
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def estimate_grid(cfg: DataConfig) -> tuple[int, int]:
+    """Approximate (ny, nx) of the bbox at ``copernicus.grid_km`` spacing."""
+    km_per_degree = 111.2
+    mid_lat = math.radians((cfg.bbox.lat_min + cfg.bbox.lat_max) / 2)
+    ny = (
+        math.ceil((cfg.bbox.lat_max - cfg.bbox.lat_min) * km_per_degree / cfg.copernicus.grid_km)
+        + 1
+    )
+    nx = (
+        math.ceil(
+            (cfg.bbox.lon_max - cfg.bbox.lon_min)
+            * km_per_degree
+            * math.cos(mid_lat)
+            / cfg.copernicus.grid_km
+        )
+        + 1
+    )
+    return ny, nx
+
+
+def plan_copernicus(cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
+    """Every (dataset, month) file of the config, whether it is complete, and its estimated size (offline)."""
+    manifest = Manifest(cfg.raw_dir, SOURCE)
+    ny, nx = estimate_grid(cfg)
+    planned = []
+    for spec in cfg.copernicus.datasets:
+        for month in cfg.months.months():
+            item = MonthFile(SOURCE, spec.id, month)
+            hours = len(expected_times(month, spec.step_hours))
+            planned.append(
+                PlannedFile(
+                    source=SOURCE,
+                    dataset=spec.id,
+                    month=month,
+                    variables=tuple(spec.variables),
+                    path=item.path(cfg.raw_dir),
+                    estimated_bytes=ny * nx * hours * len(spec.variables) * 4,
+                    complete=not force
+                    and manifest.is_complete(
+                        item, cfg.raw_dir, request_fingerprint(cfg, spec, month)
+                    ),
+                )
+            )
+    return planned
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def _download(client: MarineClient, request: dict[str, Any], tmp: Path, what: str) -> None:
+    response = client.subset(**request)
+    status = str(getattr(response, "status", "") or "")
+    if status.endswith("003"):  # StatusCode.NO_DATA_TO_DOWNLOAD
+        raise DataError(
+            f"{what}: Copernicus Marine has no data for this request ({getattr(response, 'message', '')})",
+            "check that the dataset covers this month and region; if the month is recent, fetch it again later",
+        )
+    written = getattr(response, "file_path", None)
+    if not tmp.exists() and written and Path(written).exists() and Path(written) != tmp:
+        os.replace(written, tmp)  # the toolbox chose another name; bring it back to ours
+
+
+def fetch_copernicus(
+    cfg: DataConfig,
+    client: MarineClient | None = None,
+    force: bool = False,
+    progress: ProgressCallback = no_progress,
+    credentials: Credentials | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] | None = None,
+    now: pd.Timestamp | None = None,
+) -> list[Path]:
+    """Download every (dataset, month) of ``cfg`` that is not complete yet; return all month files.
+
+    Credentials are resolved before anything else touches the network, and a
+    missing one fails at once. Transient service failures are retried with
+    backoff; a month that comes back empty or incomplete is reported at the end
+    (the other months are still written); any other refusal stops the fetch.
+    The current month (``now``, UTC by default) is fetched up to the present
+    hour and recorded as in progress, so each run refreshes it until it is over.
+    """
+    now = now or utc_now()
+    planned = plan_copernicus(cfg, force=force)
+    specs = {spec.id: spec for spec in cfg.copernicus.datasets}
+    manifest = Manifest(cfg.raw_dir, SOURCE)
+    todo = [p for p in planned if not p.complete]
+    for done in planned:
+        if done.complete:
+            progress(done.label)
+    if todo:
+        credentials = credentials or require_credentials()
+        client = client or ToolboxClient()
+    failures: list[str] = []
+    for item_plan in todo:
+        spec = specs[item_plan.dataset]
+        item = MonthFile(SOURCE, spec.id, item_plan.month)
+        what = f"the download of {spec.id} for {item.month}"
+        fingerprint = request_fingerprint(cfg, spec, item.month)
+
+        running = in_progress(item.month, now)
+
+        def write(
+            tmp: Path, spec: DatasetSpec = spec, item: MonthFile = item, what: str = what
+        ) -> None:
+            request = subset_request(cfg, spec, item.month, tmp, credentials, now=now)
+            call_with_retries(
+                lambda: _download(client, request, tmp, what),
+                what,
+                cfg.copernicus.retries,
+                cfg.copernicus.backoff_seconds,
+                sleep=sleep,
+                on_retry=log,
+            )
+
+        try:
+            write_month_atomic(
+                item,
+                cfg.raw_dir,
+                write,
+                spec.variables,
+                manifest,
+                step_hours=spec.step_hours,
+                check_times=not running,
+                info={
+                    "request": fingerprint,
+                    "dataset_version": spec.version,
+                    "variables": list(spec.variables),
+                    "in_progress": running,
+                },
+            )
+        except DataError as exc:
+            if (
+                exc.__cause__ is not None
+            ):  # a refusal by the service: every other month would fail alike
+                raise
+            failures.append(str(exc.problem))
+        progress(item_plan.label)
+    if failures:
+        raise DataError(
+            f"{len(failures)} of {len(planned)} month file(s) could not be completed:\n    - "
+            + "\n    - ".join(failures),
+            "the other months are saved; run the same command again later to fetch the missing ones",
+        )
+    return [p.path for p in planned if p.path is not None]
+
+
+def login(
+    username: str,
+    password: str,
+    client: MarineClient | None = None,
+    directory: Path | None = None,
+) -> Path:
+    """Check the credentials with Copernicus Marine and store them in the toolbox's credentials file."""
+    if not username or not password:
+        raise CredentialsError("both a username and a password are needed to log in", HOW_TO_LOG_IN)
+    client = client or ToolboxClient()
+    directory = directory or credentials_directory()
+    what = "the Copernicus Marine login"
+    try:
+        ok = client.login(
+            username=username,
+            password=password,
+            configuration_file_directory=directory,
+            # the toolbox would otherwise ask before replacing an existing file
+            force_overwrite=True,
+        )
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        raise translate_error(exc, what) from exc
+    if not ok:
+        raise CredentialsError(
+            f"Copernicus Marine rejected the username '{username}' or its password",
+            f"check them (recover them at https://help.marine.copernicus.eu); register at {REGISTER_URL}",
+        )
+    return directory / CREDENTIALS_FILENAME

@@ -1,0 +1,489 @@
+"""The training loop shared by every update rule (backprop and the zeroth-order rules).
+
+Offered:
+
+* :func:`train` - run an :class:`~seacast.config.ExperimentConfig` into ``runs/<name>/``.
+* :class:`RunResult` - what a finished run reports.
+* :func:`validation_loss` - mean per-sample loss of a model over a dataset.
+
+Per step: ``optimizer.zero_grad``; ``rule.step`` writes ``param.grad`` (or updates the
+weights itself); the optimiser applies it; the schedule moves. Per epoch: validation, the
+best checkpoint by validation loss, early stopping, ``checkpoint_last.pt`` (atomic),
+``metrics.csv`` and ``meta.json``. ``resume=True`` continues from ``checkpoint_last.pt``
+and, with the same seed, gives the same weights as an uninterrupted run: the sampling
+order comes from ``seed + epoch`` and every RNG state is in the checkpoint.
+
+Under ``torchrun`` the loop runs data-parallel: backprop through DistributedDataParallel,
+other rules by averaging their gradient estimates over ranks. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, Subset
+
+import seacast
+from seacast.config import ExperimentConfig, fingerprint, to_dict, to_yaml
+from seacast.errors import ConfigError, DataError, SeacastError
+from seacast.raw import atomic_write_text
+from seacast.training.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from seacast.training.distributed import DistInfo, all_reduce_sum, average_gradients, cleanup, init_distributed
+from seacast.training.losses import make_loss
+from seacast.training.rules import LossFn, UpdateRule, make_rule
+from seacast.windows import SampleSets, WindowDataset, make_loader, open_samples
+
+METRIC_FIELDS = (
+    "epoch",
+    "step",
+    "train_loss",
+    "val_loss",
+    "best_val",
+    "lr",
+    "forwards",
+    "samples",
+    "epoch_seconds",
+    "samples_per_s",
+    "wall_seconds",
+)
+# sections that must match between a checkpoint and the config that resumes it
+_RESUME_MUST_MATCH = ("store", "seed", "samples", "model")
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` reports."""
+
+    run_dir: Path
+    best_val: float
+    best_epoch: int
+    epochs: int
+    steps: int
+    stopped: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def code_version() -> dict[str, str]:
+    """seacast's version and, when the package sits in a git checkout, ``git describe``."""
+    version = {"seacast": seacast.__version__}
+    root = Path(seacast.__file__).resolve().parents[1]
+    try:
+        described = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if described.returncode == 0 and described.stdout.strip():
+            version["git"] = described.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def _set_determinism(cfg: ExperimentConfig) -> None:
+    if cfg.trainer.deterministic:
+        # cuBLAS needs this before its first use to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    torch.manual_seed(cfg.seed)
+
+
+def _optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
+    opts = cfg.trainer.optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opts.name == "adam":
+        return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    return torch.optim.SGD(params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig, total_steps: int) -> Any:
+    schedule = cfg.trainer.optimizer.schedule
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    if schedule == "plateau":
+        patience = max(cfg.trainer.patience // 2, 1)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=patience)
+    return None
+
+
+def _val_subset(dataset: WindowDataset, cfg: ExperimentConfig, info: DistInfo) -> Subset:
+    indices = np.arange(len(dataset))
+    limit = cfg.trainer.max_val_samples
+    if limit is not None and len(indices) > limit:
+        indices = np.unique(np.linspace(0, len(indices) - 1, limit).round().astype(int))
+    # each rank takes every world_size-th sample: no padding, so the mean is exact
+    return Subset(dataset, indices[info.rank :: info.world_size].tolist())
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, loader: Any, loss_fn: LossFn, info: DistInfo) -> float:
+    """Mean per-sample loss over the loader's samples (summed over ranks)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64)
+    for batch in loader:
+        x = batch["x"].to(info.device, non_blocking=True)
+        y = batch["y"].to(info.device, non_blocking=True)
+        losses = loss_fn(model(x), y)
+        total += torch.tensor([float(losses.double().sum()), losses.numel()], dtype=torch.float64)
+    model.train(was_training)
+    total = all_reduce_sum(total.to(info.device if info.device.type == "cuda" else "cpu"), info).cpu()
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _write_meta(path: Path, meta: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def _prepare_run_dir(cfg: ExperimentConfig, resume: bool, overwrite: bool, info: DistInfo) -> Path:
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    last = run_dir / LAST
+    if resume and not last.is_file():
+        raise ConfigError(
+            f"cannot resume: {last} does not exist",
+            "start the run without --resume, or check --name / runs_dir",
+        )
+    if not resume and last.is_file() and not overwrite:
+        raise ConfigError(
+            f"run folder {run_dir} already holds a trained run",
+            "pass --resume to continue it, --name to start a new run, or delete the folder",
+        )
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite and not resume:
+            for name in (BEST, LAST, "metrics.csv", "meta.json"):
+                (run_dir / name).unlink(missing_ok=True)
+    return run_dir
+
+
+def _check_resumable(saved: dict[str, Any], cfg: ExperimentConfig, path: Path) -> None:
+    current = to_dict(cfg)
+    differs = [key for key in _RESUME_MUST_MATCH if saved.get(key) != current.get(key)]
+    if differs:
+        raise ConfigError(
+            f"cannot resume {path}: its {', '.join(differs)} differ from the config given",
+            "resume with the run's own config (runs/<name>/config.yaml), or start a new run with --name",
+        )
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[rate]} samples/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _stop_on_bad_loss(value: float, where: str, run_dir: Path, lr: float, info: DistInfo, meta: dict[str, Any]) -> None:
+    if math.isfinite(value):
+        return
+    last = run_dir / LAST
+    kept = (
+        f"the last good checkpoint {last} (epoch {meta.get('epochs_completed', 0)}) is kept"
+        if last.is_file()
+        else "no checkpoint had been written yet"
+    )
+    if info.is_main:
+        meta["status"] = f"stopped: {value} loss at {where}"
+        meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        _write_meta(run_dir / "meta.json", meta)
+    raise SeacastError(
+        f"the {where} loss became {value}; training stopped and {kept}",
+        f"lower trainer.optimizer.lr (now {lr:g}) or check the store for NaN at sea points, "
+        "then resume with --resume or start again",
+    )
+
+
+def train(
+    cfg: ExperimentConfig,
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> RunResult:
+    """Train ``cfg`` into ``runs_dir/name``; see the module docstring for what happens when."""
+    info = init_distributed(cfg.device)
+    try:
+        return _train(cfg, info, resume=resume, progress=progress, overwrite=overwrite)
+    finally:
+        cleanup(info)
+
+
+def _train(cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: bool, overwrite: bool) -> RunResult:
+    from seacast.models import build_model
+
+    started = time.perf_counter()
+    _set_determinism(cfg)
+    run_dir = _prepare_run_dir(cfg, resume, overwrite, info)
+    sets: SampleSets = open_samples(cfg.store, cfg.samples)
+    for name, dataset in (("training", sets.train), ("validation", sets.validation)):
+        if len(dataset) == 0:
+            raise DataError(
+                f"the {name} split of {cfg.store} holds no sample (preset {sets.plan.preset}, "
+                f"lags {cfg.samples.lags}, lead times {cfg.samples.lead_times} h)",
+                "use a longer store, shorter lags or lead times, or other split ranges",
+            )
+
+    n_vars = len(cfg.samples.variables)
+    model_args = {
+        "in_channels": n_vars,
+        "out_channels": n_vars,
+        "lags": cfg.samples.lags,
+        "lead_times": list(cfg.samples.lead_times),
+        "shape": list(sets.shape),
+    }
+    model = build_model(cfg.model, n_vars, n_vars, cfg.samples.lags, cfg.samples.lead_times, sets.shape, seed=cfg.seed)
+    model.to(info.device)
+    rule: UpdateRule = make_rule(cfg.trainer.name, model, cfg.trainer)
+    if info.distributed and rule.applies_update:
+        raise ConfigError(
+            f"trainer '{cfg.trainer.name}' updates the weights in place, which cannot be kept in step across ranks",
+            "run it in a single process, or turn its in-place option off (e.g. trainer.spsa.inplace_sgd=false)",
+        )
+    use_ddp = info.distributed and cfg.trainer.name == "backprop"
+    step_model: nn.Module = model
+    if use_ddp:
+        step_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+    optimizer = _optimizer(model, cfg)
+    loss_fn = make_loss(sets.normaliser, sets.sea_mask, cfg.trainer.land_in_loss)
+
+    tcfg = cfg.trainer
+    sampler = DistributedSampler(sets.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
+    # a private generator: creating loader iterators must not draw from the global RNG
+    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    train_loader = make_loader(sets.train, tcfg.batch_size, sampler=sampler, num_workers=tcfg.num_workers, device=str(info.device))
+    train_loader.generator = loader_gen
+    val_loader = make_loader(
+        _val_subset(sets.validation, cfg, info), tcfg.batch_size, num_workers=tcfg.num_workers, device=str(info.device)
+    )
+    val_loader.generator = torch.Generator().manual_seed(cfg.seed + 1)
+
+    steps_per_epoch = math.ceil(len(sampler) / tcfg.batch_size)
+    if tcfg.steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, tcfg.steps_per_epoch)
+    total_steps = tcfg.epochs * steps_per_epoch
+    if tcfg.max_steps is not None:
+        total_steps = min(total_steps, tcfg.max_steps)
+    scheduler = _scheduler(optimizer, cfg, total_steps)
+
+    meta: dict[str, Any] = {
+        "name": cfg.name,
+        "store": str(cfg.store),
+        "store_fingerprint": sets.fingerprint,
+        "config_fingerprint": fingerprint(cfg),
+        "code_version": code_version(),
+        "torch": torch.__version__,
+        "trainer": cfg.trainer.name,
+        "model": cfg.model.name,
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "world_size": info.world_size,
+        "device": str(info.device),
+        "samples": sets.summary(),
+        "steps_per_epoch": steps_per_epoch,
+        "status": "running",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+    epoch, step, forwards, samples_seen = 0, 0, 0.0, 0
+    best_val, best_epoch, bad_epochs = float("inf"), 0, 0
+    wall_before = 0.0
+    history: list[dict[str, float]] = []
+    if resume:
+        state = load_checkpoint(run_dir / LAST, map_location=info.device)
+        _check_resumable(state["config"], cfg, run_dir / LAST)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        rule.load_state_dict(state.get("rule", {}))
+        set_rng_state(state["rng"])
+        epoch, step = int(state["epoch"]), int(state["step"])
+        best_val, best_epoch, bad_epochs = float(state["best_val"]), int(state["best_epoch"]), int(state["bad_epochs"])
+        forwards, samples_seen = float(state["forwards"]), int(state["samples"])
+        history = [dict(row) for row in state["history"]]
+        wall_before = float(history[-1]["wall_seconds"]) if history else 0.0
+        old_meta = run_dir / "meta.json"
+        if old_meta.is_file():
+            meta["started"] = json.loads(old_meta.read_text()).get("started", meta["started"])
+        meta["resumed_at_epoch"] = epoch
+    meta["epochs_completed"] = epoch
+
+    if info.is_main:
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        _write_meta(run_dir / "meta.json", meta)
+
+    def current_lr() -> float:
+        return float(optimizer.param_groups[0]["lr"])
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rule": rule.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "best_val": best_val,
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+            "forwards": forwards,
+            "samples": samples_seen,
+            "history": history,
+            "rng": rng_state(),
+            "config": to_dict(cfg),
+            "model_args": model_args,
+            "normaliser": sets.normaliser.to_dict(),
+            "store_fingerprint": sets.fingerprint,
+        }
+
+    stopped = "epochs"
+    if step >= total_steps:
+        stopped = "max_steps"
+    elif bad_epochs >= tcfg.patience:
+        stopped = "early_stopping"
+    run_started, first_step = time.perf_counter(), step
+    with _progress(progress and info.is_main) as bar:
+        task = bar.add_task(f"{cfg.trainer.name} epoch {epoch + 1}", total=total_steps, completed=step, loss="-", rate="-")
+        while epoch < tcfg.epochs and step < total_steps and bad_epochs < tcfg.patience:
+            sampler.set_epoch(epoch)
+            model.train()
+            epoch_started = time.perf_counter()
+            epoch_loss, epoch_steps, epoch_samples = 0.0, 0, 0
+            bar.update(task, description=f"{cfg.trainer.name} epoch {epoch + 1}/{tcfg.epochs}")
+            for batch in train_loader:
+                if epoch_steps >= steps_per_epoch or step >= total_steps:
+                    break
+                step_started = time.perf_counter()
+                x = batch["x"].to(info.device, non_blocking=True)
+                y = batch["y"].to(info.device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                rule.set_lr(current_lr())
+                stats = rule.step(step_model, x, y, loss_fn)
+                loss = stats.loss
+                if info.distributed:
+                    if not use_ddp:
+                        average_gradients(model, info)
+                    loss = float(all_reduce_sum(torch.tensor([loss], dtype=torch.float64, device=info.device), info)[0]) / info.world_size
+                _stop_on_bad_loss(loss, f"training (epoch {epoch + 1}, step {step + 1})", run_dir, current_lr(), info, meta)
+                if not rule.applies_update:
+                    optimizer.step()
+                if scheduler is not None and cfg.trainer.optimizer.schedule == "cosine":
+                    scheduler.step()
+                step += 1
+                epoch_steps += 1
+                batch_samples = int(x.shape[0]) * info.world_size
+                epoch_samples += batch_samples
+                samples_seen += batch_samples
+                forwards += stats.forwards
+                epoch_loss += loss
+                rate = batch_samples / max(time.perf_counter() - step_started, 1e-9)
+                bar.update(task, advance=1, loss=f"{loss:.4g}", rate=f"{rate:.1f}")
+
+            val = validation_loss(model, val_loader, loss_fn, info)
+            _stop_on_bad_loss(val, f"validation (epoch {epoch + 1})", run_dir, current_lr(), info, meta)
+            if scheduler is not None and cfg.trainer.optimizer.schedule == "plateau":
+                scheduler.step(val)
+            epoch += 1
+            improved = val < best_val
+            if improved:
+                best_val, best_epoch, bad_epochs = val, epoch, 0
+            else:
+                bad_epochs += 1
+            epoch_seconds = time.perf_counter() - epoch_started
+            history.append(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "train_loss": epoch_loss / max(epoch_steps, 1),
+                    "val_loss": val,
+                    "best_val": best_val,
+                    "lr": current_lr(),
+                    "forwards": forwards,
+                    "samples": samples_seen,
+                    "epoch_seconds": epoch_seconds,
+                    "samples_per_s": epoch_samples / max(epoch_seconds, 1e-9),
+                    "wall_seconds": wall_before + time.perf_counter() - run_started,
+                }
+            )
+            meta["epochs_completed"] = epoch
+            if info.is_main:
+                state = checkpoint_state()
+                save_checkpoint(state, run_dir / LAST)
+                if improved:
+                    save_checkpoint(state, run_dir / BEST)
+                _write_metrics(run_dir / "metrics.csv", history)
+                meta.update(steps=step, best_epoch=best_epoch, best_val=best_val, forwards=forwards)
+                _write_meta(run_dir / "meta.json", meta)
+            if progress and info.is_main:
+                note = "(best)" if improved else f"({bad_epochs}/{tcfg.patience} without improvement)"
+                bar.console.log(f"epoch {epoch}: train {history[-1]['train_loss']:.5g}  val {val:.5g}  {note}")
+            if step >= total_steps:
+                stopped = "max_steps"
+            elif bad_epochs >= tcfg.patience:
+                stopped = "early_stopping"
+
+    meta.update(
+        status=f"finished ({stopped})",
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        steps=step,
+        best_epoch=best_epoch,
+        best_val=best_val,
+        forwards=forwards,
+        timings={
+            "train_seconds": wall_before + time.perf_counter() - run_started,
+            "setup_seconds": run_started - started,
+            "seconds_per_step": (time.perf_counter() - run_started) / max(step - first_step, 1),
+        },
+    )
+    if info.is_main:
+        _write_meta(run_dir / "meta.json", meta)
+    return RunResult(
+        run_dir=run_dir,
+        best_val=best_val,
+        best_epoch=best_epoch,
+        epochs=epoch,
+        steps=step,
+        stopped=stopped,
+        history=history,
+        meta=meta,
+    )

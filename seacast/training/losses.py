@@ -1,0 +1,40 @@
+"""The training loss: MSE on de-normalised (physical) values, per sample.
+
+Offered: :func:`make_loss` builds ``loss_fn(prediction, target) -> [B]`` for the update
+rules. By default only sea points count; ``land_in_loss=True`` is the reference's loss,
+where land (0 in normalised space) is part of the mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from seacast.training.rules import LossFn
+from seacast.windows import Normaliser
+
+
+def make_loss(normaliser: Normaliser, sea_mask: np.ndarray | torch.Tensor, land_in_loss: bool = False) -> LossFn:
+    """``loss_fn(pred, target)`` for tensors ``[B, n_lead, C, H, W]`` -> per-sample loss ``[B]``.
+
+    Each (lead time, variable) field gets its mean squared error in physical units over the
+    counted points; the sample's loss is the mean of those over lead times and variables.
+    """
+    mask = torch.as_tensor(np.asarray(sea_mask), dtype=torch.bool)
+    if land_in_loss:
+        mask = torch.ones_like(mask)
+    n_points = int(mask.sum())
+    if n_points == 0:
+        raise ValueError("the sea mask holds no sea point: nothing to train on")
+    cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def loss_fn(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        key = (prediction.device, prediction.dtype)
+        if key not in cache:
+            cache[key] = mask.to(device=prediction.device, dtype=prediction.dtype)
+        weight = cache[key]
+        error = normaliser.denormalise(prediction, channel_dim=-3) - normaliser.denormalise(target, channel_dim=-3)
+        per_field = (error.square() * weight).sum(dim=(-2, -1)) / n_points  # [B, n_lead, C]
+        return per_field.flatten(1).mean(dim=1)
+
+    return loss_fn

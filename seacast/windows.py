@@ -1,0 +1,367 @@
+"""Samples: a torch Dataset of (lags in, lead times out) windows over a Zarr store.
+
+A sample with init time t0 holds
+
+* ``x`` ``[C, lags, H, W]``: the ``lags`` frames ending at t0 (inclusive);
+* ``y`` ``[n_lead, C, H, W]``: the frames at t0 + each lead time;
+* ``sea_mask`` ``[H, W]`` bool (True on sea) and ``init_time`` (int64 hours since 1970).
+
+``x`` and ``y`` are normalised with the store's statistics, and land is 0 in both. Frames
+are read lazily, only those a sample needs; each DataLoader worker opens its own handle.
+
+Offered:
+
+* :class:`Normaliser` - min-max to [0.1, 1] (the reference) or z-score, per variable.
+* :class:`Timeline` - the store's times and gaps; which init times have a whole window.
+* :class:`WindowDataset` - the torch Dataset for a list of init times.
+* :class:`SampleSets` and :func:`open_samples` - train / validation / test datasets of a
+  :class:`~seacast.config.SamplesConfig` (splits from :mod:`seacast.splits`).
+* :func:`make_loader` - a DataLoader with workers suited to these datasets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from seacast.config import SamplesConfig
+from seacast.errors import ConfigError, DataError
+from seacast.splits import Selection, SplitPlan, plan_split, season_of_hours
+
+MINMAX_LOW = 0.1  # the reference scales to [0.1, 1], keeping 0 free for land
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+@dataclass
+class Normaliser:
+    """Per-variable affine scaling: ``normalised = (x - offset) / scale + shift``.
+
+    ``minmax`` maps [min, max] to [0.1, 1]; ``zscore`` maps mean to 0 and std to 1.
+    """
+
+    variables: list[str]
+    method: str
+    offset: np.ndarray
+    scale: np.ndarray
+    shift: float
+
+    @classmethod
+    def from_stats(cls, stats: dict[str, dict[str, float]], variables: Sequence[str], method: str = "minmax") -> Normaliser:
+        missing = [v for v in variables if v not in stats]
+        if missing:
+            raise DataError(f"the store has no statistics for {missing}", "remake the store with `seacast regrid`")
+        if method == "minmax":
+            offset = np.array([stats[v]["min"] for v in variables], dtype=np.float64)
+            span = np.array([stats[v]["max"] - stats[v]["min"] for v in variables], dtype=np.float64)
+            scale = np.where(span > 0, span, 1.0) / (1.0 - MINMAX_LOW)
+            shift = MINMAX_LOW
+        elif method == "zscore":
+            offset = np.array([stats[v]["mean"] for v in variables], dtype=np.float64)
+            std = np.array([stats[v]["std"] for v in variables], dtype=np.float64)
+            scale = np.where(std > 0, std, 1.0)
+            shift = 0.0
+        else:
+            raise ConfigError(f"unknown normalisation '{method}'", "use minmax or zscore")
+        return cls(list(variables), method, offset, scale, float(shift))
+
+    def _params(self, like: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        dim = channel_dim % like.ndim
+        if like.shape[dim] != len(self.variables):
+            raise ValueError(f"axis {channel_dim} of shape {tuple(like.shape)} is not the {len(self.variables)} variables")
+        view = [1] * like.ndim
+        view[dim] = len(self.variables)
+        offset = torch.as_tensor(self.offset, dtype=like.dtype, device=like.device).view(view)
+        scale = torch.as_tensor(self.scale, dtype=like.dtype, device=like.device).view(view)
+        return offset, scale
+
+    def normalise(self, x: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
+        """Physical -> normalised; ``channel_dim`` is the variable axis (``[..., C, H, W]`` by default)."""
+        offset, scale = self._params(x, channel_dim)
+        return (x - offset) / scale + self.shift
+
+    def denormalise(self, x: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
+        """Normalised -> physical; inverse of :meth:`normalise`."""
+        offset, scale = self._params(x, channel_dim)
+        return (x - self.shift) * scale + offset
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variables": list(self.variables),
+            "method": self.method,
+            "offset": [float(v) for v in self.offset],
+            "scale": [float(v) for v in self.scale],
+            "shift": self.shift,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normaliser:
+        return cls(
+            list(data["variables"]),
+            str(data["method"]),
+            np.asarray(data["offset"], dtype=np.float64),
+            np.asarray(data["scale"], dtype=np.float64),
+            float(data["shift"]),
+        )
+
+
+# --------------------------------------------------------------------------- timeline
+
+
+def _iso_hours(text: str) -> int:
+    return int((pd.Timestamp(text) - pd.Timestamp("1970-01-01")) // pd.Timedelta(hours=1))
+
+
+@dataclass
+class Timeline:
+    """The store's times (int64 hours since 1970), its step and its recorded gaps."""
+
+    hours: np.ndarray
+    step_hours: float
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+
+    @classmethod
+    def from_store(cls, ds: xr.Dataset) -> Timeline:
+        from seacast.store import store_gaps, store_step_hours, time_hours
+
+        gaps = [(_iso_hours(start), _iso_hours(end)) for start, end in store_gaps(ds)]
+        return cls(np.asarray(time_hours(ds["time"].values), dtype=np.int64), store_step_hours(ds), gaps)
+
+    def steps(self, hours: float, what: str) -> int:
+        """``hours`` as a whole number of store steps (ConfigError if it is not one)."""
+        steps = hours / self.step_hours
+        if abs(steps - round(steps)) > 1e-9:
+            raise ConfigError(
+                f"{what} {hours} h is not a multiple of the store's step ({self.step_hours} h)",
+                f"use multiples of {self.step_hours} h",
+            )
+        return int(round(steps))
+
+    def select(self, selection: Selection, lags: int, lead_steps: Sequence[int]) -> tuple[np.ndarray, int]:
+        """Init-time indices whose whole window lies in ``selection``, and how many were skipped for gaps.
+
+        A candidate is an init time whose nominal window (``lags`` steps back, the longest lead
+        ahead) lies inside one of the selection's ranges (and in its season, if any). It is
+        skipped when its window crosses a recorded gap or a missing time.
+        """
+        hours = self.hours
+        n = len(hours)
+        step = self.step_hours
+        back, ahead = lags - 1, max(lead_steps)
+        start_h = hours - back * step
+        end_h = hours + ahead * step
+        candidate = np.zeros(n, dtype=bool)
+        for lo, hi in selection.ranges:
+            candidate |= (start_h >= lo) & (end_h <= hi)
+        if selection.season is not None:
+            candidate &= season_of_hours(hours) == selection.season
+
+        index = np.arange(n)
+        first, last = index - back, index + ahead
+        inside = (first >= 0) & (last < n)
+        contiguous = np.zeros(n, dtype=bool)
+        ok = np.where(inside)[0]
+        # with no missing time in between, the span of indices matches the span of hours
+        contiguous[ok] = np.isclose(hours[last[ok]] - hours[first[ok]], (back + ahead) * step)
+        clear = np.ones(n, dtype=bool)
+        for gap_start, gap_end in self.gaps:
+            clear &= ~((gap_start <= end_h) & (gap_end >= start_h))
+        valid = candidate & inside & contiguous & clear
+        return index[valid], int(candidate.sum() - valid.sum())
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class WindowDataset(Dataset):
+    """Samples at the given init-time indices of a store; frames read lazily per sample."""
+
+    def __init__(
+        self,
+        store_path: Path | str,
+        variables: Sequence[str],
+        lags: int,
+        lead_steps: Sequence[int],
+        init_indices: np.ndarray,
+        hours: np.ndarray,
+        normaliser: Normaliser,
+        sea_mask: np.ndarray,
+        skipped: int = 0,
+    ) -> None:
+        self.store_path = Path(store_path)
+        self.variables = list(variables)
+        self.lags = lags
+        self.lead_steps = np.asarray(lead_steps, dtype=np.int64)
+        self.init_indices = np.asarray(init_indices, dtype=np.int64)
+        self.hours = hours
+        self.normaliser = normaliser
+        self.sea_mask = np.asarray(sea_mask, dtype=bool)
+        self.skipped = skipped
+        self._land = torch.from_numpy(~self.sea_mask)
+        self._mask_tensor = torch.from_numpy(self.sea_mask)
+        self._ds: xr.Dataset | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.init_indices)
+
+    @property
+    def init_hours(self) -> np.ndarray:
+        """Init times of the samples, int64 hours since 1970."""
+        return self.hours[self.init_indices]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a worker opens its own handle: never pickle an open store
+        state = self.__dict__.copy()
+        state["_ds"] = None
+        state["_pid"] = None
+        return state
+
+    def _handle(self) -> xr.Dataset:
+        if self._ds is None or self._pid != os.getpid():
+            # no dask: plain lazy backend arrays, so isel reads just the chunks a sample touches
+            self._ds = xr.open_zarr(self.store_path, consolidated=False, zarr_format=3, chunks=None)
+            self._pid = os.getpid()
+        return self._ds
+
+    def frames(self, time_indices: np.ndarray) -> np.ndarray:
+        """Raw physical frames ``[len(time_indices), C, H, W]`` (NaN on land)."""
+        ds = self._handle()
+        stacked = [ds[var].variable[time_indices].values for var in self.variables]
+        return np.stack(stacked, axis=1)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        t0 = int(self.init_indices[item])
+        wanted = np.concatenate([np.arange(t0 - self.lags + 1, t0 + 1), t0 + self.lead_steps])
+        frames = torch.from_numpy(self.frames(wanted))  # [lags + n_lead, C, H, W]
+        frames = self.normaliser.normalise(frames, channel_dim=1)
+        frames = torch.nan_to_num(frames, nan=0.0).masked_fill(self._land, 0.0)
+        x = frames[: self.lags].permute(1, 0, 2, 3).contiguous()  # [C, lags, H, W]
+        y = frames[self.lags :].contiguous()  # [n_lead, C, H, W]
+        return {
+            "x": x,
+            "y": y,
+            "sea_mask": self._mask_tensor,
+            "init_time": torch.tensor(int(self.hours[t0]), dtype=torch.int64),
+        }
+
+
+# --------------------------------------------------------------------------- splits -> datasets
+
+
+@dataclass
+class SampleSets:
+    """The datasets of one experiment and what they share."""
+
+    train: WindowDataset
+    validation: WindowDataset
+    test: WindowDataset
+    test_groups: dict[str, WindowDataset]
+    normaliser: Normaliser
+    sea_mask: np.ndarray
+    timeline: Timeline
+    plan: SplitPlan
+    fingerprint: str
+    store_path: Path
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.sea_mask.shape[0]), int(self.sea_mask.shape[1]))
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Samples skipped because their window crossed a gap, per split."""
+        counts = {"train": self.train.skipped, "validation": self.validation.skipped}
+        counts |= {f"test/{name}": ds.skipped for name, ds in self.test_groups.items()}
+        return counts
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "train": len(self.train),
+            "validation": len(self.validation),
+            "test": {name: len(ds) for name, ds in self.test_groups.items()},
+            "skipped_for_gaps": self.skipped,
+            "preset": self.plan.preset,
+        }
+
+
+def open_samples(store_path: Path | str, cfg: SamplesConfig) -> SampleSets:
+    """Open a store and build the train, validation and test datasets of ``cfg``."""
+    from seacast.store import open_store, store_fingerprint, store_stats, store_variables
+
+    ds = open_store(store_path)
+    available = store_variables(ds)
+    missing = [v for v in cfg.variables if v not in available]
+    if missing:
+        raise ConfigError(
+            f"the store {store_path} has no variables {missing} (it has {available})",
+            f"set samples.variables to some of {available}",
+        )
+    timeline = Timeline.from_store(ds)
+    lead_steps = [timeline.steps(h, "lead time") for h in cfg.lead_times]
+    normaliser = Normaliser.from_stats(store_stats(ds), cfg.variables, cfg.normalisation)
+    sea_mask = np.asarray(ds["sea_mask"].values, dtype=bool)
+    plan = plan_split(cfg.split, timeline.hours)
+
+    def dataset(selections: list[Selection]) -> WindowDataset:
+        chosen, skipped = [], 0
+        for selection in selections:
+            indices, n_skipped = timeline.select(selection, cfg.lags, lead_steps)
+            chosen.append(indices)
+            skipped += n_skipped
+        indices = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+        return WindowDataset(
+            store_path, cfg.variables, cfg.lags, lead_steps, indices, timeline.hours, normaliser, sea_mask, skipped
+        )
+
+    groups = {name: dataset(selections) for name, selections in plan.test.items()}
+    test = dataset([s for selections in plan.test.values() for s in selections])
+    test.skipped = sum(g.skipped for g in groups.values())
+    sets = SampleSets(
+        train=dataset(plan.train),
+        validation=dataset(plan.validation),
+        test=test,
+        test_groups=groups,
+        normaliser=normaliser,
+        sea_mask=sea_mask,
+        timeline=timeline,
+        plan=plan,
+        fingerprint=store_fingerprint(ds),
+        store_path=Path(store_path),
+    )
+    ds.close()
+    return sets
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    sampler: Sampler | None = None,
+    num_workers: int = 0,
+    device: str = "cpu",
+) -> DataLoader:
+    """A DataLoader for window datasets: persistent workers, pinned memory on GPU, prefetch."""
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        extra = {"persistent_workers": True, "prefetch_factor": 4}
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=str(device).startswith("cuda"),
+        drop_last=False,
+        **extra,
+    )

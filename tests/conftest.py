@@ -1,0 +1,22 @@
+"""Shared test setup: the real CMEMS fixtures folder and a quiet, single-threaded torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+CONFIGS = PROJECT_ROOT / "configs"
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """The real Copernicus sample files (../shared/fixtures); tests skip where it is absent."""
+    if not FIXTURES.is_dir():
+        pytest.skip(f"real CMEMS fixtures not found at {FIXTURES} (a clone outside the workspace)")
+    return FIXTURES

@@ -1,0 +1,267 @@
+"""Zeroth-order update rules: estimates against the true gradient, no backward pass, training progress."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from seacast.config import TrainerConfig
+from seacast.training import zeroth_order as zo
+from seacast.training.rules import make_rule
+
+
+def mse_per_sample(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return ((pred - target) ** 2).flatten(1).mean(1)
+
+
+def trainer(name: str, **sections: object) -> TrainerConfig:
+    return TrainerConfig.model_validate({"name": name, **sections})
+
+
+def flat_grad(model: nn.Module) -> torch.Tensor:
+    return torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()]
+    )
+
+
+def true_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    mse_per_sample(model(x), y).mean().backward()
+    grad = flat_grad(model).clone()
+    model.zero_grad(set_to_none=True)
+    return grad
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+def small_conv_net(dtype: torch.dtype = torch.float32, batch_norm: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Conv2d(2, 6, 3, padding=1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(6))
+    layers += [nn.Tanh(), nn.Conv2d(6, 2, 3, padding=1)]
+    return nn.Sequential(*layers).to(dtype)
+
+
+class TinyResidual(nn.Module):
+    """Conv3d over (lags, lat, lon) then Conv2d head; output = last frame + increment, head at zero."""
+
+    def __init__(self, lags: int = 3, hidden: int = 8) -> None:
+        super().__init__()
+        self.encoder = nn.Conv3d(1, hidden, (lags, 3, 3), padding=(0, 1, 1))
+        self.head = nn.Conv2d(hidden, 1, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 1, lags, H, W] -> [B, 1, 1, H, W]
+        features = torch.tanh(self.encoder(x)).squeeze(2)
+        return x[:, :, -1].unsqueeze(1) + self.head(features).unsqueeze(1)
+
+
+def tidal_batch(generator: torch.Generator, batch: int = 16, size: int = 12, lags: int = 3, lead: int = 2):
+    """Waves travelling across the box at random phases: the last frame is a poor forecast, lags tell the motion."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    t0 = torch.rand(batch, 1, 1, 1, generator=generator) * 12.4
+    steps = torch.arange(lags + lead, dtype=torch.float32).view(1, -1, 1, 1)
+    t = t0 + steps
+    field = torch.cos(2 * math.pi * (t / 12.4 - 1.2 * yy - 0.8 * xx)) + 0.35 * torch.cos(
+        2 * math.pi * (t / 12.0 - 0.9 * yy + 0.5 * xx)
+    )
+    x = field[:, :lags].unsqueeze(1)
+    y = field[:, lags + lead - 1].unsqueeze(1).unsqueeze(1)
+    return x, y
+
+
+# --------------------------------------------------------------------------- exactness
+
+
+def test_forward_gradient_equals_true_gradient_dot_v_with_train_batchnorm() -> None:
+    model = small_conv_net(torch.float64, batch_norm=True).train()
+    x = torch.randn(8, 2, 6, 6, dtype=torch.float64)
+    y = torch.randn(8, 2, 6, 6, dtype=torch.float64)
+    rule = make_rule("forward-gradient", model, trainer("forward-gradient"))
+    grad = true_grad(model, x, y)
+    torch.manual_seed(11)
+    stats = rule.step(model, x, y, mse_per_sample)
+    # regenerate the tangent the rule drew from the same seed
+    torch.manual_seed(11)
+    seed = zo._draw_seed()
+    v = torch.cat([zo._noise_like(p, zo._mix(seed, i), "gaussian").flatten() for i, p in enumerate(model.parameters())])
+    expected = torch.dot(grad, v) * v
+    torch.testing.assert_close(flat_grad(model), expected, rtol=1e-9, atol=1e-12)
+    assert stats.forwards == zo.JVP_FORWARD_COST
+    assert stats.loss == pytest.approx(float(mse_per_sample(model(x), y).mean()), rel=1e-9)
+
+
+def test_spsa_matches_true_directional_derivative() -> None:
+    model = small_conv_net(torch.float64).eval()
+    x = torch.randn(8, 2, 6, 6, dtype=torch.float64)
+    y = torch.randn(8, 2, 6, 6, dtype=torch.float64)
+    grad = true_grad(model, x, y)
+    before = [p.detach().clone() for p in model.parameters()]
+    for noise in ("gaussian", "rademacher"):
+        rule = make_rule("spsa", model, trainer("spsa", spsa={"probes": 1, "epsilon": 1e-6, "noise": noise}))
+        torch.manual_seed(3)
+        stats = rule.step(model, x, y, mse_per_sample)
+        torch.manual_seed(3)
+        seed = zo._draw_seed()
+        z = torch.cat([zo._noise_like(p, zo._mix(seed, i), noise).flatten() for i, p in enumerate(model.parameters())])
+        torch.testing.assert_close(flat_grad(model), torch.dot(grad, z) * z, rtol=1e-6, atol=1e-9)
+        assert stats.forwards == 2
+    for b, p in zip(before, model.parameters(), strict=True):
+        torch.testing.assert_close(p.detach(), b, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=1, groups=2),
+        nn.Conv2d(3, 4, (3, 5), padding=(2, 1), dilation=2, padding_mode="reflect"),
+        nn.Conv3d(2, 3, (3, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+        nn.Linear(5, 3),
+    ],
+)
+def test_local_weight_gradient_is_the_conv_weight_gradient(conv: nn.Module) -> None:
+    """psi ⊗ x through the weight-gradient operator equals autograd's weight gradient for that output signal."""
+    torch.manual_seed(0)
+    shape = {nn.Conv2d: (4, conv.in_channels if hasattr(conv, "in_channels") else 0, 11, 9)}
+    if isinstance(conv, nn.Conv3d):
+        x = torch.randn(4, 2, 5, 8, 8)
+    elif isinstance(conv, nn.Linear):
+        x = torch.randn(4, 7, 5)
+    else:
+        x = torch.randn(*shape[nn.Conv2d])
+    out = conv(x)
+    signal = torch.randn_like(out)
+    (out * signal).sum().backward()
+    local = zo.local_weight_gradient(conv, zo._layer_input(conv, x), signal)
+    torch.testing.assert_close(local, conv.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_node_perturbation_matches_linear_gradient_in_expectation() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    x = torch.randn(32, 6)
+    y = torch.randn(32, 3)
+    grad = true_grad(model, x, y)
+    for antithetic in (True, False):
+        cfg = trainer("node-perturbation", node_perturbation={"sigma": 1e-2, "antithetic": antithetic, "probes": 4})
+        rule = make_rule("node-perturbation", model, cfg)
+        total = torch.zeros_like(grad)
+        runs = 100
+        for _ in range(runs):
+            rule.step(model, x, y, mse_per_sample)
+            total += flat_grad(model)
+        mean = total / runs
+        assert cosine(mean, grad) > 0.97
+        assert float((mean - grad).norm() / grad.norm()) < 0.25
+
+
+def test_node_perturbation_never_calls_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = small_conv_net(batch_norm=True).train()
+    x, y = torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8)
+    graphs: list[bool] = []
+
+    def spy(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        graphs.append(output.requires_grad or output.grad_fn is not None)
+
+    for module in model.modules():
+        module.register_forward_hook(spy)
+
+    def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        assert not pred.requires_grad
+        return mse_per_sample(pred, target)
+
+    for layerwise in (False, True):
+        cfg = trainer("node-perturbation", node_perturbation={"layerwise": layerwise, "probes": 2})
+        rule = make_rule("node-perturbation", model, cfg)
+        with zo.no_autograd():
+            stats = rule.step(model, x, y, loss_fn)
+        assert stats.forwards == 4
+    assert graphs and not any(graphs)
+    assert all(p.grad is None or not p.grad.requires_grad for p in model.parameters())
+    with zo.no_autograd(), pytest.raises(AssertionError, match="backward"):
+        model(x).sum().backward()
+
+
+def test_node_perturbation_layerwise_updates_one_layer_and_skips_batchnorm() -> None:
+    model = small_conv_net(batch_norm=True).train()
+    x, y = torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8)
+    rule = make_rule("node-perturbation", model, trainer("node-perturbation", node_perturbation={"layerwise": True}))
+    rule.step(model, x, y, mse_per_sample)
+    with_grad = [n for n, p in model.named_parameters() if p.grad is not None]
+    assert with_grad == ["0.weight", "0.bias"]
+    rule.step(model, x, y, mse_per_sample)
+    assert [n for n, p in model.named_parameters() if p.grad is not None] == ["3.weight", "3.bias"]
+
+
+def test_spsa_inplace_keeps_no_grad_and_restores_weights_at_zero_lr() -> None:
+    model = small_conv_net(batch_norm=True).train()
+    x, y = torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = trainer("spsa", spsa={"inplace_sgd": True, "probes": 3, "epsilon": 1e-3})
+    rule = make_rule("spsa", model, cfg)
+    assert rule.applies_update
+    rule.set_lr(0.0)
+    for _ in range(5):
+        rule.step(model, x, y, mse_per_sample)
+    for n, p in model.named_parameters():
+        assert p.grad is None
+        # restored to float rounding: each probe adds and removes eps*z (about one ulp per probe)
+        torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=5e-7)
+    rule.set_lr(1e-2)
+    loss_before = float(mse_per_sample(model.eval()(x), y).mean())
+    model.train()
+    for _ in range(30):
+        rule.step(model, x, y, mse_per_sample)
+    assert all(p.grad is None for p in model.parameters())
+    assert float(mse_per_sample(model.eval()(x), y).mean()) < loss_before
+
+
+def test_batchnorm_running_stats_move_once_per_step_and_dropout_masks_match() -> None:
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Conv2d(4, 2, 1))
+    model.train()
+    x, y = torch.randn(6, 2, 8, 8) + 3.0, torch.randn(6, 2, 8, 8)
+    rule = make_rule("spsa", model, trainer("spsa", spsa={"probes": 4, "epsilon": 1e-4}))
+    rule.step(model, x, y, mse_per_sample)
+    assert int(model[1].num_batches_tracked) == 1
+    # same dropout mask in L+ and L-: the estimate is a small, smooth difference, not mask noise
+    assert float(flat_grad(model).abs().max()) < 1e3
+
+
+# --------------------------------------------------------------------------- training on a forecastable task
+
+
+@pytest.mark.parametrize(
+    ("name", "sections", "lr", "steps"),
+    [
+        ("spsa", {"spsa": {"probes": 4, "epsilon": 1e-3}}, 1e-2, 150),
+        ("spsa", {"spsa": {"probes": 4, "epsilon": 1e-3, "inplace_sgd": True}}, 3e-2, 150),
+        ("node-perturbation", {"node_perturbation": {"sigma": 1e-2}}, 1e-2, 150),
+        ("forward-gradient", {"forward_gradient": {"probes": 2}}, 1e-2, 150),
+    ],
+)
+def test_loss_falls_clearly(name: str, sections: dict, lr: float, steps: int) -> None:
+    torch.manual_seed(0)
+    model = TinyResidual()
+    data = torch.Generator().manual_seed(1)
+    x_val, y_val = tidal_batch(torch.Generator().manual_seed(99), batch=64)
+    persistence = float(mse_per_sample(model(x_val), y_val).mean())
+    cfg = trainer(name, **sections)
+    rule = make_rule(name, model, cfg)
+    rule.set_lr(lr)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        x, y = tidal_batch(data)
+        optimiser.zero_grad(set_to_none=True)
+        rule.step(model, x, y, mse_per_sample)
+        if not rule.applies_update:
+            optimiser.step()
+    with torch.no_grad():
+        trained = float(mse_per_sample(model(x_val), y_val).mean())
+    assert trained < 0.2 * persistence, (name, trained, persistence)
