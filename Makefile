@@ -35,10 +35,10 @@ bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 paper: setup
-	$(SEACAST) pipeline run paper --set data=$(DATA)
+	$(SEACAST) pipeline run paper --set DATA=$(DATA)
 
 paper-quick: setup
 	$(SEACAST) pipeline run paper-quick
 
 clean:
-	rm -rf data runs reports forecasts .pytest_cache
+	rm -rf data runs reports forecasts .seacast .pytest_cache

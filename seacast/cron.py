@@ -158,7 +158,7 @@ def update_store_from_sources(store_path: Path) -> None:
 
     from seacast.config import DataConfig, validate
     from seacast.fetch import fetch
-    from seacast.regrid import regrid
+    from seacast.regrid import regrid_config
     from seacast.store import open_store
 
     ds = open_store(store_path)
@@ -173,7 +173,8 @@ def update_store_from_sources(store_path: Path) -> None:
     log.info("fetching %s for months %s", cfg.name, cfg.months)
     fetch(cfg)
     log.info("appending new months to %s", store_path)
-    regrid(cfg, append=True)
+    report = regrid_config(cfg)
+    log.info("store %s: %s", store_path, report)
 
 
 # --------------------------------------------------------------------------- cron / systemd text

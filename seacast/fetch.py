@@ -13,6 +13,7 @@ Offers:
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,10 @@ from rich.table import Table
 
 from seacast.config import DataConfig
 from seacast.errors import DataError
-from seacast.raw import Manifest, expected_times, fetch_lock
+from seacast.raw import fetch_lock
 from seacast.sources.base import MarineClient, PlannedFile, ProgressCallback
+
+logger = logging.getLogger("seacast")
 
 
 @dataclass
@@ -46,12 +49,12 @@ class FetchPlan:
 
     def table(self) -> Table:
         """The plan as a rich table: one row per dataset, months, size to fetch."""
-        table = Table(title=f"fetch plan ({self.source})", show_lines=False)
-        for column in ("dataset", "variables", "months", "complete", "to fetch", "estimated size"):
-            table.add_column(
-                column,
-                justify="right" if column in ("complete", "to fetch", "estimated size") else "left",
-            )
+        table = Table(title=f"fetch plan ({self.source})")
+        table.add_column("dataset", overflow="fold", ratio=3)
+        table.add_column("variables", overflow="fold", ratio=1)
+        table.add_column("months", overflow="fold", ratio=2)
+        table.add_column("to fetch", justify="right", ratio=1)
+        table.add_column("est. size", justify="right", no_wrap=True)
         datasets: dict[str, list[PlannedFile]] = {}
         for planned in self.files:
             datasets.setdefault(planned.dataset, []).append(planned)
@@ -65,9 +68,8 @@ class FetchPlan:
             table.add_row(
                 dataset,
                 ", ".join(files[0].variables) or "all",
-                f"{months[0]}..{months[-1]} ({len(months)})",
-                str(len(files) - len(todo)),
-                str(len(todo)),
+                f"{months[0]}..{months[-1]}",
+                f"{len(todo)}/{len(files)}",
                 size,
             )
         total = self.estimated_bytes
@@ -97,30 +99,19 @@ def format_bytes(n: float) -> str:
 
 
 def _plan_twin(cfg: DataConfig, force: bool) -> list[PlannedFile]:
-    # The twin owns its dataset folder names; the manifest tells which months it completed.
-    manifest = Manifest(cfg.raw_dir, "twin")
-    ny, nx = cfg.twin.shape
-    planned = []
-    for month in cfg.months.months():
-        keys = [k for k in manifest.entries if k.endswith(f"/{month}")]
-        complete = (
-            not force
-            and bool(keys)
-            and all((cfg.raw_dir / "twin" / f"{k}.nc").exists() for k in keys)
-        )
-        hours = len(expected_times(month, 1.0))
-        planned.append(
-            PlannedFile(
-                "twin",
-                "twin",
-                month,
-                tuple(cfg.variables),
-                None,
-                ny * nx * hours * len(cfg.variables) * 4,
-                complete,
-            )
-        )
-    return planned
+    try:
+        from seacast.sources.twin import plan_twin
+    except ModuleNotFoundError as exc:
+        if exc.name != "seacast.sources.twin":
+            raise
+        raise _twin_missing() from None
+    return plan_twin(cfg, force)
+
+
+def _twin_missing() -> DataError:
+    return DataError(
+        "the twin source is not part of this checkout", "use source: copernicus or files"
+    )
 
 
 def plan(cfg: DataConfig, force: bool = False) -> FetchPlan:
@@ -151,8 +142,8 @@ def plan(cfg: DataConfig, force: bool = False) -> FetchPlan:
 @contextlib.contextmanager
 def _progress_bar(
     total: int, show: bool, console: Console
-) -> Iterator[tuple[ProgressCallback, Callable[[str], None]]]:
-    """A rich bar over the month files; yields the advance callback and a logger that prints above the bar."""
+) -> Iterator[tuple[Progress, ProgressCallback, Callable[[str], None]]]:
+    """A rich bar over the month files; yields the bar, the advance callback and a logger printing above it."""
     with Progress(
         TextColumn("[bold]fetch[/]"),
         BarColumn(),
@@ -168,10 +159,11 @@ def _progress_bar(
             bar.update(task, advance=1, description=label)
 
         def log(message: str) -> None:
+            logger.warning(message)  # cron runs log to a file through the "seacast" logger
             if show:
                 bar.console.log(message)
 
-        yield advance, log
+        yield bar, advance, log
 
 
 def fetch(
@@ -192,7 +184,7 @@ def fetch(
     already = len(the_plan.files) - len(the_plan.todo)
     with (
         fetch_lock(cfg.raw_dir, cfg.source),
-        _progress_bar(len(the_plan.files), show_progress, console) as (advance, log),
+        _progress_bar(len(the_plan.files), show_progress, console) as (bar, advance, log),
     ):
         if cfg.source == "copernicus":
             from seacast.sources.copernicus import fetch_copernicus
@@ -208,9 +200,14 @@ def fetch(
             except ModuleNotFoundError as exc:
                 if exc.name != "seacast.sources.twin":
                     raise
-                raise DataError(
-                    "the twin source is not part of this checkout yet",
-                    "use source: copernicus or files",
-                ) from None
-            paths = fetch_twin(cfg, progress=advance, force=force)
+                raise _twin_missing() from None
+            # the twin shows simulated hours on our bar rather than whole months
+            bar.remove_task(bar.task_ids[0])
+            paths = fetch_twin(cfg, progress=bar, force=force)
+    logger.info(
+        "fetch %s: %d month file(s) fetched, %d already complete",
+        cfg.name,
+        len(the_plan.todo),
+        already,
+    )
     return FetchResult(cfg.source, list(paths), already, len(the_plan.todo))

@@ -47,6 +47,7 @@ from seacast.plots import CF_ATTRS
 log = logging.getLogger("seacast.forecast")
 
 FORMATS = ("zarr", "netcdf")
+DEFAULT_ADAPT_LR = 1e-3
 _SUFFIX = {"zarr": ".zarr", "netcdf": ".nc"}
 
 
@@ -295,7 +296,7 @@ def adapt_zo(
     from seacast.splits import Selection
     from seacast.training.losses import make_loss
     from seacast.training.rules import make_rule
-    from seacast.windows import Timeline, WindowDataset
+    from seacast.windows import Timeline
 
     cfg: ExperimentConfig = run.config
     lags, lead_hours = cfg.samples.lags, list(cfg.samples.lead_times)
@@ -311,7 +312,24 @@ def adapt_zo(
             f"(a sample spans lags + the longest lead time = {needed:g} h, without gaps)",
             f"use --adapt-hours {int(needed) + 24} or more",
         )
-    samples = WindowDataset(store_path, cfg.samples.variables, lags, lead_steps, indices, timeline.hours, run.normaliser, sea_mask)
+    # the frames of the adaptation window, read once and normalised like WindowDataset does
+    # (N hours x C x H x W float32: small next to the model's activations on these grids)
+    first_frame = int(indices[0]) - lags + 1
+    last_frame = int(indices[-1]) + max(lead_steps)
+    with xr.open_zarr(store_path, consolidated=False, zarr_format=3, chunks=None) as store:
+        window = _read_frames(store, list(cfg.samples.variables), np.arange(first_frame, last_frame + 1))
+    window_t = run.normaliser.normalise(torch.from_numpy(window.astype(np.float32)), channel_dim=1)
+    window_t = torch.nan_to_num(window_t, nan=0.0).masked_fill(torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0)
+    del window
+    device = next(run.model.parameters()).device
+    offsets = np.asarray(lead_steps)
+
+    def sample(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        j = int(indices[k]) - first_frame
+        x = window_t[j - lags + 1 : j + 1].permute(1, 0, 2, 3)[None].to(device)
+        y = window_t[j + offsets][None].to(device)
+        return x, y
+
     loss_fn = make_loss(run.normaliser, sea_mask)
     model = run.model
     model.eval()
@@ -328,28 +346,23 @@ def adapt_zo(
             "name": "spsa",
             "batch_size": 1,
             "spsa": spsa,
-            "optimizer": cfg.trainer.optimizer.model_copy(update={"lr": lr or 1e-3, "weight_decay": 0.0}),
+            "optimizer": cfg.trainer.optimizer.model_copy(update={"lr": lr or DEFAULT_ADAPT_LR, "weight_decay": 0.0}),
         }
     )
     saved = copy.deepcopy(model.state_dict())  # parameters only: small next to activations
 
     def mean_loss() -> float:
         with torch.no_grad():
-            total = 0.0
-            for k in range(len(samples)):
-                item = samples[k]
-                total += float(loss_fn(model(item["x"][None]), item["y"][None]).mean())
-            return total / len(samples)
+            return sum(float(loss_fn(model(x), y).mean()) for x, y in map(sample, range(len(indices)))) / len(indices)
 
     before = mean_loss()
     torch.manual_seed(seed)
     rule = make_rule("spsa", model, trainer)
-    order = np.random.default_rng(seed).permutation(np.resize(np.arange(len(samples)), steps))
+    order = np.random.default_rng(seed).permutation(np.resize(np.arange(len(indices)), steps))
     started = time.perf_counter()
-    losses = []
     for k in order:
-        item = samples[int(k)]
-        losses.append(rule.step(model, item["x"][None], item["y"][None], loss_fn).loss)
+        x, y = sample(int(k))
+        rule.step(model, x, y, loss_fn)
     seconds = time.perf_counter() - started
     after = mean_loss()
     reverted = not after < before
@@ -359,7 +372,7 @@ def adapt_zo(
     record = {
         "method": "zo-spsa-inplace-sgd",
         "hours": adapt_hours,
-        "samples": len(samples),
+        "samples": len(indices),
         "first_init": f"{_hours_to_stamp(timeline.hours[indices[0]]):%Y-%m-%dT%H}",
         "last_init": f"{_hours_to_stamp(timeline.hours[indices[-1]]):%Y-%m-%dT%H}",
         "steps": int(steps),
@@ -373,7 +386,7 @@ def adapt_zo(
     }
     log.info(
         "ZO adaptation on %d samples, %d steps: loss %.4g -> %.4g%s",
-        len(samples), steps, before, after, " (worse: reverted)" if reverted else "",
+        len(indices), steps, before, after, " (worse: reverted)" if reverted else "",
     )
     return record
 

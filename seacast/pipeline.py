@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
-
 from rich.markup import escape
 
 from seacast.config import StrictModel, apply_overrides, read_yaml, validate
@@ -79,13 +78,20 @@ class ReportSpec(StrictModel):
     forecasts: ["forecasts/demo/*.png"]}``. Missing parts get a note in the report, not an error.
     """
 
-    path: str = Field(description="The report page to write, e.g. reports/demo/index.md (added to the stage's outputs).")
-    title: str | None = Field(None, description="Page title; the pipeline's description if empty.")
-    runs: list[str] = Field(default_factory=list, description="Globs of run folders (runs/<name>/) to summarise.")
-    evaluations: list[str] = Field(
-        default_factory=list, description="Evaluation outputs (folders or globs) whose tables and figures are included."
+    path: str = Field(
+        description="The report page to write, e.g. reports/demo/index.md (added to the stage's outputs)."
     )
-    forecasts: list[str] = Field(default_factory=list, description="Globs of forecast plots (PNG) to show.")
+    title: str | None = Field(None, description="Page title; the pipeline's description if empty.")
+    runs: list[str] = Field(
+        default_factory=list, description="Globs of run folders (runs/<name>/) to summarise."
+    )
+    evaluations: list[str] = Field(
+        default_factory=list,
+        description="Evaluation outputs (folders or globs) whose tables and figures are included.",
+    )
+    forecasts: list[str] = Field(
+        default_factory=list, description="Globs of forecast plots (PNG) to show."
+    )
 
     _lists = field_validator("runs", "evaluations", "forecasts", mode="before")(_as_list)
 
@@ -104,9 +110,13 @@ class Stage(StrictModel):
           outputs: [runs/demo-${MODEL}-${TRAINER}/meta.json]
     """
 
-    name: str = Field(pattern=_NAME, description="Stage name, used by --only/--from (letters, digits, . _ -).")
+    name: str = Field(
+        pattern=_NAME, description="Stage name, used by --only/--from (letters, digits, . _ -)."
+    )
     kind: Literal[STAGE_KINDS] = Field(  # type: ignore[valid-type]
-        description="What the stage does: " + ", ".join(STAGE_KINDS) + ". 'command' runs any program (python, seacast, ...)."
+        description="What the stage does: "
+        + ", ".join(STAGE_KINDS)
+        + ". 'command' runs any program (python, seacast, ...)."
     )
     description: str = Field("", description="One line shown by `seacast pipeline show`.")
     run: list[str | list[str]] = Field(
@@ -116,8 +126,13 @@ class Stage(StrictModel):
             "('train --config x.yaml') or an argument list; for kind 'command' any program ('python -c ...')."
         ),
     )
-    config: list[str] = Field(default_factory=list, description="Config files the commands read (a change reruns the stage).")
-    inputs: list[str] = Field(default_factory=list, description="Files or folders the stage reads; globs allowed.")
+    config: list[str] = Field(
+        default_factory=list,
+        description="Config files the commands read (a change reruns the stage).",
+    )
+    inputs: list[str] = Field(
+        default_factory=list, description="Files or folders the stage reads; globs allowed."
+    )
     outputs: list[str] = Field(
         default_factory=list,
         description="Files or folders the stage writes; globs allowed. With none declared the stage always runs.",
@@ -129,7 +144,9 @@ class Stage(StrictModel):
             "runs exactly those. Each copy is named stage[value,...] and sees the values as ${VAR}."
         ),
     )
-    report: ReportSpec | None = Field(None, description="For kind 'report': what to combine into the report page.")
+    report: ReportSpec | None = Field(
+        None, description="For kind 'report': what to combine into the report page."
+    )
 
     _lists = field_validator("config", "inputs", "outputs", mode="before")(_as_list)
 
@@ -142,9 +159,13 @@ class Stage(StrictModel):
     def _kind_fits(self) -> Stage:
         if self.kind == "report":
             if self.report is None:
-                raise ValueError("a 'report' stage needs a 'report:' section (at least report.path)")
+                raise ValueError(
+                    "a 'report' stage needs a 'report:' section (at least report.path)"
+                )
         elif self.report is not None:
-            raise ValueError(f"'report:' is only for kind 'report', this stage is kind '{self.kind}'")
+            raise ValueError(
+                f"'report:' is only for kind 'report', this stage is kind '{self.kind}'"
+            )
         elif not self.run:
             raise ValueError(f"stage '{self.name}' has no 'run:' commands")
         if any(isinstance(cmd, list) and not cmd for cmd in self.run) or any(
@@ -152,7 +173,9 @@ class Stage(StrictModel):
         ):
             raise ValueError(f"stage '{self.name}' has an empty command in 'run:'")
         if isinstance(self.foreach, dict) and any(not values for values in self.foreach.values()):
-            raise ValueError(f"stage '{self.name}': every foreach variable needs at least one value")
+            raise ValueError(
+                f"stage '{self.name}': every foreach variable needs at least one value"
+            )
         return self
 
 
@@ -160,9 +183,12 @@ class Pipeline(StrictModel):
     """A pipeline document (``pipelines/*.yaml``) for ``seacast pipeline run``."""
 
     name: str = Field(pattern=_NAME, description="Pipeline name (the file stem by convention).")
-    description: str = Field("", description="What the pipeline makes, shown by `show` and used as report title.")
+    description: str = Field(
+        "", description="What the pipeline makes, shown by `show` and used as report title."
+    )
     vars: dict[str, Scalar] = Field(
-        default_factory=dict, description="Variables with defaults, used as ${NAME}; override with --set NAME=VALUE."
+        default_factory=dict,
+        description="Variables with defaults, used as ${NAME}; override with --set NAME=VALUE.",
     )
     choices: dict[str, dict[str, dict[str, Scalar]]] = Field(
         default_factory=dict,
@@ -180,7 +206,9 @@ class Pipeline(StrictModel):
     def _var_names(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
         for name in value:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"var name '{name}' must be letters, digits and _ (used as ${{{name}}})")
+                raise ValueError(
+                    f"var name '{name}' must be letters, digits and _ (used as ${{{name}}})"
+                )
         return value
 
     @model_validator(mode="after")
@@ -191,10 +219,14 @@ class Pipeline(StrictModel):
             raise ValueError(f"stage names must be unique, repeated: {', '.join(dupes)}")
         for var, groups in self.choices.items():
             if var not in self.vars:
-                raise ValueError(f"choices.{var}: '{var}' is not in vars (add a default, e.g. vars: {{{var}: ...}})")
+                raise ValueError(
+                    f"choices.{var}: '{var}' is not in vars (add a default, e.g. vars: {{{var}: ...}})"
+                )
             keys = [set(group) for group in groups.values()]
             if keys and any(k != keys[0] for k in keys):
-                raise ValueError(f"choices.{var}: every choice must set the same vars, got {[sorted(k) for k in keys]}")
+                raise ValueError(
+                    f"choices.{var}: every choice must set the same vars, got {[sorted(k) for k in keys]}"
+                )
         return self
 
 
@@ -228,7 +260,9 @@ def load_pipeline(path: Path | str, overrides: list[str] | None = None) -> Pipel
     pipeline = validate(Pipeline, raw, str(path))
     if overrides:
         new_vars: dict[str, Any] = dict(pipeline.vars)
-        settable = set(pipeline.vars) | {v for groups in pipeline.choices.values() for g in groups.values() for v in g}
+        settable = set(pipeline.vars) | {
+            v for groups in pipeline.choices.values() for g in groups.values() for v in g
+        }
         for text in overrides:
             key = text.partition("=")[0].strip()
             if key not in settable:
@@ -298,7 +332,9 @@ class PlannedStage:
     base: str  # the stage's name in the file
     kind: str
     description: str
-    commands: list[list[str]]  # argv as the user reads it (starting with 'seacast' for seacast commands)
+    commands: list[
+        list[str]
+    ]  # argv as the user reads it (starting with 'seacast' for seacast commands)
     config: list[str]
     inputs: list[str]
     outputs: list[str]
@@ -325,21 +361,37 @@ class PlannedStage:
         return command
 
 
-def _matrix(foreach: dict[str, list[Scalar]] | list[dict[str, Scalar]] | None) -> list[dict[str, str]]:
+def _matrix(
+    foreach: dict[str, list[Scalar]] | list[dict[str, Scalar]] | None,
+    values: dict[str, str],
+    where: str,
+) -> list[dict[str, str]]:
+    """The foreach combinations, in order; values may use the pipeline's ${VARS}."""
     if foreach is None:
         return [{}]
+
+    def text(value: Scalar) -> str:
+        return substitute(_text(value), values, where)
+
     if isinstance(foreach, list):
-        return [{k: _text(v) for k, v in combo.items()} for combo in foreach]
+        return [{k: text(v) for k, v in combo.items()} for combo in foreach]
     names = list(foreach)
-    return [dict(zip(names, map(_text, combo), strict=True)) for combo in itertools.product(*foreach.values())]
+    return [
+        dict(zip(names, map(text, combo), strict=True))
+        for combo in itertools.product(*foreach.values())
+    ]
 
 
-def _command_argv(stage: Stage, command: str | list[str], values: dict[str, str], where: str) -> list[str]:
+def _command_argv(
+    stage: Stage, command: str | list[str], values: dict[str, str], where: str
+) -> list[str]:
     if isinstance(command, str):
         try:
             argv = shlex.split(substitute(command, values, where))
         except ValueError as exc:
-            raise ConfigError(f"{where}: cannot split command {command!r}: {exc}", "check the quotes") from None
+            raise ConfigError(
+                f"{where}: cannot split command {command!r}: {exc}", "check the quotes"
+            ) from None
     else:
         argv = [substitute(_text(part), values, where) for part in command]
     if stage.kind != "command" and argv[0] != "seacast":
@@ -352,7 +404,7 @@ def plan_pipeline(pipeline: Pipeline) -> list[PlannedStage]:
     base_values = resolve_vars(pipeline)
     planned: list[PlannedStage] = []
     for stage in pipeline.stages:
-        combos = _matrix(stage.foreach)
+        combos = _matrix(stage.foreach, base_values, f"stage '{stage.name}' foreach")
         for combo in combos:
             clash = sorted(set(combo) & set(pipeline.vars))
             if clash:
@@ -361,10 +413,16 @@ def plan_pipeline(pipeline: Pipeline) -> list[PlannedStage]:
                     "rename the foreach variable (for example MODEL instead of a var called MODEL)",
                 )
             values = {**base_values, **combo}
-            name = f"{stage.name}[{','.join(combo.values())}]" if stage.foreach is not None else stage.name
+            name = (
+                f"{stage.name}[{','.join(combo.values())}]"
+                if stage.foreach is not None
+                else stage.name
+            )
             where = f"stage '{name}'"
 
-            def sub(items: list[str], values: dict[str, str] = values, where: str = where) -> list[str]:
+            def sub(
+                items: list[str], values: dict[str, str] = values, where: str = where
+            ) -> list[str]:
                 return [substitute(item, values, where) for item in items]
 
             report = None
@@ -372,7 +430,9 @@ def plan_pipeline(pipeline: Pipeline) -> list[PlannedStage]:
                 spec = stage.report
                 report = ReportSpec(
                     path=substitute(spec.path, values, where),
-                    title=substitute(spec.title, values, where) if spec.title else pipeline.description or pipeline.name,
+                    title=substitute(spec.title, values, where)
+                    if spec.title
+                    else pipeline.description or pipeline.name,
                     runs=sub(spec.runs),
                     evaluations=sub(spec.evaluations),
                     forecasts=sub(spec.forecasts),
@@ -396,7 +456,9 @@ def plan_pipeline(pipeline: Pipeline) -> list[PlannedStage]:
     return planned
 
 
-def select_stages(planned: list[PlannedStage], only: list[str] | None = None, start: str | None = None) -> list[PlannedStage]:
+def select_stages(
+    planned: list[PlannedStage], only: list[str] | None = None, start: str | None = None
+) -> list[PlannedStage]:
     """The stages chosen by ``--only`` (names, repeatable) and ``--from`` (this stage and all after it).
 
     A name matches a stage in the file (all its foreach copies) or one expanded copy.
@@ -411,7 +473,9 @@ def select_stages(planned: list[PlannedStage], only: list[str] | None = None, st
         if not any(matches(s, name) for s in planned):
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"no stage '{name}' in this pipeline.{hint}", f"use one of: {', '.join(known)}")
+            raise ConfigError(
+                f"no stage '{name}' in this pipeline.{hint}", f"use one of: {', '.join(known)}"
+            )
     chosen = planned
     if start:
         first = next(i for i, s in enumerate(planned) if matches(s, start))
@@ -497,6 +561,8 @@ def stage_status(
             if _overlaps(output, dep):
                 return StageStatus(False, f"input {dep} will be remade by stage '{maker}'")
     record = state.get(stage.name)
+    if record is not None and record.get("unfinished"):
+        return StageStatus(False, "its last run did not finish")
     if record is not None and record.get("fingerprint") != stage.fingerprint():
         return StageStatus(False, "commands or files changed since the last run")
     oldest_output: int | None = None
@@ -508,16 +574,26 @@ def stage_status(
             stamp = _newest_mtime(path)
             oldest_output = stamp if oldest_output is None else min(oldest_output, stamp)
     assert oldest_output is not None
+    # A recorded run counts from when it started: a command that found nothing to do (a fetch of
+    # complete months) leaves its outputs old, yet it saw every input as it was then.
+    reference = max(oldest_output, int(record.get("started_ns", 0))) if record else oldest_output
     for kind, patterns in (("config", stage.config), ("input", stage.inputs)):
         for pattern in patterns:
             matches = _expand(pattern, workdir)
             if not matches:
                 return StageStatus(False, f"{kind} {pattern} is missing")
             for path in matches:
-                if _newest_mtime(path) > oldest_output:
-                    return StageStatus(False, f"{kind} {path.relative_to(workdir) if path.is_relative_to(workdir) else path} is newer than the outputs")
+                if _newest_mtime(path) > reference:
+                    return StageStatus(
+                        False,
+                        f"{kind} {path.relative_to(workdir) if path.is_relative_to(workdir) else path} is newer than the outputs",
+                    )
     # without a record we cannot tell whether the commands changed, so the pipeline file's age stands in
-    if record is None and pipeline_file.exists() and pipeline_file.stat().st_mtime_ns > oldest_output:
+    if (
+        record is None
+        and pipeline_file.exists()
+        and pipeline_file.stat().st_mtime_ns > oldest_output
+    ):
         return StageStatus(False, f"pipeline file {pipeline_file.name} is newer than the outputs")
     return StageStatus(True, "outputs are newer than inputs and config")
 
@@ -536,7 +612,11 @@ def show_plan(
     remade: dict[str, str] = {}
     plan: list[tuple[PlannedStage, StageStatus]] = []
     for stage in select_stages(plan_pipeline(pipeline), only, start):
-        status = StageStatus(False, "--force") if force else stage_status(stage, workdir, pipeline_file, state, remade)
+        status = (
+            StageStatus(False, "--force")
+            if force
+            else stage_status(stage, workdir, pipeline_file, state, remade)
+        )
         if not status.up_to_date:
             remade.update(dict.fromkeys(stage.outputs, stage.name))
         plan.append((stage, status))
@@ -649,30 +729,54 @@ def run_pipeline(
     result = PipelineResult(pipeline.name)
     began = time.perf_counter()
     for index, stage in enumerate(plan):
-        status = StageStatus(False, "--force") if force else stage_status(stage, workdir, pipeline_file, state)
+        status = (
+            StageStatus(False, "--force")
+            if force
+            else stage_status(stage, workdir, pipeline_file, state)
+        )
         if status.up_to_date:
             echo(f"[dim]skip[/] {escape(stage.name)}: {escape(status.reason)}")
-            result.stages.append(StageResult(stage.name, stage.kind, "skipped", reason=status.reason))
+            result.stages.append(
+                StageResult(stage.name, stage.kind, "skipped", reason=status.reason)
+            )
             continue
         echo(f"[bold cyan]run[/]  {escape(stage.name)} ({escape(status.reason)})")
         for command in stage.commands:
             echo(f"     [dim]$ {escape(display_command(command))}[/]")
-        state.pop(stage.name, None)
+        started_ns = time.time_ns()
+        # marked unfinished until it succeeds, so partial outputs of a killed run are not trusted
+        state[stage.name] = {
+            "fingerprint": stage.fingerprint(),
+            "started_ns": started_ns,
+            "unfinished": True,
+        }
         _write_state(workdir, pipeline.name, state)
         started = time.perf_counter()
         try:
-            _execute(stage, workdir, rerun_hint=f"`seacast pipeline run {pipeline.name} --from {stage.base}`")
+            _execute(
+                stage,
+                workdir,
+                rerun_hint=f"`seacast pipeline run {pipeline.name} --from {stage.base}`",
+            )
         except SeacastError as exc:
             seconds = time.perf_counter() - started
-            result.stages.append(StageResult(stage.name, stage.kind, "failed", seconds, reason=str(exc.problem)))
+            result.stages.append(
+                StageResult(stage.name, stage.kind, "failed", seconds, reason=str(exc.problem))
+            )
             result.stages.extend(StageResult(s.name, s.kind, "not run") for s in plan[index + 1 :])
             result.error = exc
             break
         seconds = time.perf_counter() - started
-        state[stage.name] = {"fingerprint": stage.fingerprint(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        state[stage.name] = {
+            "fingerprint": stage.fingerprint(),
+            "started_ns": started_ns,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         _write_state(workdir, pipeline.name, state)
         report = workdir / stage.report.path if stage.report else None
-        result.stages.append(StageResult(stage.name, stage.kind, "ran", seconds, status.reason, report))
+        result.stages.append(
+            StageResult(stage.name, stage.kind, "ran", seconds, status.reason, report)
+        )
     result.seconds = time.perf_counter() - began
     return result
 

@@ -58,10 +58,16 @@ from seacast.store import (
 )
 
 # Coordinate names other products use, mapped to the CMEMS ones on read.
-COORD_ALIASES = {"lat": "latitude", "lon": "longitude", "nav_lat": "latitude", "nav_lon": "longitude", "deptht": "depth"}
+COORD_ALIASES = {
+    "lat": "latitude",
+    "lon": "longitude",
+    "nav_lat": "latitude",
+    "nav_lon": "longitude",
+    "deptht": "depth",
+}
 # Config keys that define what a store holds; a store made with other values is refused.
 STORE_DEFINING_KEYS = ("bbox", "variables", "grid", "store.chunk_hours")
-BLOCK_FRAMES = 48  # source time steps read and regridded at once (bounds memory)
+BLOCK_BYTES = 16 * 2**20  # source bytes per variable read and regridded at once (bounds memory)
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -90,7 +96,9 @@ class RegridReport:
         """Human-readable lines, most important first."""
         lines = []
         if self.frames_written == 0:
-            lines.append(f"{self.store}: nothing new ({self.frames_already_present} time steps already in the store)")
+            lines.append(
+                f"{self.store}: nothing new ({self.frames_already_present} time steps already in the store)"
+            )
         else:
             verb = "created" if self.created else "rebuilt" if self.rebuilt else "appended to"
             lines.append(
@@ -98,19 +106,29 @@ class RegridReport:
                 f"from {len(self.units)} unit(s) ({', '.join(self.units)})"
             )
             if self.frames_already_present:
-                lines.append(f"skipped {self.frames_already_present} time steps already in the store")
+                lines.append(
+                    f"skipped {self.frames_already_present} time steps already in the store"
+                )
         for name, count in self.duplicates.items():
             lines.append(f"{name}: dropped {count} duplicated time step(s) (kept the first)")
         for name in self.unsorted:
             lines.append(f"{name}: times were not in order; sorted them")
         if self.all_nan_frames:
-            shown = ", ".join(self.all_nan_frames[:5]) + (" ..." if len(self.all_nan_frames) > 5 else "")
-            lines.append(f"dropped {len(self.all_nan_frames)} all-NaN frame(s), recorded as gaps: {shown}")
+            shown = ", ".join(self.all_nan_frames[:5]) + (
+                " ..." if len(self.all_nan_frames) > 5 else ""
+            )
+            lines.append(
+                f"dropped {len(self.all_nan_frames)} all-NaN frame(s), recorded as gaps: {shown}"
+            )
         if len(self.grids) > 1:
-            lines.append(f"the inputs use {len(self.grids)} different source grids; all were regridded to the same target grid:")
+            lines.append(
+                f"the inputs use {len(self.grids)} different source grids; all were regridded to the same target grid:"
+            )
             lines.extend(f"  {grid}: {', '.join(files)}" for grid, files in self.grids.items())
         if self.gaps:
-            shown = ", ".join(f"{a} .. {b}" for a, b in self.gaps[:5]) + (" ..." if len(self.gaps) > 5 else "")
+            shown = ", ".join(f"{a} .. {b}" for a, b in self.gaps[:5]) + (
+                " ..." if len(self.gaps) > 5 else ""
+            )
             lines.append(f"{len(self.gaps)} gap(s) in the store (recorded, not filled): {shown}")
         lines.extend(self.warnings)
         return lines
@@ -145,7 +163,9 @@ class Unit:
 def _open(path: Path) -> xr.Dataset:
     """Open a NetCDF file lazily with CMEMS coordinate names; DataError naming the file."""
     if not path.is_file():
-        raise DataError(f"input file {path} does not exist", "check the path, or run `seacast fetch` first")
+        raise DataError(
+            f"input file {path} does not exist", "check the path, or run `seacast fetch` first"
+        )
     try:
         ds = xr.open_dataset(path)
     except Exception as exc:  # netCDF4/h5netcdf/scipy errors share no base class
@@ -153,7 +173,9 @@ def _open(path: Path) -> xr.Dataset:
             f"{path} cannot be opened as NetCDF ({type(exc).__name__}: {exc})",
             "the file is truncated or corrupt: delete it and fetch it again",
         ) from None
-    renames = {k: v for k, v in COORD_ALIASES.items() if k in ds.variables and v not in ds.variables}
+    renames = {
+        k: v for k, v in COORD_ALIASES.items() if k in ds.variables and v not in ds.variables
+    }
     if renames:
         ds = ds.rename(renames)
     for coord in ("time", "latitude", "longitude"):
@@ -178,12 +200,16 @@ def scan_file(path: Path, variables: Sequence[str] | None) -> SourceFile:
     """Read a file's metadata: which wanted variables it holds, its times, step and grid."""
     ds = _open(Path(path))
     try:
-        gridded = [str(v) for v in ds.data_vars if {"time", "latitude", "longitude"} <= set(ds[v].dims)]
+        gridded = [
+            str(v) for v in ds.data_vars if {"time", "latitude", "longitude"} <= set(ds[v].dims)
+        ]
         held = gridded if variables is None else [v for v in variables if v in ds.data_vars]
         try:
             times = np.asarray(ds["time"].values, dtype="datetime64[ns]")
         except (TypeError, ValueError) as exc:
-            raise DataError(f"{path}: time cannot be read as dates ({exc})", "check the file's time units") from None
+            raise DataError(
+                f"{path}: time cannot be read as dates ({exc})", "check the file's time units"
+            ) from None
         diffs = np.diff(np.unique(times)) / np.timedelta64(1, "h")
         step = float(np.median(diffs)) if len(diffs) else None
         if len(diffs) and not np.allclose(diffs % step, 0):
@@ -224,7 +250,11 @@ def target_grid(bbox: BBox, shape: tuple[int, int]) -> xr.Dataset:
     return xr.Dataset(
         coords={
             "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
-            "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+            "longitude": (
+                "longitude",
+                lon,
+                {"units": "degrees_east", "standard_name": "longitude"},
+            ),
         }
     )
 
@@ -233,7 +263,9 @@ def _prepare_source(ds: xr.Dataset, variables: Sequence[str], target: xr.Dataset
     """Wanted variables at the surface, ascending coords, longitudes in the target's convention, cut to the box."""
     ds = ds[list(variables)]
     if "depth" in ds.dims:
-        ds = ds.isel(depth=int(np.argmin(np.abs(ds["depth"].values)))).drop_vars("depth", errors="ignore")
+        ds = ds.isel(depth=int(np.argmin(np.abs(ds["depth"].values)))).drop_vars(
+            "depth", errors="ignore"
+        )
     tlon = target["longitude"].values
     lon = ds["longitude"].values
     if tlon.min() < 0 and lon.max() > 180:
@@ -255,7 +287,9 @@ def _prepare_source(ds: xr.Dataset, variables: Sequence[str], target: xr.Dataset
     return ds.sel(cut)
 
 
-def regrid_frames(source: xr.Dataset, target: xr.Dataset, method: str, min_sea_fraction: float) -> xr.Dataset:
+def regrid_frames(
+    source: xr.Dataset, target: xr.Dataset, method: str, min_sea_fraction: float
+) -> xr.Dataset:
     """Regrid loaded frames (time, latitude, longitude) to ``target``, NaN-aware, as float32."""
     if source.sizes.get("latitude", 0) < 2 or source.sizes.get("longitude", 0) < 2:
         raise DataError(
@@ -275,7 +309,9 @@ def regrid_frames(source: xr.Dataset, target: xr.Dataset, method: str, min_sea_f
     elif method == "nearest":
         out = source.regrid.nearest(target)
     else:
-        raise DataError(f"unknown regrid method '{method}'", "use conservative, bilinear or nearest")
+        raise DataError(
+            f"unknown regrid method '{method}'", "use conservative, bilinear or nearest"
+        )
     out = out.assign_coords(latitude=target["latitude"], longitude=target["longitude"])
     return out.astype(np.float32).transpose("time", "latitude", "longitude")
 
@@ -322,10 +358,21 @@ def process_unit(
         ds = _open(source.path)
         try:
             prepared = _prepare_source(ds, wanted, target)
-            for start in range(0, len(keep), BLOCK_FRAMES):
-                block = keep[start : start + BLOCK_FRAMES]
+            if prepared.sizes["latitude"] < 2 or prepared.sizes["longitude"] < 2:
+                raise DataError(
+                    f"no sea cell in the box: {source.path} ({source.grid}) has fewer than 2 cells "
+                    f"across the target box in latitude or longitude",
+                    "choose a bbox inside the data's latitude/longitude range",
+                )
+            frame_bytes = 4 * prepared.sizes["latitude"] * prepared.sizes["longitude"]
+            block_frames = max(8, BLOCK_BYTES // frame_bytes)
+            for start in range(0, len(keep), block_frames):
+                block = keep[start : start + block_frames]
+                block = np.sort(block)
+                # a contiguous run reads as one slice; NetCDF reads of index lists go element by element
+                index = slice(int(block[0]), int(block[-1]) + 1) if (np.diff(block) == 1).all() else block
                 try:
-                    frames = prepared.isel(time=np.sort(block)).load()
+                    frames = prepared.isel(time=index).load()
                 except Exception as exc:  # truncated files fail on read, not on open
                     raise DataError(
                         f"{source.path} cannot be read ({type(exc).__name__}: {exc})",
@@ -365,7 +412,10 @@ def process_unit(
 
 
 def _map_ordered(
-    func: Callable[[Any], UnitResult], items: list[Any], dask_address: str | None, workers: int | None
+    func: Callable[[Any], UnitResult],
+    items: list[Any],
+    dask_address: str | None,
+    workers: int | None,
 ) -> Iterator[UnitResult]:
     """Run ``func`` over ``items`` with dask, a window of a few at a time, yielding in order.
 
@@ -377,7 +427,9 @@ def _map_ordered(
         try:
             from dask.distributed import Client
         except ImportError:  # pragma: no cover - distributed is a dependency
-            raise DataError("dask.distributed is not installed", "pip install 'dask[distributed]'") from None
+            raise DataError(
+                "dask.distributed is not installed", "pip install 'dask[distributed]'"
+            ) from None
         try:
             client = Client(dask_address, timeout="10s")
         except (OSError, TimeoutError) as exc:
@@ -415,7 +467,9 @@ def _defining(config: dict[str, Any]) -> dict[str, Any]:
 
 def _check_same_store(stored: dict[str, Any], new: dict[str, Any], path: Path) -> None:
     a, b = _defining(stored), _defining(new)
-    diffs = [f"{k}: store has {json.dumps(a[k])}, now {json.dumps(b[k])}" for k in a if a[k] != b[k]]
+    diffs = [
+        f"{k}: store has {json.dumps(a[k])}, now {json.dumps(b[k])}" for k in a if a[k] != b[k]
+    ]
     if diffs:
         raise DataError(
             f"the store {path} was made with a different config:\n    " + "\n    ".join(diffs),
@@ -423,7 +477,9 @@ def _check_same_store(stored: dict[str, Any], new: dict[str, Any], path: Path) -
         )
 
 
-def _merged_months(stored: dict[str, Any] | None, config: DataConfig, times: np.ndarray) -> str:
+def _merged_months(
+    stored: dict[str, Any] | None, config: DataConfig, times: np.ndarray
+) -> dict[str, str]:
     """The month range covering the stored config, this config and the data."""
     months = [config.months.start, config.months.end]
     if stored and isinstance(stored.get("months"), dict):
@@ -431,7 +487,7 @@ def _merged_months(stored: dict[str, Any] | None, config: DataConfig, times: np.
     if len(times):
         months += [f"{pd.Timestamp(times.min()):%Y-%m}", f"{pd.Timestamp(times.max()):%Y-%m}"]
     months = [m for m in months if m]
-    return f"{min(months)}:{max(months)}"
+    return {"start": min(months), "end": max(months)}
 
 
 def _sea_mask(data: xr.Dataset) -> xr.DataArray:
@@ -469,6 +525,40 @@ def _unit_step(units: list[Unit], stored_step: float | None) -> float:
     return float(step)
 
 
+def _first_valid_frame_mask(
+    unit: Unit, variables: Sequence[str], target: xr.Dataset, method: str, min_sea_fraction: float
+) -> xr.DataArray | None:
+    """Sea cells (all variables finite) of the first frame of ``unit`` that is not all NaN."""
+    masks = []
+    for source in unit.files:
+        wanted = [v for v in variables if v in source.variables]
+        if not wanted:
+            continue
+        with _open(source.path) as ds:
+            prepared = _prepare_source(ds, wanted, target)
+            if prepared.sizes["latitude"] < 2 or prepared.sizes["longitude"] < 2:
+                return None  # process_unit reports this with the file name
+            for index in np.argsort(source.times, kind="stable")[:24]:
+                try:
+                    frame = regrid_frames(
+                        prepared.isel(time=[int(index)]).load(), target, method, min_sea_fraction
+                    )
+                except DataError:
+                    raise
+                except Exception:  # unreadable: process_unit names the file
+                    return None
+                finite = [frame[v].isel(time=0).notnull() for v in wanted]
+                if all(bool(m.any()) for m in finite):
+                    masks.extend(finite)
+                    break
+    if not masks:
+        return None
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = mask & m
+    return mask
+
+
 def regrid_units(
     units: list[Unit],
     config: DataConfig,
@@ -483,7 +573,9 @@ def regrid_units(
     path = Path(config.store.path)
     report = RegridReport(store=path)
     if not units:
-        raise DataError("no input files to regrid", "fetch data first (seacast fetch) or give NetCDF files")
+        raise DataError(
+            "no input files to regrid", "fetch data first (seacast fetch) or give NetCDF files"
+        )
     variables = list(config.variables)
     for unit in units:
         _check_unit_variables(unit, variables)
@@ -509,7 +601,13 @@ def regrid_units(
     config_changed = stored_config is not None and stored_config != stored
     if existing is not None and len(new_times) == 0:
         if config_changed:  # e.g. another stats_period: new statistics, same frames
-            attrs = finalise_store(path, config=stored, stats_period=config.store.stats_period, step_hours=step, span=span)
+            attrs = finalise_store(
+                path,
+                config=stored,
+                stats_period=config.store.stats_period,
+                step_hours=step,
+                span=span,
+            )
             report.gaps = attrs["seacast_gaps"]
         else:
             report.gaps = json.loads(existing.attrs["seacast_gaps"])
@@ -523,13 +621,27 @@ def regrid_units(
     report.rebuilt = rebuild
     target = target_grid(config.bbox, config.grid.shape)
     mask: xr.DataArray | None = existing["sea_mask"].load() if existing is not None else None
+    run_mask: xr.DataArray | None = None
+    if mask is None and len(todo) > 1:
+        # months may come on different source grids with different coasts: sea is where
+        # every month has data, so no month leaves NaN on a sea cell
+        for unit in todo:
+            unit_mask = _first_valid_frame_mask(
+                unit, variables, target, config.grid.method, config.grid.min_sea_fraction
+            )
+            if unit_mask is not None:
+                run_mask = unit_mask if run_mask is None else run_mask & unit_mask
 
     def work(unit: Unit) -> UnitResult:
         with dask.config.set(scheduler="synchronous"):
-            return process_unit(unit, variables, target, config.grid.method, config.grid.min_sea_fraction, have)
+            return process_unit(
+                unit, variables, target, config.grid.method, config.grid.min_sea_fraction, have
+            )
 
     # in a rebuild the stored frames are rewritten month by month, merged with the new ones
-    keys = sorted({u.key for u in todo} | ({f"{pd.Timestamp(t):%Y-%m}" for t in have} if rebuild else set()))
+    keys = sorted(
+        {u.key for u in todo} | ({f"{pd.Timestamp(t):%Y-%m}" for t in have} if rebuild else set())
+    )
     by_key = {u.key: u for u in todo}
     results = _map_ordered(work, [by_key[k] for k in keys if k in by_key], dask_address, workers)
     written = False
@@ -559,14 +671,26 @@ def regrid_units(
             data = xr.concat(parts, dim="time").sortby("time") if len(parts) > 1 else parts[0]
             if mask is None:
                 mask = _sea_mask(data)
+                if run_mask is not None:
+                    mask = mask & run_mask
                 if not bool(mask.any()):
                     raise DataError(
                         f"no sea cell in the box {config.bbox.model_dump()} for {key}: every value is NaN",
                         "check that the bbox overlaps the data (see the files' latitude/longitude range)",
                     )
             data = data.where(mask)
+            holes = int((data[variables[0]].isnull() & mask).any("time").sum())
+            for var in variables[1:]:
+                holes = max(holes, int((data[var].isnull() & mask).any("time").sum()))
+            if holes:
+                report.warnings.append(
+                    f"{key}: {holes} sea cell(s) are NaN in some frames (a source with another coast or "
+                    "missing values); left as NaN, not filled"
+                )
             if not written and fresh:
-                create_store(target_path, data.assign(sea_mask=mask), chunk_hours=config.store.chunk_hours)
+                create_store(
+                    target_path, data.assign(sea_mask=mask), chunk_hours=config.store.chunk_hours
+                )
             else:
                 append_to_store(target_path, data)
             written = True
@@ -576,7 +700,11 @@ def regrid_units(
                 "check the inputs (all-NaN frames are listed above) and the bbox",
             )
         attrs = finalise_store(
-            target_path, config=stored, stats_period=config.store.stats_period, step_hours=step, span=span
+            target_path,
+            config=stored,
+            stats_period=config.store.stats_period,
+            step_hours=step,
+            span=span,
         )
         report.gaps = attrs["seacast_gaps"]
         if fresh:
@@ -594,7 +722,9 @@ def _coverage_warning(report: RegridReport, path: Path) -> None:
     ds = open_store(path)
     fraction = float(ds["sea_mask"].mean())
     if fraction < 1:
-        report.warnings.append(f"sea fraction of the grid: {fraction:.1%} (the rest is land or outside the data)")
+        report.warnings.append(
+            f"sea fraction of the grid: {fraction:.1%} (the rest is land or outside the data)"
+        )
 
 
 # --------------------------------------------------------------------------- entry points
@@ -623,7 +753,9 @@ def raw_units(config: DataConfig) -> list[Unit]:
 
 
 def _span(config: DataConfig, step_hours: float) -> tuple[Any, Any]:
-    return expected_times(config.months.start, step_hours)[0], expected_times(config.months.end, step_hours)[-1]
+    return expected_times(config.months.start, step_hours)[0], expected_times(
+        config.months.end, step_hours
+    )[-1]
 
 
 def regrid_config(
@@ -694,5 +826,10 @@ def regrid_files(
         store=StoreConfig(path=Path(out), chunk_hours=chunk_hours, stats_period=stats_period),
     )
     return regrid_units(
-        units, config, overwrite=overwrite, dask_address=dask_address, workers=workers, progress=progress
+        units,
+        config,
+        overwrite=overwrite,
+        dask_address=dask_address,
+        workers=workers,
+        progress=progress,
     )

@@ -16,6 +16,7 @@ This module offers :func:`write_report`, :func:`summarise_run` and :func:`markdo
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import math
@@ -37,7 +38,11 @@ def _expand(patterns: list[str], workdir: Path) -> list[Path]:
     found: list[Path] = []
     for pattern in patterns:
         full = pattern if Path(pattern).is_absolute() else str(workdir / pattern)
-        matches = sorted(Path(p) for p in glob.glob(full, recursive=True)) if glob.has_magic(pattern) else [Path(full)]
+        matches = (
+            sorted(Path(p) for p in glob.glob(full, recursive=True))
+            if glob.has_magic(pattern)
+            else [Path(full)]
+        )
         found.extend(p for p in matches if p.exists() and p not in found)
     return found
 
@@ -100,21 +105,20 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
     """What a run folder tells about itself: model, trainer, epochs, steps, losses, forwards, time."""
     summary: dict[str, Any] = {"run": run_dir.name}
     config: dict[str, Any] = {}
-    try:
+    with contextlib.suppress(OSError, yaml.YAMLError):
         config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        pass
     meta: dict[str, Any] = {}
-    try:
+    with contextlib.suppress(OSError, json.JSONDecodeError):
         meta = json.loads((run_dir / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        pass
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
     summary["model"] = model.get("name") or meta.get("model")
     meta_trainer = meta.get("trainer")
-    summary["trainer"] = trainer.get("name") or (meta_trainer.get("name") if isinstance(meta_trainer, dict) else meta_trainer)
+    summary["trainer"] = trainer.get("name") or (
+        meta_trainer.get("name") if isinstance(meta_trainer, dict) else meta_trainer
+    )
     summary["seconds"] = _seconds(meta)
+    summary["status"] = meta.get("status")
     frame = _read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else None
     summary["metrics"] = frame
     if frame is not None and len(frame):
@@ -123,9 +127,13 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
         val = _column(frame, "val", "loss") or _column(frame, "val")
         train = _column(frame, "train", "loss") or _column(frame, "loss")
         forwards = _column(frame, "forward")
-        summary["epochs"] = int(frame[epoch].max()) + (1 if frame[epoch].min() == 0 else 0) if epoch else None
+        summary["epochs"] = (
+            int(frame[epoch].max()) + (1 if frame[epoch].min() == 0 else 0) if epoch else None
+        )
         summary["steps"] = int(frame[step].max()) if step else None
-        summary["best_val_loss"] = float(frame[val].min()) if val and frame[val].notna().any() else None
+        summary["best_val_loss"] = (
+            float(frame[val].min()) if val and frame[val].notna().any() else None
+        )
         if train and frame[train].notna().any():
             summary["last_train_loss"] = float(frame[train].dropna().iloc[-1])
         summary["forwards"] = float(frame[forwards].max()) if forwards else None
@@ -143,7 +151,9 @@ def _curves_figure(summaries: list[dict[str, Any]], path: Path) -> bool:
         x = _column(frame, "epoch") or _column(frame, "step")
         if val and frame[val].notna().any():
             data = frame[[x, val]].dropna() if x else frame[[val]].dropna()
-            curves.append((summary["run"], data[x] if x else range(len(data)), data[val], x or "row"))
+            curves.append(
+                (summary["run"], data[x] if x else range(len(data)), data[val], x or "row")
+            )
     if not curves:
         return False
     import matplotlib
@@ -173,14 +183,38 @@ def _training_section(runs: list[str], workdir: Path, report_dir: Path) -> list[
     lines = ["## Training", ""]
     run_dirs = [p for p in _expand(runs, workdir) if p.is_dir()]
     if not run_dirs:
-        looked = ", ".join(runs) or "(no runs: listed in the report stage)"
-        return [*lines, f"_No training runs found (looked in {looked})._", ""]
+        where = f"looked in {', '.join(runs)}" if runs else "none listed in the report stage"
+        return [*lines, f"_No training runs found ({where})._", ""]
     summaries = [summarise_run(p) for p in run_dirs]
-    header = ["run", "model", "trainer", "epochs", "steps", "best val loss", "last train loss", "forwards", "time (s)"]
-    keys = ["run", "model", "trainer", "epochs", "steps", "best_val_loss", "last_train_loss", "forwards", "seconds"]
+    header = [
+        "run",
+        "model",
+        "trainer",
+        "epochs",
+        "steps",
+        "best val loss",
+        "last train loss",
+        "forwards",
+        "time (s)",
+        "status",
+    ]
+    keys = [
+        "run",
+        "model",
+        "trainer",
+        "epochs",
+        "steps",
+        "best_val_loss",
+        "last_train_loss",
+        "forwards",
+        "seconds",
+        "status",
+    ]
     lines.append(markdown_table(header, [[s.get(k) for k in keys] for s in summaries]))
     lines.append("")
-    lines.append("Run folders: " + ", ".join(f"[{p.name}]({_rel(p, report_dir)})" for p in run_dirs))
+    lines.append(
+        "Run folders: " + ", ".join(f"[{p.name}]({_rel(p, report_dir)})" for p in run_dirs)
+    )
     lines.append("")
     figure = report_dir / "training_curves.png"
     try:
@@ -224,25 +258,43 @@ def _csv_table(path: Path) -> str:
     return table
 
 
-def _evaluation_section(evaluations: list[str], workdir: Path, report_dir: Path, own_page: Path) -> list[str]:
+def _evaluation_section(
+    evaluations: list[str], workdir: Path, report_dir: Path, own_page: Path
+) -> list[str]:
     lines = ["## Evaluation", ""]
     found = _expand(evaluations, workdir)
     if not found:
-        looked = ", ".join(evaluations) or "(no evaluations: listed in the report stage)"
-        return [*lines, f"_No evaluation found (looked in {looked})._", ""]
+        where = (
+            f"looked in {', '.join(evaluations)}"
+            if evaluations
+            else "none listed in the report stage"
+        )
+        return [*lines, f"_No evaluation found ({where})._", ""]
     for item in found:
         files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
-        files = [f for f in files if f.resolve() != own_page.resolve() and not f.name.startswith(".")]
+        files = [
+            f for f in files if f.resolve() != own_page.resolve() and not f.name.startswith(".")
+        ]
         pages = [f for f in files if f.suffix == ".md"]
         lines += [f"### {item.name}", ""]
-        if pages:  # the evaluation wrote its own page: include it, it already shows its tables and figures
+        if (
+            pages
+        ):  # the evaluation wrote its own page: include it, it already shows its tables and figures
             for page in pages:
-                lines += [_demote(_fix_links(page.read_text(), page.parent, report_dir)).strip(), ""]
+                lines += [
+                    _demote(_fix_links(page.read_text(), page.parent, report_dir)).strip(),
+                    "",
+                ]
             continue
         tables = [f for f in files if f.suffix == ".csv"]
         figures = [f for f in files if f.suffix in (".png", ".svg", ".jpg")]
         for table in tables:
-            lines += [f"**{table.stem}** ([csv]({_rel(table, report_dir)}))", "", _csv_table(table), ""]
+            lines += [
+                f"**{table.stem}** ([csv]({_rel(table, report_dir)}))",
+                "",
+                _csv_table(table),
+                "",
+            ]
         lines += [f"![{fig.stem}]({_rel(fig, report_dir)})" for fig in figures]
         if not tables and not figures:
             lines.append(f"_{item.name} holds no tables or figures._")
@@ -254,8 +306,10 @@ def _forecast_section(forecasts: list[str], workdir: Path, report_dir: Path) -> 
     lines = ["## Forecasts", ""]
     plots = [p for p in _expand(forecasts, workdir) if p.is_file()]
     if not plots:
-        looked = ", ".join(forecasts) or "(no forecasts: listed in the report stage)"
-        return [*lines, f"_No forecast plots found (looked in {looked})._", ""]
+        where = (
+            f"looked in {', '.join(forecasts)}" if forecasts else "none listed in the report stage"
+        )
+        return [*lines, f"_No forecast plots found ({where})._", ""]
     for plot in plots:
         lines += [f"![{plot.stem}]({_rel(plot, report_dir)})", ""]
     return lines

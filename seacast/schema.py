@@ -7,6 +7,9 @@ Public functions:
   component), NaN on land, and ``sea_mask``.
 * :func:`synthetic_store` - the same written as a Zarr store with all attrs
   (statistics, config, gaps, step, fingerprint), ready for :func:`seacast.store.open_store`.
+* :func:`cmems_like_file` - a raw NetCDF file shaped like a Copernicus Marine download
+  (float32 with _FillValue, NaN land, a depth axis for 3-D variables, CF attrs), for
+  regrid tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -141,3 +144,81 @@ def synthetic_store(
     write_new_store(path, ds, chunk_hours=chunk_hours, overwrite=True)
     finalise_store(path, config=to_dict(config), stats_period=stats_period, step_hours=step_hours)
     return Path(path)
+
+
+_THREE_D = {"uo", "vo", "so", "thetao"}
+
+
+def smooth_field(lat: np.ndarray, lon: np.ndarray, hours: np.ndarray, var: str) -> np.ndarray:
+    """An analytic smooth field [time, lat, lon] (float64): a travelling tide on a mean gradient.
+
+    Defined on coordinates, so the same field can be sampled on any grid (tests compare
+    regridded values against it).
+    """
+    mean, tide, slow, phase = _PROFILES.get(var, (1.0, 0.5, 0.3, 0.0))
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    t = np.asarray(hours, dtype=float)[:, None, None]
+    wave = np.cos(2 * np.pi * (t / M2_HOURS - 0.5 * la - 0.3 * lo) + phase)
+    return mean + tide * wave + slow * np.sin(0.7 * la) * np.cos(0.5 * lo)
+
+
+def cmems_like_file(
+    path: Path | str,
+    *,
+    times: pd.DatetimeIndex | np.ndarray,
+    latitude: np.ndarray,
+    longitude: np.ndarray,
+    variables: tuple[str, ...] | list[str] = ("uo", "vo", "so", "zos"),
+    depths: tuple[float, ...] = (0.494, 1.541),
+    land: np.ndarray | None = None,
+) -> Path:
+    """Write a CMEMS-shaped NetCDF file of :func:`smooth_field` values (deeper levels differ).
+
+    ``land`` (bool [lat, lon]) marks land cells, written as the fill value (NaN on read).
+    3-D variables (uo, vo, so, thetao) get the ``depth`` axis; others are (time, lat, lon).
+    """
+    times = pd.DatetimeIndex(times)
+    hours = ((times - pd.Timestamp("2024-01-01")) / pd.Timedelta(hours=1)).to_numpy()
+    data_vars = {}
+    encoding = {}
+    for var in variables:
+        field = smooth_field(latitude, longitude, hours, var)
+        if land is not None:
+            field = np.where(land, np.nan, field)
+        if var in _THREE_D:
+            # deeper levels are offset so a wrong level choice is visible
+            field = np.stack([field + 0.5 * level for level in range(len(depths))], axis=1)
+            dims = ("time", "depth", "latitude", "longitude")
+        else:
+            dims = ("time", "latitude", "longitude")
+        data_vars[var] = (dims, field.astype(np.float32), {"units": "1", "standard_name": var})
+        encoding[var] = {"_FillValue": np.float32(9.96921e36), "dtype": "float32"}
+    coords = {
+        "time": times.values.astype("datetime64[ns]"),
+        "latitude": (
+            "latitude",
+            np.asarray(latitude, dtype=np.float32),
+            {"units": "degrees_north"},
+        ),
+        "longitude": (
+            "longitude",
+            np.asarray(longitude, dtype=np.float32),
+            {"units": "degrees_east"},
+        ),
+    }
+    if any(v in _THREE_D for v in variables):
+        coords["depth"] = (
+            "depth",
+            np.asarray(depths, dtype=np.float32),
+            {"units": "m", "positive": "down"},
+        )
+    ds = xr.Dataset(
+        data_vars,
+        coords=coords,
+        attrs={"Conventions": "CF-1.8", "source": "seacast.schema test file"},
+    )
+    encoding["time"] = {"units": "hours since 1950-01-01", "dtype": "float64"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(path, encoding=encoding)
+    return path

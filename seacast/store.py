@@ -34,7 +34,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -221,12 +220,13 @@ def _iso(value: Any) -> str:
 
 
 def compute_stats(
-    ds: xr.Dataset, period: tuple[str, str] | None = None
+    ds: xr.Dataset, period: tuple[str, str] | None = None, block_bytes: int = 128 * 2**20
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Per-variable ``{min, max, mean, std}`` over sea values in ``period`` (inclusive).
+    """Per-variable ``{min, max, mean, std}`` over sea (finite) values in ``period`` (inclusive).
 
     Returns the stats and the period actually used (all times when ``period`` is None
-    or selects nothing). Streams through dask chunks, so memory stays bounded.
+    or selects nothing). Reads blocks of about ``block_bytes`` and merges running
+    moments (Chan et al.), so memory stays bounded whatever the store's length.
     """
     selected = ds
     if period is not None:
@@ -236,19 +236,28 @@ def compute_stats(
         selected = ds.sel(time=slice(start, end))
         if selected.sizes["time"] == 0:
             selected = ds
-    variables = store_variables(selected)
-    lazy = {}
-    for var in variables:
-        da = selected[var].astype(np.float64)
-        lazy[var] = (da.min(), da.max(), da.mean(), da.std())
-    (computed,) = dask.compute(lazy)
-    stats = {
-        var: {
-            name: float(value)
-            for name, value in zip(("min", "max", "mean", "std"), values, strict=True)
-        }
-        for var, values in computed.items()
-    }
+    frame_bytes = 4 * selected.sizes["latitude"] * selected.sizes["longitude"]
+    block = max(1, block_bytes // max(frame_bytes, 1))
+    stats = {}
+    for var in store_variables(selected):
+        count, mean, m2 = 0, 0.0, 0.0
+        low, high = np.inf, -np.inf
+        for begin in range(0, selected.sizes["time"], block):
+            values = np.asarray(selected[var].isel(time=slice(begin, begin + block)).values, dtype=np.float64)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                continue
+            n_b, mean_b = values.size, float(values.mean())
+            m2_b = float(((values - mean_b) ** 2).sum())
+            delta, total = mean_b - mean, count + n_b
+            mean += delta * n_b / total
+            m2 += m2_b + delta**2 * count * n_b / total
+            count = total
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+        if count == 0:
+            stats[var] = {"min": float("nan"), "max": float("nan"), "mean": float("nan"), "std": float("nan")}
+        else:
+            stats[var] = {"min": low, "max": high, "mean": mean, "std": float(np.sqrt(m2 / count))}
     times = selected["time"].values
     used = [_iso(times[0]), _iso(times[-1])] if len(times) else []
     return stats, used
@@ -424,7 +433,7 @@ def finalise_store(
     Returns the attrs written (decoded).
     """
     path = Path(path)
-    ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
+    ds = xr.open_zarr(path, consolidated=False, zarr_format=3, chunks=None)
     times = ds["time"].values
     if step_hours is None:
         step_hours = (

@@ -56,7 +56,9 @@ def test_misspelled_top_level_key_is_suggested(tmp_path: Path) -> None:
 
 def test_set_override_replaces_a_nested_field(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\nmonths: 2024-01:2024-02\n")
-    cfg = load_config(DataConfig, path, ["months=2024-01:2024-03", "grid.shape=[16, 32]", "twin.seed=7"])
+    cfg = load_config(
+        DataConfig, path, ["months=2024-01:2024-03", "grid.shape=[16, 32]", "twin.seed=7"]
+    )
     assert cfg.months.months() == ["2024-01", "2024-02", "2024-03"]
     assert cfg.grid.shape == (16, 32)
     assert cfg.twin.seed == 7

@@ -17,6 +17,16 @@ from seacast.models import (
     efficient_state_from_faithful,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: these models are tiny, and the CPU is shared with other test runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # Trainable counts of the reference (Keras), lags 10, 128x128, 4 variables in and out, one lead time.
 REFERENCE_TRAINABLE = {
     ("3ddr_unet", 15): 5_733_674,

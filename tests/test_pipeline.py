@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,13 @@ def _chain(tmp_path: Path) -> Path:
                 "config": ["b.cfg"],
                 "outputs": ["b.txt"],
             },
-            {"name": "c", "kind": "command", "run": [_append("c", "c.txt", "b.txt")], "inputs": "b.txt", "outputs": "c.txt"},
+            {
+                "name": "c",
+                "kind": "command",
+                "run": [_append("c", "c.txt", "b.txt")],
+                "inputs": "b.txt",
+                "outputs": "c.txt",
+            },
         ],
     }
     return _write(tmp_path / "pipelines" / "chain.yaml", yaml.safe_dump(pipeline, sort_keys=False))
@@ -85,8 +92,9 @@ def _age_everything(tmp_path: Path, seconds: float = 100) -> None:
 
 
 def _touch_future(path: Path, seconds: float = 50) -> None:
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + int(seconds * 1e9)))
+    """Set the mtime after everything written so far (and after every recorded stage start)."""
+    stamp = time.time_ns() + int(seconds * 1e9)
+    os.utime(path, ns=(stamp, stamp))
 
 
 def test_stages_run_in_order_and_record_timings(tmp_path):
@@ -158,6 +166,38 @@ def test_changed_command_reruns_recorded_stage_and_unrecorded_uses_pipeline_age(
     assert not plan[0][1].up_to_date and "pipeline file" in plan[0][1].reason
 
 
+def test_recorded_run_counts_from_its_start_and_unfinished_runs_rerun(tmp_path):
+    """A command that found nothing to do leaves old outputs; that is still up to date."""
+    _write(tmp_path / "c.cfg", "x: 1\n")
+    (tmp_path / "out.txt").write_text("old")
+    _age_everything(tmp_path)
+    pipeline = {
+        "name": "lazy",
+        "stages": [
+            {
+                "name": "lazy",
+                "kind": "command",
+                "run": [_append("lazy")],  # does not touch out.txt
+                "config": ["c.cfg"],
+                "outputs": ["out.txt"],
+            }
+        ],
+    }
+    path = _write(tmp_path / "lazy.yaml", yaml.safe_dump(pipeline))
+    _touch_future(tmp_path / "c.cfg", seconds=-1)  # newer than out.txt, older than the run
+    assert [s.status for s in _run(tmp_path, path).stages] == ["ran"]
+    assert [s.status for s in _run(tmp_path, path).stages] == ["skipped"]
+    _touch_future(tmp_path / "c.cfg")
+    assert [s.status for s in _run(tmp_path, path).stages] == ["ran"]
+    # a run that was killed leaves an unfinished record: its outputs are not trusted
+    state_file = tmp_path / ".seacast" / "pipelines" / "lazy.json"
+    state = json.loads(state_file.read_text())
+    state["lazy"]["unfinished"] = True
+    state_file.write_text(json.dumps(state))
+    plan = show_plan(load_pipeline(path), path, tmp_path)
+    assert plan[0][1].reason == "its last run did not finish"
+
+
 def test_force_reruns_everything(tmp_path):
     path = _chain(tmp_path)
     _run(tmp_path, path)
@@ -182,9 +222,24 @@ def test_failed_stage_stops_pipeline_and_keeps_earlier_outputs(tmp_path):
     pipeline = {
         "name": "fails",
         "stages": [
-            {"name": "first", "kind": "command", "run": [_append("first", "first.txt")], "outputs": ["first.txt"]},
-            {"name": "broken", "kind": "command", "run": [["python", "-c", "import sys; sys.exit(3)"]], "outputs": ["x.txt"]},
-            {"name": "never", "kind": "command", "run": [_append("never", "never.txt")], "outputs": ["never.txt"]},
+            {
+                "name": "first",
+                "kind": "command",
+                "run": [_append("first", "first.txt")],
+                "outputs": ["first.txt"],
+            },
+            {
+                "name": "broken",
+                "kind": "command",
+                "run": [["python", "-c", "import sys; sys.exit(3)"]],
+                "outputs": ["x.txt"],
+            },
+            {
+                "name": "never",
+                "kind": "command",
+                "run": [_append("never", "never.txt")],
+                "outputs": ["never.txt"],
+            },
         ],
     }
     path = _write(tmp_path / "fails.yaml", yaml.safe_dump(pipeline))
@@ -202,7 +257,12 @@ def test_failed_stage_stops_pipeline_and_keeps_earlier_outputs(tmp_path):
 
 
 def test_stage_that_does_not_write_its_outputs_fails(tmp_path):
-    pipeline = {"name": "liar", "stages": [{"name": "s", "kind": "command", "run": "python -c pass", "outputs": "made.txt"}]}
+    pipeline = {
+        "name": "liar",
+        "stages": [
+            {"name": "s", "kind": "command", "run": "python -c pass", "outputs": "made.txt"}
+        ],
+    }
     path = _write(tmp_path / "liar.yaml", yaml.safe_dump(pipeline))
     result = _run(tmp_path, path)
     assert result.error is not None and "did not write made.txt" in str(result.error)
@@ -228,17 +288,23 @@ def test_cli_failure_exits_nonzero_naming_stage_and_show_prints_plan(tmp_path):
         """,
     )
     cmd = [sys.executable, "-m", "seacast", "pipeline"]
-    shown = subprocess.run([*cmd, "show", "tiny"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    shown = subprocess.run(
+        [*cmd, "show", "tiny"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert shown.returncode == 0, shown.stderr
     assert "hello (command) will run: output hello.txt is missing" in shown.stdout
     assert "$ python -c \"open('hello.txt', 'w').write('hi')\"" in shown.stdout
     assert "3 of 3 stages will run" in shown.stdout
-    ran = subprocess.run([*cmd, "run", "tiny"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    ran = subprocess.run(
+        [*cmd, "run", "tiny"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert ran.returncode == 1
     assert "seacast 0.1.0" in ran.stdout  # the seacast stage ran through python -m seacast
     assert "stage 'boom' failed" in ran.stderr and "SystemExit(2)" in ran.stderr
     assert (tmp_path / "hello.txt").read_text() == "hi"
-    shown = subprocess.run([*cmd, "show", "tiny"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    shown = subprocess.run(
+        [*cmd, "show", "tiny"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert "hello (command) up to date" in shown.stdout
 
 
@@ -267,7 +333,9 @@ def test_validation_errors_name_the_bad_key(tmp_path):
     path.write_text("name: bad\nstages:\n  - {name: r, kind: report}\n")
     with pytest.raises(ConfigError, match="needs a 'report:' section"):
         load_pipeline(path)
-    path.write_text("name: bad\nstages:\n  - {name: s, kind: command, run: [x]}\n  - {name: s, kind: command, run: [y]}\n")
+    path.write_text(
+        "name: bad\nstages:\n  - {name: s, kind: command, run: [x]}\n  - {name: s, kind: command, run: [y]}\n"
+    )
     with pytest.raises(ConfigError, match="unique"):
         load_pipeline(path)
 
@@ -290,7 +358,9 @@ def test_vars_set_and_unknown_names(tmp_path):
         """,
     )
     (stage,) = plan_pipeline(load_pipeline(path))
-    assert stage.commands == [["seacast", "fetch", "--config", "configs/data/twin.yaml", "--set", "epochs=2"]]
+    assert stage.commands == [
+        ["seacast", "fetch", "--config", "configs/data/twin.yaml", "--set", "epochs=2"]
+    ]
     assert stage.outputs == ["data/twin.zarr"]
     (stage,) = plan_pipeline(load_pipeline(path, ["DATA=copernicus", "EPOCHS=5"]))
     assert stage.commands[0][3] == "configs/data/nws.yaml" and stage.commands[0][-1] == "epochs=5"
@@ -301,7 +371,10 @@ def test_vars_set_and_unknown_names(tmp_path):
     with pytest.raises(ConfigError, match="not one of the choices"):
         plan_pipeline(load_pipeline(path, ["DATA=nowhere"]))
     path.write_text(path.read_text().replace("${EPOCHS}", "${EPOCH}"))
-    with pytest.raises(ConfigError, match=r"stage 'fetch': unknown variable \$\{EPOCH\}. Did you mean '\$\{EPOCHS\}'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"stage 'fetch': unknown variable \$\{EPOCH\}. Did you mean '\$\{EPOCHS\}'",
+    ):
         plan_pipeline(load_pipeline(path))
 
 
@@ -310,10 +383,11 @@ def test_foreach_expands_matrix_and_explicit_list(tmp_path):
         tmp_path / "matrix.yaml",
         """\
         name: matrix
+        vars: {ZO: spsa}
         stages:
           - name: train
             kind: train
-            foreach: {MODEL: [3ddr_unet, res_3ddr_unet], TRAINER: [backprop, spsa]}
+            foreach: {MODEL: [3ddr_unet, res_3ddr_unet], TRAINER: [backprop, "${ZO}"]}
             run: [[train, --model, "${MODEL}", --trainer, "${TRAINER}", --name, "m-${MODEL}-${TRAINER}"]]
             outputs: ["runs/m-${MODEL}-${TRAINER}/meta.json"]
           - name: extra
@@ -332,7 +406,16 @@ def test_foreach_expands_matrix_and_explicit_list(tmp_path):
         "extra[5]",
     ]
     assert planned[1].commands == [
-        ["seacast", "train", "--model", "3ddr_unet", "--trainer", "spsa", "--name", "m-3ddr_unet-spsa"]
+        [
+            "seacast",
+            "train",
+            "--model",
+            "3ddr_unet",
+            "--trainer",
+            "spsa",
+            "--name",
+            "m-3ddr_unet-spsa",
+        ]
     ]
     assert planned[3].outputs == ["runs/m-res_3ddr_unet-spsa/meta.json"]
     assert planned[5].commands == [["python", "-c", "print(5)"]]
@@ -350,15 +433,27 @@ def test_find_pipeline_by_stem_or_path(tmp_path):
 
 def _fake_run(root: Path, name: str, model: str, trainer: str) -> None:
     run = root / "runs" / name
-    _write(run / "config.yaml", yaml.safe_dump({"name": name, "model": {"name": model}, "trainer": {"name": trainer}}))
-    _write(run / "meta.json", json.dumps({"trainer": trainer, "timings": {"total": 12.5}}))
-    _write(run / "metrics.csv", "epoch,step,train_loss,val_loss,forwards\n0,10,0.5,0.4,20\n1,20,0.3,0.25,40\n")
+    _write(
+        run / "config.yaml",
+        yaml.safe_dump({"name": name, "model": {"name": model}, "trainer": {"name": trainer}}),
+    )
+    _write(
+        run / "meta.json",
+        json.dumps({"trainer": trainer, "timings": {"total": 12.5}, "status": "finished"}),
+    )
+    _write(
+        run / "metrics.csv",
+        "epoch,step,train_loss,val_loss,forwards\n0,10,0.5,0.4,20\n1,20,0.3,0.25,40\n",
+    )
 
 
 def test_report_stage_combines_runs_evaluation_and_forecasts(tmp_path):
     _fake_run(tmp_path, "demo-a", "res_3ddr_unet", "backprop")
     _fake_run(tmp_path, "demo-b", "3ddr_unet", "spsa")
-    _write(tmp_path / "reports" / "demo" / "evaluation" / "metrics_by_season.csv", "season,variable,rmse\nDJF,zos,0.1\n")
+    _write(
+        tmp_path / "reports" / "demo" / "evaluation" / "metrics_by_season.csv",
+        "season,variable,rmse\nDJF,zos,0.1\n",
+    )
     (tmp_path / "reports" / "demo" / "evaluation" / "rmse.png").write_bytes(b"\x89PNG fake")
     (tmp_path / "forecasts" / "demo").mkdir(parents=True)
     (tmp_path / "forecasts" / "demo" / "zos_24h.png").write_bytes(b"\x89PNG fake")
@@ -383,7 +478,9 @@ def test_report_stage_combines_runs_evaluation_and_forecasts(tmp_path):
     assert result.reports == [index]
     text = index.read_text()
     assert text.startswith("# Demo report")
-    assert "| demo-a | res_3ddr_unet | backprop | 2 | 20 | 0.25 | 0.3 | 40 | 12.5 |" in text
+    assert (
+        "| demo-a | res_3ddr_unet | backprop | 2 | 20 | 0.25 | 0.3 | 40 | 12.5 | finished |" in text
+    )
     assert "| DJF | zos | 0.1 |" in text
     assert "![rmse](evaluation/rmse.png)" in text
     assert "![zos_24h](../../forecasts/demo/zos_24h.png)" in text
@@ -392,12 +489,20 @@ def test_report_stage_combines_runs_evaluation_and_forecasts(tmp_path):
 
 
 def test_report_tolerates_missing_parts_and_includes_evaluation_pages(tmp_path):
-    page = write_report(tmp_path / "out" / "index.md", title="Empty", runs=["runs/*"], forecasts=["f/*.png"], workdir=tmp_path)
+    page = write_report(
+        tmp_path / "out" / "index.md",
+        title="Empty",
+        runs=["runs/*"],
+        forecasts=["f/*.png"],
+        workdir=tmp_path,
+    )
     text = page.read_text()
     assert "_No training runs found (looked in runs/*)._" in text
     assert "_No evaluation found" in text and "_No forecast plots found" in text
     _write(tmp_path / "ev" / "report.md", "# Scores\n\n![fig](figs/a.png)\n")
-    page = write_report(tmp_path / "out" / "index.md", title="T", evaluations=["ev"], workdir=tmp_path)
+    page = write_report(
+        tmp_path / "out" / "index.md", title="T", evaluations=["ev"], workdir=tmp_path
+    )
     assert "### Scores" in page.read_text() and "![fig](../ev/figs/a.png)" in page.read_text()
 
 
@@ -407,33 +512,37 @@ SHIPPED = sorted((REPO / "pipelines").glob("*.yaml"))
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_pipelines_validate_and_use_real_commands(path):
     """Every shipped pipeline plans, and each seacast command and option it uses exists."""
-    import click
     import typer
 
     from seacast.cli import app
 
     pipeline = load_pipeline(path)
-    sets = [[f"{var}={choice}"] for var, groups in pipeline.choices.items() for choice in groups] or [[]]
+    sets = [
+        [f"{var}={choice}"] for var, groups in pipeline.choices.items() for choice in groups
+    ] or [[]]
     root = typer.main.get_command(app)
     missing: list[str] = []
     for overrides in sets:
         for stage in plan_pipeline(load_pipeline(path, overrides)):
+            missing += [f"config {c}" for c in stage.config if not (REPO / c).is_file()]
             for command in stage.commands:
                 if command[0] != "seacast":
                     continue
-                node: click.Command = root
+                node = root  # typer may vendor click, so groups are recognised by their .commands
                 args = command[1:]
-                while isinstance(node, click.Group) and args and args[0] in node.commands:
+                while hasattr(node, "commands") and args and args[0] in node.commands:
                     node, args = node.commands[args[0]], args[1:]
-                if isinstance(node, click.Group):
-                    missing.append(f"{stage.name}: `seacast {' '.join(command[1:3])}` (not registered yet)")
+                if hasattr(node, "commands"):
+                    missing.append(f"`seacast {command[1]}`")
                     continue
                 known = {opt for param in node.params for opt in getattr(param, "opts", [])}
-                known |= {opt for param in node.params for opt in getattr(param, "secondary_opts", [])}
+                known |= {
+                    opt for param in node.params for opt in getattr(param, "secondary_opts", [])
+                }
                 for token in args:
                     option = token.split("=", 1)[0]
                     assert not option.startswith("--") or option in known, (
                         f"{path.name} stage {stage.name}: `seacast {command[1]}` has no option {option}"
                     )
     if missing:
-        pytest.skip("commands not built yet: " + "; ".join(sorted(set(missing))))
+        pytest.skip(f"{path.name} uses what is not built yet: " + ", ".join(sorted(set(missing))))

@@ -23,7 +23,10 @@ def trainer(name: str, **sections: object) -> TrainerConfig:
 
 def flat_grad(model: nn.Module) -> torch.Tensor:
     return torch.cat(
-        [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()]
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+            for p in model.parameters()
+        ]
     )
 
 
@@ -63,7 +66,9 @@ class TinyResidual(nn.Module):
         return x[:, :, -1].unsqueeze(1) + self.head(features).unsqueeze(1)
 
 
-def tidal_batch(generator: torch.Generator, batch: int = 16, size: int = 12, lags: int = 3, lead: int = 2):
+def tidal_batch(
+    generator: torch.Generator, batch: int = 16, size: int = 12, lags: int = 3, lead: int = 2
+):
     """Waves travelling across the box at random phases: the last frame is a poor forecast, lags tell the motion."""
     yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     t0 = torch.rand(batch, 1, 1, 1, generator=generator) * 12.4
@@ -91,7 +96,12 @@ def test_forward_gradient_equals_true_gradient_dot_v_with_train_batchnorm() -> N
     # regenerate the tangent the rule drew from the same seed
     torch.manual_seed(11)
     seed = zo._draw_seed()
-    v = torch.cat([zo._noise_like(p, zo._mix(seed, i), "gaussian").flatten() for i, p in enumerate(model.parameters())])
+    v = torch.cat(
+        [
+            zo._noise_like(p, zo._mix(seed, i), "gaussian").flatten()
+            for i, p in enumerate(model.parameters())
+        ]
+    )
     expected = torch.dot(grad, v) * v
     torch.testing.assert_close(flat_grad(model), expected, rtol=1e-9, atol=1e-12)
     assert stats.forwards == zo.JVP_FORWARD_COST
@@ -105,12 +115,19 @@ def test_spsa_matches_true_directional_derivative() -> None:
     grad = true_grad(model, x, y)
     before = [p.detach().clone() for p in model.parameters()]
     for noise in ("gaussian", "rademacher"):
-        rule = make_rule("spsa", model, trainer("spsa", spsa={"probes": 1, "epsilon": 1e-6, "noise": noise}))
+        rule = make_rule(
+            "spsa", model, trainer("spsa", spsa={"probes": 1, "epsilon": 1e-6, "noise": noise})
+        )
         torch.manual_seed(3)
         stats = rule.step(model, x, y, mse_per_sample)
         torch.manual_seed(3)
         seed = zo._draw_seed()
-        z = torch.cat([zo._noise_like(p, zo._mix(seed, i), noise).flatten() for i, p in enumerate(model.parameters())])
+        z = torch.cat(
+            [
+                zo._noise_like(p, zo._mix(seed, i), noise).flatten()
+                for i, p in enumerate(model.parameters())
+            ]
+        )
         torch.testing.assert_close(flat_grad(model), torch.dot(grad, z) * z, rtol=1e-6, atol=1e-9)
         assert stats.forwards == 2
     for b, p in zip(before, model.parameters(), strict=True):
@@ -150,7 +167,10 @@ def test_node_perturbation_matches_linear_gradient_in_expectation() -> None:
     y = torch.randn(32, 3)
     grad = true_grad(model, x, y)
     for antithetic in (True, False):
-        cfg = trainer("node-perturbation", node_perturbation={"sigma": 1e-2, "antithetic": antithetic, "probes": 4})
+        cfg = trainer(
+            "node-perturbation",
+            node_perturbation={"sigma": 1e-2, "antithetic": antithetic, "probes": 4},
+        )
         rule = make_rule("node-perturbation", model, cfg)
         total = torch.zeros_like(grad)
         runs = 100
@@ -192,7 +212,11 @@ def test_node_perturbation_never_calls_autograd(monkeypatch: pytest.MonkeyPatch)
 def test_node_perturbation_layerwise_updates_one_layer_and_skips_batchnorm() -> None:
     model = small_conv_net(batch_norm=True).train()
     x, y = torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8)
-    rule = make_rule("node-perturbation", model, trainer("node-perturbation", node_perturbation={"layerwise": True}))
+    rule = make_rule(
+        "node-perturbation",
+        model,
+        trainer("node-perturbation", node_perturbation={"layerwise": True}),
+    )
     rule.step(model, x, y, mse_per_sample)
     with_grad = [n for n, p in model.named_parameters() if p.grad is not None]
     assert with_grad == ["0.weight", "0.bias"]
@@ -224,7 +248,9 @@ def test_spsa_inplace_keeps_no_grad_and_restores_weights_at_zero_lr() -> None:
 
 
 def test_batchnorm_running_stats_move_once_per_step_and_dropout_masks_match() -> None:
-    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Conv2d(4, 2, 1))
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Conv2d(4, 2, 1)
+    )
     model.train()
     x, y = torch.randn(6, 2, 8, 8) + 3.0, torch.randn(6, 2, 8, 8)
     rule = make_rule("spsa", model, trainer("spsa", spsa={"probes": 4, "epsilon": 1e-4}))

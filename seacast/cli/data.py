@@ -28,7 +28,7 @@ def resolve_data_config(value: Path) -> Path:
     epilog=(
         "Examples:\n\n"
         "  seacast fetch --config configs/data/nws_dutch_coast.yaml --dry-run\n\n"
-        "  seacast fetch --config configs/data/nws_dutch_coast.yaml --set months=2024-01:2024-03\n\n"
+        "  seacast fetch --config configs/data/nws_dutch_coast.yaml --set months=2026-01:2026-03\n\n"
         "  seacast fetch --config nws_multiyear --set months=2015-01:2015-12"
     ),
 )
@@ -115,13 +115,14 @@ def login_command(
 
     Example: seacast login --username jdoe
     """
-    from seacast.sources.copernicus import HOW_TO_LOG_IN, login
+    from seacast.sources.copernicus import login
 
     interactive = sys.stdin.isatty()
     if (not username or not password) and not interactive:
         raise CredentialsError(
-            "seacast login needs --username and --password (or the environment variables) when not run in a terminal",
-            HOW_TO_LOG_IN,
+            "seacast login needs a username and a password, and cannot ask for them outside a terminal",
+            "run it in a terminal, or pass --username and --password "
+            "(or set COPERNICUSMARINE_SERVICE_USERNAME and COPERNICUSMARINE_SERVICE_PASSWORD)",
         )
     if not username:
         username = typer.prompt("Copernicus Marine username")

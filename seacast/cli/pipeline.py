@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from seacast.cli.common import app, console, handle_errors, out
-from seacast.pipeline import PipelineResult, display_command, find_pipeline, load_pipeline, run_pipeline, show_plan
+from seacast.pipeline import (
+    PipelineResult,
+    display_command,
+    find_pipeline,
+    load_pipeline,
+    run_pipeline,
+    show_plan,
+)
 
 pipeline_app = typer.Typer(
     help=(
@@ -21,7 +29,10 @@ pipeline_app = typer.Typer(
 )
 app.add_typer(pipeline_app, name="pipeline")
 
-NameArg = Annotated[str, typer.Argument(help="Pipeline name (a file stem under pipelines/) or a path to a YAML file.")]
+NameArg = Annotated[
+    str,
+    typer.Argument(help="Pipeline name (a file stem under pipelines/) or a path to a YAML file."),
+]
 VarOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -33,10 +44,17 @@ VarOption = Annotated[
 ]
 OnlyOption = Annotated[
     list[str] | None,
-    typer.Option("--only", help="Run only this stage (repeatable); a foreach stage's name selects all its copies."),
+    typer.Option(
+        "--only",
+        help="Run only this stage (repeatable); a foreach stage's name selects all its copies.",
+    ),
 ]
-FromOption = Annotated[str | None, typer.Option("--from", help="Start at this stage and run all after it.")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Rerun the selected stages even when up to date.")]
+FromOption = Annotated[
+    str | None, typer.Option("--from", help="Start at this stage and run all after it.")
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Rerun the selected stages even when up to date.")
+]
 
 
 def _print_summary(result: PipelineResult) -> None:
@@ -48,11 +66,13 @@ def _print_summary(result: PipelineResult) -> None:
     colour = {"ran": "green", "skipped": "dim", "failed": "bold red", "not run": "yellow"}
     for stage in result.stages:
         seconds = f"{stage.seconds:.1f} s" if stage.status in ("ran", "failed") else ""
-        table.add_row(escape(stage.name), stage.kind, f"[{colour[stage.status]}]{stage.status}[/]", seconds)
+        table.add_row(
+            escape(stage.name), stage.kind, f"[{colour[stage.status]}]{stage.status}[/]", seconds
+        )
     console.print(table)
     console.print(f"total {result.seconds:.1f} s")
     for report in result.reports:
-        out.print(f"report: {report}", highlight=False)
+        out.print(f"report: {os.path.relpath(report)}", highlight=False)
 
 
 @pipeline_app.command("run")
@@ -63,7 +83,9 @@ def run_command(
     only: OnlyOption = None,
     start: FromOption = None,
     force: ForceOption = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (as `show`) and run nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (as `show`) and run nothing.")
+    ] = False,
 ) -> None:
     """Run the stages of a pipeline in order; a failed stage stops it (finished stages are kept).
 
@@ -74,7 +96,10 @@ def run_command(
         return
     path = find_pipeline(name)
     pipeline = load_pipeline(path, set_vars)
-    console.print(f"[bold]pipeline {pipeline.name}[/] ({path}): {escape(pipeline.description)}", highlight=False)
+    console.print(
+        f"[bold]pipeline {pipeline.name}[/] ({path}): {escape(pipeline.description)}",
+        highlight=False,
+    )
     result = run_pipeline(
         pipeline,
         path,
@@ -82,7 +107,7 @@ def run_command(
         only=only,
         start=start,
         force=force,
-        echo=lambda msg: console.print(msg, highlight=False),
+        echo=lambda msg: console.print(msg, highlight=False, soft_wrap=True),
     )
     _print_summary(result)
     if result.error is not None:
@@ -105,23 +130,35 @@ def show_command(
     path = find_pipeline(name)
     pipeline = load_pipeline(path, set_vars)
     plan = show_plan(pipeline, path, Path.cwd(), only=only, start=start, force=force)
-    out.print(f"[bold]pipeline {pipeline.name}[/] ({path})", highlight=False)
+    out.print(f"[bold]pipeline {pipeline.name}[/] ({path})", highlight=False, soft_wrap=True)
     if pipeline.description:
-        out.print(pipeline.description, highlight=False, markup=False)
+        out.print(pipeline.description, highlight=False, soft_wrap=True, markup=False)
     will_run = sum(not status.up_to_date for _, status in plan)
     for stage, status in plan:
         mark = "[dim]up to date[/]" if status.up_to_date else "[bold cyan]will run[/]"
-        out.print(f"\n[bold]{escape(stage.name)}[/] ({stage.kind}) {mark}: {escape(status.reason)}", highlight=False)
+        out.print(
+            f"\n[bold]{escape(stage.name)}[/] ({stage.kind}) {mark}: {escape(status.reason)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         if stage.description:
-            out.print(f"  {stage.description}", highlight=False, markup=False)
+            out.print(f"  {stage.description}", highlight=False, soft_wrap=True, markup=False)
         for command in stage.commands:
-            out.print(f"  $ {display_command(command)}", highlight=False, markup=False)
+            out.print(
+                f"  $ {display_command(command)}", highlight=False, soft_wrap=True, markup=False
+            )
         if stage.report is not None:
-            out.print(f"  report -> {stage.report.path}", highlight=False)
-        for label, items in (("config", stage.config), ("inputs", stage.inputs), ("outputs", stage.outputs)):
+            out.print(f"  report -> {stage.report.path}", highlight=False, soft_wrap=True)
+        for label, items in (
+            ("config", stage.config),
+            ("inputs", stage.inputs),
+            ("outputs", stage.outputs),
+        ):
             if items:
-                out.print(f"  {label}: {', '.join(items)}", highlight=False, markup=False)
-    out.print(f"\n{will_run} of {len(plan)} stages will run.", highlight=False)
+                out.print(
+                    f"  {label}: {', '.join(items)}", highlight=False, soft_wrap=True, markup=False
+                )
+    out.print(f"\n{will_run} of {len(plan)} stages will run.", highlight=False, soft_wrap=True)
 
 
 @pipeline_app.command("list")

@@ -99,7 +99,7 @@ def regrid_command(
                 progress=progress,
             )
     for line in report.messages():
-        out.print(line, highlight=False, markup=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("info")

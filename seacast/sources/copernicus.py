@@ -70,8 +70,9 @@ PERMANENT_ERRORS: dict[str, str] = {
     "ProductNotFound": "check copernicus.product and the dataset ids",
     "VariableDoesNotExistInTheDataset": "check copernicus.datasets[].variables (CMEMS short names such as zos, uo, vo, so, thetao)",
     "CoordinatesOutOfDatasetBounds": (
-        "check bbox, months and depths; the NWS analysis-forecast product keeps only about two years, "
-        "so fetch older months with configs/data/nws_multiyear.yaml"
+        "check bbox, months and depths against the dataset's extent: the NWS analysis-forecast product keeps "
+        "only about two years (older months: configs/data/nws_multiyear.yaml), the multi-year one ends a few "
+        "months before present"
     ),
     "WrongDatetimeFormat": "write months as YYYY-MM, e.g. months=2024-01:2024-03",
     "NoServiceAvailable": "this dataset has no subset service; pick another dataset id",
@@ -449,8 +450,8 @@ def plan_copernicus(cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
 
 def _download(client: MarineClient, request: dict[str, Any], tmp: Path, what: str) -> None:
     response = client.subset(**request)
-    status = str(getattr(response, "status", "") or "")
-    if status.endswith("003"):  # StatusCode.NO_DATA_TO_DOWNLOAD
+    status = getattr(response, "status", None)
+    if str(getattr(status, "value", status)) == "003":  # StatusCode.NO_DATA_TO_DOWNLOAD
         raise DataError(
             f"{what}: Copernicus Marine has no data for this request ({getattr(response, 'message', '')})",
             "check that the dataset covers this month and region; if the month is recent, fetch it again later",

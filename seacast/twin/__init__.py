@@ -67,7 +67,9 @@ def global_attrs(cfg: DataConfig, model: TwinModel) -> dict[str, str | int | flo
     }
 
 
-def simulate(cfg: DataConfig, on_hour: Callable[[int], None] | None = None) -> Iterator[tuple[str, xr.Dataset]]:
+def simulate(
+    cfg: DataConfig, on_hour: Callable[[int], None] | None = None
+) -> Iterator[tuple[str, xr.Dataset]]:
     """Run the twin over ``cfg.months`` and yield ``(YYYY-MM, hourly Dataset)`` in order.
 
     One continuous run: the spin-up starts at rest ``cfg.twin.spinup_days`` before the
@@ -96,4 +98,13 @@ def simulate(cfg: DataConfig, on_hour: Callable[[int], None] | None = None) -> I
         yield month.strftime("%Y-%m"), month_dataset(model.grid, times, fields, attrs)
 
 
-__all__ = ["DATASET_NAME", "TwinGrid", "TwinModel", "build_grid", "nearest_sea_cell", "run_span", "simulate", "total_hours"]
+__all__ = [
+    "DATASET_NAME",
+    "TwinGrid",
+    "TwinModel",
+    "build_grid",
+    "nearest_sea_cell",
+    "run_span",
+    "simulate",
+    "total_hours",
+]

@@ -17,7 +17,6 @@ from seacast.twin.grid import GRAVITY, OMEGA, TwinGrid
 from seacast.twin.weather import RHO_WATER
 
 BOTTOM_DRAG = 2.5e-3  # quadratic bottom drag coefficient
-MIN_DEPTH = 2.0  # m, floor of the total depth in the friction term (no drying)
 
 
 def stable_time_step(grid: TwinGrid, cfl: float) -> float:
@@ -47,19 +46,21 @@ class ShallowWater:
         self.h_v[0], self.h_v[-1] = depth[0], depth[-1]
         self.wet_u = grid.wet_u[:, 1:-1].astype(float)
         self.wet_v = grid.wet_v[1:-1, :].astype(float)
-        self.inv_area = np.where(grid.sea, 1.0 / grid.area, 0.0)
+        self.dt_inv_area = np.where(grid.sea, dt / grid.area, 0.0)
         self.dx_v = grid.dx_v[:, None] * np.ones((1, nx))
-        self.g_over_dx = GRAVITY / grid.dx[:, None]  # u faces lie on centre rows
-        self.g_over_dy = GRAVITY / grid.dy
+        # coefficients with the time step folded in (fewer array operations per step)
+        self.g_dt_dx = dt * GRAVITY / grid.dx[:, None]  # u faces lie on centre rows
+        self.g_dt_dy = dt * GRAVITY / grid.dy
         lat_faces = grid.lat_faces
-        self.f_u = 2 * OMEGA * np.sin(np.deg2rad(grid.lat))[:, None]
-        self.f_v = 2 * OMEGA * np.sin(np.deg2rad(lat_faces[1:-1]))[:, None]
+        self.f_dt_u = dt * 2 * OMEGA * np.sin(np.deg2rad(grid.lat))[:, None]
+        self.f_dt_v = dt * 2 * OMEGA * np.sin(np.deg2rad(lat_faces[1:-1]))[:, None]
         # forcing, set by the driver: pressure as an equivalent elevation (p / (rho g)) at
-        # centres, and kinematic wind stress on the interior faces
+        # centres, and kinematic wind stress times dt on the interior faces
         self.p_eta = np.zeros((ny, nx))
         self.tau_u = np.zeros((ny, nx - 1))
         self.tau_v = np.zeros((ny - 1, nx))
-        self.source = np.zeros((ny, nx))  # volume source in m/s (rivers)
+        self.source_cell: tuple[int, int] | None = None  # river: volume source in m/s at one cell
+        self.source_rate = 0.0
         b = grid.boundary
         self._b_u_faces, self._b_u_cells = b.u_faces, b.u_cells
         self._b_v_faces, self._b_v_cells = b.v_faces, b.v_cells
@@ -79,6 +80,8 @@ class ShallowWater:
         self._fy = np.zeros((ny + 1, nx))
         self._div = np.zeros((ny, nx))
         self._zeta = np.zeros((ny, nx))
+        self._wu = [np.zeros((ny, nx - 1)) for _ in range(4)]
+        self._wv = [np.zeros((ny - 1, nx)) for _ in range(4)]
         self._flip = False
 
     # ------------------------------------------------------------------ steps
@@ -108,10 +111,10 @@ class ShallowWater:
         np.subtract(fx[:, 1:], fx[:, :-1], out=div)
         div += fy[1:]
         div -= fy[:-1]
-        div *= self.inv_area
-        div -= self.source
-        div *= dt
+        div *= self.dt_inv_area
         eta -= div
+        if self.source_cell is not None:
+            eta[self.source_cell] += dt * self.source_rate
         # momentum with the new elevation; alternate the Coriolis order to stay neutral
         np.add(eta, self.p_eta, out=self._zeta)
         if self._flip:
@@ -126,20 +129,26 @@ class ShallowWater:
     def _step_u(self, dt: float, eu: np.ndarray, ev: np.ndarray) -> None:
         u, v, zeta = self.u, self.v, self._zeta
         hu = eu[:, 1:-1]
-        v_at_u = v[:-1, :-1] + v[:-1, 1:]
-        v_at_u += v[1:, :-1]
-        v_at_u += v[1:, 1:]
-        v_at_u *= 0.25
+        cor, force, speed, tmp = self._wu
+        np.add(v[:-1, :-1], v[:-1, 1:], out=cor)
+        cor += v[1:, :-1]
+        cor += v[1:, 1:]
+        cor *= 0.25  # v at the u faces
         ui = u[:, 1:-1]
-        force = zeta[:, :-1] - zeta[:, 1:]
-        force *= self.g_over_dx
-        force += self.f_u * v_at_u
-        force += self.tau_u / hu
-        speed = np.hypot(ui, v_at_u)
+        np.subtract(zeta[:, :-1], zeta[:, 1:], out=force)
+        force *= self.g_dt_dx
+        np.divide(self.tau_u, hu, out=tmp)
+        force += tmp
+        # |velocity| for the quadratic drag (np.hypot is several times slower)
+        np.multiply(ui, ui, out=speed)
+        np.multiply(cor, cor, out=tmp)
+        speed += tmp
+        np.sqrt(speed, out=speed)
+        cor *= self.f_dt_u
+        force += cor
         speed *= dt * BOTTOM_DRAG
         speed /= hu
         speed += 1.0
-        force *= dt
         force += ui
         force /= speed
         force *= self.wet_u
@@ -148,20 +157,25 @@ class ShallowWater:
     def _step_v(self, dt: float, eu: np.ndarray, ev: np.ndarray) -> None:
         u, v, zeta = self.u, self.v, self._zeta
         hv = ev[1:-1]
-        u_at_v = u[:-1, :-1] + u[:-1, 1:]
-        u_at_v += u[1:, :-1]
-        u_at_v += u[1:, 1:]
-        u_at_v *= 0.25
+        cor, force, speed, tmp = self._wv
+        np.add(u[:-1, :-1], u[:-1, 1:], out=cor)
+        cor += u[1:, :-1]
+        cor += u[1:, 1:]
+        cor *= 0.25  # u at the v faces
         vi = v[1:-1]
-        force = zeta[:-1] - zeta[1:]
-        force *= self.g_over_dy
-        force -= self.f_v * u_at_v
-        force += self.tau_v / hv
-        speed = np.hypot(vi, u_at_v)
+        np.subtract(zeta[:-1], zeta[1:], out=force)
+        force *= self.g_dt_dy
+        np.divide(self.tau_v, hv, out=tmp)
+        force += tmp
+        np.multiply(vi, vi, out=speed)
+        np.multiply(cor, cor, out=tmp)
+        speed += tmp
+        np.sqrt(speed, out=speed)
+        cor *= self.f_dt_v
+        force -= cor
         speed *= dt * BOTTOM_DRAG
         speed /= hv
         speed += 1.0
-        force *= dt
         force += vi
         force /= speed
         force *= self.wet_v
@@ -178,11 +192,11 @@ class ShallowWater:
 
     # ------------------------------------------------------------------ helpers
     def set_wind_stress(self, tau_x: np.ndarray, tau_y: np.ndarray) -> None:
-        """Kinematic wind stress at centres (m2/s2) -> interior faces."""
+        """Kinematic wind stress at centres (m2/s2) -> interior faces, times dt."""
         np.add(tau_x[:, :-1], tau_x[:, 1:], out=self.tau_u)
-        self.tau_u *= 0.5
+        self.tau_u *= 0.5 * self.dt
         np.add(tau_y[:-1], tau_y[1:], out=self.tau_v)
-        self.tau_v *= 0.5
+        self.tau_v *= 0.5 * self.dt
 
     def set_pressure(self, pressure_pa: np.ndarray) -> None:
         np.divide(pressure_pa, RHO_WATER * GRAVITY, out=self.p_eta)

@@ -27,6 +27,7 @@ DEPTH_SCALE_KM = 35.0  # e-folding distance of the shoaling towards the coast
 # Rhine/Meuse mouth (Nieuwe Waterweg near Hoek van Holland)
 RIVER_MOUTH = (52.0, 4.1)
 
+
 # Waters that the 1 km coastline counts as sea but that are dammed off from it (IJsselmeer
 # and Markermeer behind the Afsluitdijk and Houtribdijk). At the twin's 5-10 km cells the
 # dams are not resolved, so the lakes would tidally connect to the Wadden Sea.
@@ -96,7 +97,9 @@ class TwinGrid:
         return float(np.sum(np.where(self.sea, eta, 0.0) * self.area))
 
 
-def nearest_sea_cell(grid: TwinGrid, lat: float, lon: float, coastal: bool = False) -> tuple[int, int]:
+def nearest_sea_cell(
+    grid: TwinGrid, lat: float, lon: float, coastal: bool = False
+) -> tuple[int, int]:
     """Index (j, i) of the sea cell nearest to (lat, lon); with ``coastal``, only cells touching land."""
     candidates = grid.sea.copy()
     if coastal:
@@ -112,12 +115,20 @@ def nearest_sea_cell(grid: TwinGrid, lat: float, lon: float, coastal: bool = Fal
 
 
 def build_grid(
-    lat_min: float, lat_max: float, lon_min: float, lon_max: float, shape: tuple[int, int], closed: bool = False, river: bool = True
+    lat_min: float,
+    lat_max: float,
+    lon_min: float,
+    lon_max: float,
+    shape: tuple[int, int],
+    closed: bool = False,
+    river: bool = True,
 ) -> TwinGrid:
     """Build the grid of a box: coastline, connected basin, depths, metrics, open faces."""
     ny, nx = shape
     if ny < 8 or nx < 8:
-        raise ConfigError(f"twin.shape {shape} is too small", "use at least 8x8 cells, e.g. twin.shape=[32, 32]")
+        raise ConfigError(
+            f"twin.shape {shape} is too small", "use at least 8x8 cells, e.g. twin.shape=[32, 32]"
+        )
     dlat = (lat_max - lat_min) / ny
     dlon = (lon_max - lon_min) / nx
     lat = lat_min + (np.arange(ny) + 0.5) * dlat
@@ -150,10 +161,14 @@ def build_grid(
     # coastline inside the box shoals the sea (edges of an all-sea box stay deep)
     land = ~sea
     if land.any():
-        coast_km = ndimage.distance_transform_edt(~land, sampling=(dy / 1e3, float(dx.mean()) / 1e3))
+        coast_km = ndimage.distance_transform_edt(
+            ~land, sampling=(dy / 1e3, float(dx.mean()) / 1e3)
+        )
     else:
         coast_km = np.full(shape, 1e3)
-    depth = DEPTH_COAST + (DEPTH_OFFSHORE - DEPTH_COAST) * (1.0 - np.exp(-np.maximum(coast_km - 0.5 * dy / 1e3, 0.0) / DEPTH_SCALE_KM))
+    depth = DEPTH_COAST + (DEPTH_OFFSHORE - DEPTH_COAST) * (
+        1.0 - np.exp(-np.maximum(coast_km - 0.5 * dy / 1e3, 0.0) / DEPTH_SCALE_KM)
+    )
     depth = np.where(sea, depth, DEPTH_COAST)
 
     wet_u = np.zeros((ny, nx + 1), bool)
@@ -183,7 +198,9 @@ def build_grid(
     return grid
 
 
-def _open_boundary(sea: np.ndarray, depth: np.ndarray, dx: np.ndarray, dy: float, closed: bool) -> OpenBoundary:
+def _open_boundary(
+    sea: np.ndarray, depth: np.ndarray, dx: np.ndarray, dy: float, closed: bool
+) -> OpenBoundary:
     """Every sea cell on the box edge opens outwards, unless the basin is closed."""
     ny, nx = sea.shape
     empty = np.zeros(0, int)

@@ -15,11 +15,10 @@ import pandas as pd
 from seacast.config import DataConfig
 from seacast.errors import DataError
 from seacast.twin.dynamics import ShallowWater, stable_time_step
-from seacast.twin.grid import TwinGrid, build_grid
+from seacast.twin.grid import GRAVITY, TwinGrid, build_grid
 from seacast.twin.tides import BoundaryTide, hours_since_epoch
 from seacast.twin.tracers import Tracers, river_discharge
 from seacast.twin.weather import RHO_WATER, Weather
-from seacast.twin.grid import GRAVITY
 
 BLOWUP_ELEVATION = 20.0  # m: no tide or surge here comes near; beyond it the run is broken
 
@@ -38,10 +37,20 @@ class Snapshot:
 class TwinModel:
     """The North Sea twin, started at rest at ``start`` (a full hour)."""
 
-    def __init__(self, cfg: DataConfig, start: pd.Timestamp, end: pd.Timestamp | None = None) -> None:
+    def __init__(
+        self, cfg: DataConfig, start: pd.Timestamp, end: pd.Timestamp | None = None
+    ) -> None:
         twin = cfg.twin
         box = cfg.bbox
-        self.grid: TwinGrid = build_grid(box.lat_min, box.lat_max, box.lon_min, box.lon_max, tuple(twin.shape), closed=twin.closed_basin, river=twin.river)
+        self.grid: TwinGrid = build_grid(
+            box.lat_min,
+            box.lat_max,
+            box.lon_min,
+            box.lon_max,
+            tuple(twin.shape),
+            closed=twin.closed_basin,
+            river=twin.river,
+        )
         self.time = pd.Timestamp(start).floor("h")
         self.hours = hours_since_epoch(self.time)
         dt_max = stable_time_step(self.grid, twin.cfl)
@@ -61,28 +70,42 @@ class TwinModel:
     def advance_hour(self) -> None:
         """Run one hour of sub-steps; forcing is linear in time between the full hours."""
         dyn = self.dynamics
+        n = self.substeps
         start_seconds = self.hours * 3600.0
         p1, tx1, ty1 = self.weather.fields(self.hours + 1.0)
         p0, tx0, ty0 = self._pressure, self._tau_x, self._tau_y
         if self.river_cell is not None:
             j, i = self.river_cell
-            dyn.source[j, i] = river_discharge(self.hours + 0.5) / self.grid.area[j, i]
+            dyn.source_cell = (j, i)
+            dyn.source_rate = river_discharge(self.hours + 0.5) / self.grid.area[j, i]
         weather_on = self.weather.enabled
-        ib_boundary0 = -p0.ravel()[self._boundary_cells] / (RHO_WATER * GRAVITY)
-        ib_boundary1 = -p1.ravel()[self._boundary_cells] / (RHO_WATER * GRAVITY)
-        for k in range(self.substeps):
-            w = (k + 0.5) / self.substeps
-            if weather_on:
-                dyn.set_pressure(p0 + w * (p1 - p0))
-                dyn.set_wind_stress(tx0 + w * (tx1 - tx0), ty0 + w * (ty1 - ty0))
-                dyn.eta_boundary[:] = ib_boundary0 + w * (ib_boundary1 - ib_boundary0)
+        if weather_on:
+            # forcing at the middle of the first sub-step, then constant increments
+            first = 0.5 / n
+            dyn.set_pressure(p0 + first * (p1 - p0))
+            dyn.set_wind_stress(tx0 + first * (tx1 - tx0), ty0 + first * (ty1 - ty0))
+            d_p = (p1 - p0)[:, :] / (n * RHO_WATER * GRAVITY)
+            d_tu = 0.5 * self.dt * ((tx1 - tx0)[:, :-1] + (tx1 - tx0)[:, 1:]) / n
+            d_tv = 0.5 * self.dt * ((ty1 - ty0)[:-1] + (ty1 - ty0)[1:]) / n
+            ib0 = -p0.ravel()[self._boundary_cells] / (RHO_WATER * GRAVITY)
+            ib1 = -p1.ravel()[self._boundary_cells] / (RHO_WATER * GRAVITY)
+            ib = ib0 + first * (ib1 - ib0)
+            d_ib = (ib1 - ib0) / n
+        else:
+            ib = np.zeros(self.grid.boundary.size)
+        for k in range(n):
             if self.tide is not None:
-                tide = self.tide.elevation(start_seconds + (k + 1) * self.dt)
-                if weather_on:
-                    dyn.eta_boundary += tide
-                else:
-                    dyn.eta_boundary[:] = tide
+                np.add(
+                    ib, self.tide.elevation(start_seconds + (k + 1) * self.dt), out=dyn.eta_boundary
+                )
+            else:
+                dyn.eta_boundary[:] = ib
             dyn.step()
+            if weather_on:
+                dyn.p_eta += d_p
+                dyn.tau_u += d_tu
+                dyn.tau_v += d_tv
+                ib += d_ib
         self._pressure, self._tau_x, self._tau_y = p1, tx1, ty1
         fx, fy = dyn.take_mean_fluxes()
         self.tracer_substeps += self.tracers.step(fx, fy, dyn.eta, 3600.0, self.hours + 0.5)

@@ -57,31 +57,57 @@ VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
 TIME_UNITS = "hours since 1950-01-01 00:00:00"
 
 
-def month_dataset(grid: TwinGrid, times: pd.DatetimeIndex, fields: dict[str, np.ndarray], attrs: dict[str, Any]) -> xr.Dataset:
+def month_dataset(
+    grid: TwinGrid, times: pd.DatetimeIndex, fields: dict[str, np.ndarray], attrs: dict[str, Any]
+) -> xr.Dataset:
     """One month of hourly fields ``{var: (time, lat, lon)}`` as a CMEMS-shaped Dataset."""
     coords = {
-        "time": ("time", times.values.astype("datetime64[ns]"), {"standard_name": "time", "long_name": "Time", "axis": "T"}),
+        "time": (
+            "time",
+            times.values.astype("datetime64[ns]"),
+            {"standard_name": "time", "long_name": "Time", "axis": "T"},
+        ),
         "depth": (
             "depth",
             np.array([SURFACE_DEPTH], np.float32),
-            {"units": "m", "standard_name": "depth", "long_name": "Depth", "positive": "down", "axis": "Z"},
+            {
+                "units": "m",
+                "standard_name": "depth",
+                "long_name": "Depth",
+                "positive": "down",
+                "axis": "Z",
+            },
         ),
         "latitude": (
             "latitude",
             grid.lat.astype(np.float32),
-            {"units": "degrees_north", "standard_name": "latitude", "long_name": "Latitude", "axis": "Y"},
+            {
+                "units": "degrees_north",
+                "standard_name": "latitude",
+                "long_name": "Latitude",
+                "axis": "Y",
+            },
         ),
         "longitude": (
             "longitude",
             grid.lon.astype(np.float32),
-            {"units": "degrees_east", "standard_name": "longitude", "long_name": "Longitude", "axis": "X"},
+            {
+                "units": "degrees_east",
+                "standard_name": "longitude",
+                "long_name": "Longitude",
+                "axis": "X",
+            },
         ),
     }
     data_vars = {}
     for name in VARIABLES:
         values = fields[name].astype(np.float32)
         if name in THREE_D:
-            data_vars[name] = (("time", "depth", "latitude", "longitude"), values[:, None], VARIABLE_ATTRS[name])
+            data_vars[name] = (
+                ("time", "depth", "latitude", "longitude"),
+                values[:, None],
+                VARIABLE_ATTRS[name],
+            )
         else:
             data_vars[name] = (("time", "latitude", "longitude"), values, VARIABLE_ATTRS[name])
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
@@ -99,5 +125,11 @@ def netcdf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     }
     for name in ds.data_vars:
         chunks = (chunk_t, 1, ny, nx) if ds[name].ndim == 4 else (chunk_t, ny, nx)
-        encoding[name] = {"dtype": "float32", "_FillValue": np.float32(np.nan), "zlib": True, "complevel": 4, "chunksizes": chunks}
+        encoding[name] = {
+            "dtype": "float32",
+            "_FillValue": np.float32(np.nan),
+            "zlib": True,
+            "complevel": 4,
+            "chunksizes": chunks,
+        }
     return encoding

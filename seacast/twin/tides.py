@@ -35,11 +35,11 @@ class Constituent:
 # Boundary amplitudes chosen so that the Dutch coast sees an M2 amplitude of ~0.6-0.9 m,
 # as at Hoek van Holland and Den Helder; M2 dominates, S2 gives the spring-neap cycle.
 CONSTITUENTS: tuple[Constituent, ...] = (
-    Constituent("M2", 12.4206012, 0.70, 0.0),
-    Constituent("S2", 12.0000000, 0.20, 40.0),
-    Constituent("N2", 12.6583475, 0.13, 330.0),
-    Constituent("K1", 23.9344721, 0.08, 190.0),
-    Constituent("O1", 25.8193387, 0.07, 30.0),
+    Constituent("M2", 12.4206012, 0.85, 0.0),
+    Constituent("S2", 12.0000000, 0.23, 40.0),
+    Constituent("N2", 12.6583475, 0.15, 330.0),
+    Constituent("K1", 23.9344721, 0.09, 190.0),
+    Constituent("O1", 25.8193387, 0.10, 30.0),
 )
 
 

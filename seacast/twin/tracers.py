@@ -58,8 +58,12 @@ class Tracers:
         if self.river_cell is not None:
             lat2, lon2 = np.meshgrid(grid.lat, grid.lon, indexing="ij")
             j, i = self.river_cell
-            dist_km = 111.0 * np.hypot(lat2 - grid.lat[j], (lon2 - grid.lon[i]) * np.cos(np.deg2rad(grid.lat[j])))
-            salinity -= 6.0 * np.exp(-dist_km / 25.0) * (river_discharge(hours) / RIVER_MEAN_DISCHARGE)
+            dist_km = 111.0 * np.hypot(
+                lat2 - grid.lat[j], (lon2 - grid.lon[i]) * np.cos(np.deg2rad(grid.lat[j]))
+            )
+            salinity -= (
+                6.0 * np.exp(-dist_km / 25.0) * (river_discharge(hours) / RIVER_MEAN_DISCHARGE)
+            )
         self.salinity = np.where(grid.sea, salinity, np.nan)
         # face masks for diffusion (interior wet faces plus open faces)
         self.diff_u = grid.wet_u.astype(float)
@@ -73,7 +77,9 @@ class Tracers:
         # temperature relaxes faster where the water is shallow (5 days at 20 m)
         self.relax_rate = np.where(grid.sea, 1.0 / (5.0 * 86400.0 * depth / 20.0), 0.0)
 
-    def step(self, fx: np.ndarray, fy: np.ndarray, eta: np.ndarray, seconds: float, hours: float) -> int:
+    def step(
+        self, fx: np.ndarray, fy: np.ndarray, eta: np.ndarray, seconds: float, hours: float
+    ) -> int:
         """Advance both tracers by ``seconds`` with mean volume fluxes ``fx``, ``fy``; returns the sub-steps used."""
         grid = self.grid
         volume = grid.area * np.maximum(grid.depth + eta, 1.0)
@@ -83,7 +89,12 @@ class Tracers:
         f_n_in = -np.minimum(fy[1:], 0.0)
         inflow = f_w_in + f_e_in + f_s_in + f_n_in
         # the out-going fluxes bound the step too (a cell cannot lose more than it holds)
-        outflow = np.maximum(-fx[:, :-1], 0.0) + np.maximum(fx[:, 1:], 0.0) + np.maximum(-fy[:-1], 0.0) + np.maximum(fy[1:], 0.0)
+        outflow = (
+            np.maximum(-fx[:, :-1], 0.0)
+            + np.maximum(fx[:, 1:], 0.0)
+            + np.maximum(-fy[:-1], 0.0)
+            + np.maximum(fy[1:], 0.0)
+        )
         rate = np.where(self.sea, np.maximum(inflow, outflow) / volume, 0.0)
         diff_rate = 4.0 * DIFFUSIVITY * (1.0 / self.dx2.min() + 1.0 / self.dy2)
         n_sub = max(1, int(np.ceil(seconds * (float(rate.max()) + diff_rate) / 0.9)))
@@ -93,8 +104,12 @@ class Tracers:
         relax = self.relax_rate
         river = self._river_rate(hours, volume) if self.river_cell is not None else 0.0
         for _ in range(n_sub):
-            self.salinity = self._advect(self.salinity, SALINITY_BACKGROUND, dt, volume, f_w_in, f_e_in, f_s_in, f_n_in)
-            self.temperature = self._advect(self.temperature, t_boundary, dt, volume, f_w_in, f_e_in, f_s_in, f_n_in)
+            self.salinity = self._advect(
+                self.salinity, SALINITY_BACKGROUND, dt, volume, f_w_in, f_e_in, f_s_in, f_n_in
+            )
+            self.temperature = self._advect(
+                self.temperature, t_boundary, dt, volume, f_w_in, f_e_in, f_s_in, f_n_in
+            )
             if self.river_cell is not None:
                 j, i = self.river_cell
                 self.salinity[j, i] /= 1.0 + dt * river  # fresh water replaces salt water
@@ -124,9 +139,15 @@ class Tracers:
         centre = pad[1:-1, 1:-1]
         west, east = pad[1:-1, :-2], pad[1:-1, 2:]
         south, north = pad[:-2, 1:-1], pad[2:, 1:-1]
-        advect = f_w_in * (west - centre) + f_e_in * (east - centre) + f_s_in * (south - centre) + f_n_in * (north - centre)
+        advect = (
+            f_w_in * (west - centre)
+            + f_e_in * (east - centre)
+            + f_s_in * (south - centre)
+            + f_n_in * (north - centre)
+        )
         diffuse = DIFFUSIVITY * (
-            (self.diff_u[:, :-1] * (west - centre) + self.diff_u[:, 1:] * (east - centre)) / self.dx2
+            (self.diff_u[:, :-1] * (west - centre) + self.diff_u[:, 1:] * (east - centre))
+            / self.dx2
             + (self.diff_v[:-1] * (south - centre) + self.diff_v[1:] * (north - centre)) / self.dy2
         )
         out = centre + dt * (advect / volume + diffuse)

@@ -25,10 +25,10 @@ SURFACE_WIND_FACTOR = 0.7  # surface wind speed / geostrophic wind speed over se
 CROSS_ISOBAR_DEG = 20.0  # surface wind turns towards low pressure
 MAX_WIND = 40.0  # m/s
 
-STORMS_PER_MONTH_WINTER = 7.0
-STORMS_PER_MONTH_SUMMER = 2.0
-DEFICIT_WINTER_PA = 3000.0  # typical central pressure deficit of a winter low
-DEFICIT_SUMMER_PA = 900.0
+STORMS_PER_MONTH_WINTER = 6.0
+STORMS_PER_MONTH_SUMMER = 2.5
+DEFICIT_WINTER_PA = 2600.0  # typical central pressure deficit of a winter low
+DEFICIT_SUMMER_PA = 1400.0
 
 
 def winter_weight(hours: float | np.ndarray) -> float | np.ndarray:
@@ -71,14 +71,32 @@ def storms_for_month(seed: int, month: pd.Period) -> list[Storm]:
         offset = rng.uniform(-350e3, 650e3)
         x_mid = -offset * np.sin(heading)
         y_mid = offset * np.cos(heading)
-        storms.append(Storm(t0, duration, deficit, radius, x_mid, y_mid, speed * np.cos(heading), speed * np.sin(heading)))
+        storms.append(
+            Storm(
+                t0,
+                duration,
+                deficit,
+                radius,
+                x_mid,
+                y_mid,
+                speed * np.cos(heading),
+                speed * np.sin(heading),
+            )
+        )
     return storms
 
 
 class Weather:
     """Pressure anomaly and wind stress on the grid, for the hours of one run."""
 
-    def __init__(self, grid: TwinGrid, seed: int, start: pd.Timestamp, end: pd.Timestamp, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        grid: TwinGrid,
+        seed: int,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+        enabled: bool = True,
+    ) -> None:
         self.enabled = enabled
         lat_c = 0.5 * (grid.lat[0] + grid.lat[-1])
         lon_c = 0.5 * (grid.lon[0] + grid.lon[-1])

@@ -1,0 +1,232 @@
+"""Speed of the four 3DDR U-Nets on CPU, faithful vs efficient mode, and the CPU settings that pay.
+
+Prints, for each variant at 128x128, F=16, lags 10, batch 4 (one lead time, 4 variables):
+parameters; forward and training-step samples/s in faithful and efficient mode and their
+ratio; the achieved GFLOP/s of a training step (FLOPs counted with
+torch.utils.flop_counter.FlopCounterMode) as a fraction of the machine's matmul GFLOP/s,
+measured with a large torch.mm in the same run.
+
+Before the table it measures CPU settings on one variant (threads, memory format,
+no_grad vs inference_mode, torch.compile) and runs the table with the fastest correct
+ones. Figures are medians of repeats; the CPU may be shared with other jobs, so compare
+ratios within one run rather than absolute numbers across runs.
+
+Usage: .venv/bin/python benchmarks/models.py [--quick] [--no-compile] [--models NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from seacast.config import MODEL_NAMES, ModelConfig
+from seacast.models import build_model, count_parameters
+
+SHAPE = (128, 128)
+LAGS = 10
+CHANNELS = 4
+FILTERS = 16
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(size: int, repeats: int) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    seconds = median_seconds(lambda: torch.mm(a, b), repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def make(name: str, faithful: bool) -> nn.Module:
+    cfg = ModelConfig(name=name, filters=FILTERS, faithful=faithful, residual=False)
+    return build_model(cfg, CHANNELS, CHANNELS, LAGS, 1, SHAPE, seed=0)
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """5D weights to channels_last_3d, 4D (efficient decoder) to channels_last."""
+    for param in model.parameters():
+        if param.dim() == 5:
+            param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
+        elif param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
+class Setup:
+    """One way to run a model: memory format, grad mode for forwards, compiled or not."""
+
+    def __init__(
+        self, label: str, *, last: bool = False, inference: bool = True, compiled: bool = False
+    ):
+        self.label, self.last, self.inference, self.compiled = label, last, inference, compiled
+
+    def prepare(self, model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+        if self.last:
+            model = channels_last(model)
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        if self.compiled:
+            model = torch.compile(model)
+        return model, x
+
+    def grad_mode(self) -> AbstractContextManager:
+        return torch.inference_mode() if self.inference else torch.no_grad()
+
+
+def forward_fn(model: nn.Module, x: torch.Tensor, setup: Setup) -> Callable[[], object]:
+    model.eval()
+
+    def run() -> object:
+        with setup.grad_mode():
+            return model(x)
+
+    return run
+
+
+def train_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    target = torch.rand(x.shape[0], 1, CHANNELS, *SHAPE)
+
+    def run() -> object:
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.mse_loss(model(x), target)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return run
+
+
+def train_flops(name: str, faithful: bool, batch: int) -> int:
+    model = make(name, faithful)
+    x = torch.rand(batch, CHANNELS, LAGS, *SHAPE)
+    with FlopCounterMode(display=False) as counter:
+        model(x).square().mean().backward()
+    return counter.get_total_flops()
+
+
+def study_settings(batch: int, repeats: int, try_compile: bool) -> Setup:
+    """Time forward and training step of the cheapest variant under each setting; return the best."""
+    name = "3ddr_unet"
+    x0 = torch.rand(batch, CHANNELS, LAGS, *SHAPE)
+    print(f"\nCPU settings, {name} efficient, batch {batch} (median of {repeats}):")
+
+    threads_max = torch.get_num_threads()
+    for threads in sorted({1, threads_max}):
+        torch.set_num_threads(threads)
+        model = make(name, False)
+        seconds = median_seconds(forward_fn(model, x0, Setup("")), repeats)
+        print(f"  threads={threads:<2}                 forward {batch / seconds:6.2f} samples/s")
+    torch.set_num_threads(threads_max)
+
+    reference = make(name, False).eval()
+    with torch.inference_mode():
+        expected = reference(x0)
+    candidates = [
+        Setup("no_grad, contiguous", inference=False),
+        Setup("inference_mode, contiguous"),
+        Setup("inference_mode, channels_last_3d", last=True),
+    ]
+    if try_compile:
+        candidates.append(Setup("inference_mode, torch.compile", compiled=True))
+    best_forward: tuple[float, Setup] | None = None
+    for setup in candidates:
+        model, x = setup.prepare(make(name, False), x0)
+        start = time.perf_counter()
+        run = forward_fn(model, x, setup)
+        got = run()
+        first = time.perf_counter() - start
+        correct = torch.allclose(got, expected, rtol=1e-3, atol=1e-4)
+        seconds = median_seconds(run, repeats, warmup=0)
+        note = f" (first call {first:.1f} s)" if setup.compiled else ""
+        print(
+            f"  {setup.label:<34} forward {batch / seconds:6.2f} samples/s, correct={correct}{note}"
+        )
+        if correct and (best_forward is None or seconds < best_forward[0]):
+            best_forward = (seconds, setup)
+
+    best_train: tuple[float, bool] | None = None
+    for last in (False, True):
+        setup = Setup("", last=last)
+        model, x = setup.prepare(make(name, False), x0)
+        seconds = median_seconds(train_fn(model, x), repeats)
+        label = "channels_last_3d" if last else "contiguous"
+        print(f"  train step, {label:<22} {batch / seconds:6.2f} samples/s")
+        if best_train is None or seconds < best_train[0]:
+            best_train = (seconds, last)
+    assert best_forward is not None and best_train is not None
+    chosen = best_forward[1]
+    chosen.train_last = best_train[1]  # type: ignore[attr-defined]
+    print(
+        f"  -> forward: {chosen.label}; training: "
+        f"{'channels_last_3d' if best_train[1] else 'contiguous'}; threads={threads_max}"
+    )
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile trial")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 5
+    batch = args.batch
+    torch.manual_seed(0)
+
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; the CPU may be shared with other jobs"
+    )
+    peak = matmul_gflops(2048 if args.quick else 4096, repeats + 2)
+    print(f"matmul peak (torch.mm, float32): {peak:.1f} GFLOP/s")
+
+    setup = study_settings(batch, repeats, try_compile=not args.no_compile)
+    train_setup = Setup("", last=setup.train_last)  # type: ignore[attr-defined]
+
+    x0 = torch.rand(batch, CHANNELS, LAGS, *SHAPE)
+    print(
+        f"\n{'model':<31}{'mode':<10}{'params':>10}{'fwd/s':>8}{'train/s':>9}"
+        f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'of peak':>9}"
+    )
+    for name in args.models:
+        speeds = {}
+        for faithful in (True, False):
+            model = make(name, faithful)
+            params = count_parameters(model)[0]
+            fmodel, x = setup.prepare(model, x0)
+            forward = batch / median_seconds(forward_fn(fmodel, x, setup), repeats)
+            tmodel, x = train_setup.prepare(make(name, faithful), x0)
+            step = median_seconds(train_fn(tmodel, x), repeats)
+            flops = train_flops(name, faithful, batch)
+            achieved = flops / step / 1e9
+            speeds[faithful] = (forward, batch / step)
+            mode = "faithful" if faithful else "efficient"
+            print(
+                f"{name:<31}{mode:<10}{params:>10}{forward:>8.2f}{batch / step:>9.2f}"
+                f"{flops / 1e9:>11.1f}{achieved:>9.1f}{achieved / peak:>9.1%}"
+            )
+        fwd_ratio = speeds[False][0] / speeds[True][0]
+        train_ratio = speeds[False][1] / speeds[True][1]
+        print(f"{'':<31}{'eff/faith':<10}{'':>10}{fwd_ratio:>7.2f}x{train_ratio:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

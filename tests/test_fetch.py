@@ -1,0 +1,546 @@
+"""`seacast fetch` (copernicus and files sources) and `seacast login`, against a fake client serving real CMEMS files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from helpers_fetch import (
+    MED_DATASET,
+    MED_FILE,
+    MED_FRAMES,
+    FakeMarineClient,
+    med_config,
+    tiled_sample,
+)
+from typer.testing import CliRunner
+
+from seacast.cli import app
+from seacast.config import DataConfig, load_config
+from seacast.errors import CredentialsError, DataError
+from seacast.fetch import fetch, plan
+from seacast.raw import Manifest, MonthFile, expected_times, fetch_lock, temporary_path
+from seacast.sources import copernicus
+from seacast.sources.copernicus import (
+    Credentials,
+    fetch_copernicus,
+    month_bounds,
+    request_fingerprint,
+    resolve_credentials,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+needs_fixtures = pytest.mark.skipif(
+    not (FIXTURES / MED_FILE).is_file(), reason=f"real CMEMS fixtures not found at {FIXTURES}"
+)
+ENV_NAMES = (
+    "COPERNICUSMARINE_SERVICE_USERNAME",
+    "COPERNICUSMARINE_SERVICE_PASSWORD",
+    "COPERNICUS_MARINE_SERVICE_USERNAME",
+    "COPERNICUS_MARINE_SERVICE_PASSWORD",
+    "COPERNICUSMARINE_CREDENTIALS_DIRECTORY",
+)
+
+
+@pytest.fixture
+def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty home and no credential variables: nothing to find."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def credentials(no_credentials: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COPERNICUSMARINE_SERVICE_USERNAME", "jdoe")
+    monkeypatch.setenv("COPERNICUSMARINE_SERVICE_PASSWORD", "secret")
+
+
+def _manifest(raw_dir: Path) -> dict:
+    path = raw_dir / "copernicus" / "manifest.json"
+    return json.loads(path.read_text())["complete"] if path.exists() else {}
+
+
+def _leftovers(raw_dir: Path) -> list[Path]:
+    return [p for p in raw_dir.rglob("*") if ".partial" in p.name]
+
+
+# --------------------------------------------------------------------------- plan / dry-run
+
+
+def test_dry_run_plan_sizes_without_toolbox_or_network(tmp_path: Path) -> None:
+    """--dry-run in a fresh interpreter: sockets disabled, and copernicusmarine never imported."""
+    code = f"""
+import socket, sys
+def refuse(*a, **k):
+    raise RuntimeError("network access during --dry-run")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+from typer.testing import CliRunner
+from seacast.cli import app
+result = CliRunner().invoke(app, ["fetch", "--config", "configs/data/nws_dutch_coast.yaml", "--dry-run",
+                                  "--set", "months=2026-01:2026-02", "--set", "raw_dir={tmp_path}"])
+print(result.output)
+assert result.exit_code == 0, result.output
+assert "copernicusmarine" not in sys.modules, "the toolbox was imported"
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES} | {
+        "HOME": str(tmp_path),
+        "COLUMNS": "160",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cmems_mod_nws_phy-cur_anfc_1.5km-2D_PT1H-i" in done.stdout
+    assert "8 of 8 month file(s) to fetch" in done.stdout
+
+
+def test_plan_estimates_grid_times_hours_variables(tmp_path: Path) -> None:
+    cfg = load_config(
+        DataConfig,
+        PROJECT_ROOT / "configs/data/nws_dutch_coast.yaml",
+        ["months=2024-02:2024-03", f"raw_dir={tmp_path}"],
+    )
+    the_plan = plan(cfg)
+    assert len(the_plan.files) == 4 * 2
+    ny, nx = copernicus.estimate_grid(cfg)
+    assert 280 < ny < 310 and 210 < nx < 240  # 4 x 5 degrees at 1.5 km, 53 N
+    cur_feb = next(f for f in the_plan.files if "cur" in f.dataset and f.month == "2024-02")
+    assert cur_feb.estimated_bytes == ny * nx * 29 * 24 * 2 * 4
+    assert the_plan.estimated_bytes == sum(f.estimated_bytes for f in the_plan.files)
+
+
+def test_shipped_configs_load() -> None:
+    for name, product in (
+        ("nws_dutch_coast", "NWSHELF_ANALYSISFORECAST_PHY_004_013"),
+        ("nws_multiyear", "NWSHELF_MULTIYEAR_PHY_004_009"),
+    ):
+        cfg = load_config(DataConfig, PROJECT_ROOT / f"configs/data/{name}.yaml")
+        assert cfg.source == "copernicus" and cfg.copernicus.product == product
+        fetched = sorted(v for d in cfg.copernicus.datasets for v in d.variables)
+        assert fetched == sorted(["zos", "uo", "vo", "so", "thetao"])
+        assert all("PT1H" in d.id for d in cfg.copernicus.datasets)
+
+
+# --------------------------------------------------------------------------- copernicus
+
+
+@needs_fixtures
+def test_fetch_writes_checked_months_and_skips_them_next_time(
+    tmp_path: Path, credentials: None
+) -> None:
+    cfg = med_config(tmp_path / "raw")
+    client = FakeMarineClient(FIXTURES)
+    result = fetch(cfg, client=client)
+    assert client.months_requested() == ["2024-01", "2024-02"]
+    assert [p.name for p in result.paths] == ["2024-01.nc", "2024-02.nc"]
+    with xr.open_dataset(result.paths[1]) as feb:
+        assert feb.sizes["time"] == 29 * 24
+        np.testing.assert_array_equal(feb["time"].values, expected_times("2024-02"))
+        # the served data are the sample's frames, tiled, in the requested box
+        with xr.open_dataset(FIXTURES / MED_FILE) as sample:
+            np.testing.assert_array_equal(
+                feb["so"].isel(time=MED_FRAMES + 3).values,
+                sample["so"]
+                .sel(latitude=feb.latitude, longitude=feb.longitude)
+                .isel(time=3)
+                .values,
+            )
+        assert np.isnan(feb["so"].values).any()  # land stays NaN
+    entries = _manifest(cfg.raw_dir)
+    assert set(entries) == {f"{MED_DATASET}/2024-01", f"{MED_DATASET}/2024-02"}
+    assert entries[f"{MED_DATASET}/2024-02"]["n_times"] == 29 * 24
+    assert not _leftovers(cfg.raw_dir)
+    # a second run finds both complete: no call at all
+    again = FakeMarineClient(FIXTURES)
+    result = fetch(cfg, client=again)
+    assert again.calls == [] and result.fetched == 0 and result.already_complete == 2
+
+
+@needs_fixtures
+def test_transient_errors_are_retried_then_succeed(tmp_path: Path, credentials: None) -> None:
+    cfg = med_config(tmp_path / "raw", months="2024-01")
+    client = FakeMarineClient(FIXTURES, transient_failures=2)
+    sleeps: list[float] = []
+    paths = fetch_copernicus(cfg, client=client, sleep=sleeps.append)
+    assert len(client.calls) == 3 and paths[0].exists()
+    assert sleeps == [0.0, 0.0]  # backoff 0 in tests; doubling is checked below
+    # exponential backoff: 1, 2, 4 s, then a clear error; nothing recorded
+    cfg = med_config(tmp_path / "raw2", months="2024-01", retries=3, backoff_seconds=1.0)
+    sleeps.clear()
+    with pytest.raises(DataError, match="failed after 4 tries") as info:
+        fetch_copernicus(
+            cfg, client=FakeMarineClient(FIXTURES, transient_failures=10), sleep=sleeps.append
+        )
+    assert sleeps == [1.0, 2.0, 4.0]
+    assert "run the same command again later" in str(info.value)
+    assert _manifest(cfg.raw_dir) == {} and not _leftovers(cfg.raw_dir)
+
+
+@needs_fixtures
+def test_rejected_credentials_are_a_credentials_error(tmp_path: Path, credentials: None) -> None:
+    import copernicusmarine
+
+    cfg = med_config(tmp_path / "raw", months="2024-01")
+    client = FakeMarineClient(
+        FIXTURES, error=copernicusmarine.InvalidUsernameOrPassword("bad password")
+    )
+    with pytest.raises(CredentialsError, match="rejected the credentials") as info:
+        fetch(cfg, client=client)
+    assert "seacast login" in str(info.value)
+    assert len(client.calls) == 1  # never retried
+    assert _manifest(cfg.raw_dir) == {} and not list((cfg.raw_dir / "copernicus").rglob("*.nc"))
+
+
+def test_no_credentials_fails_before_any_call(tmp_path: Path, no_credentials: Path) -> None:
+    cfg = med_config(tmp_path / "raw", months="2024-01")
+    client = FakeMarineClient(FIXTURES)
+    with pytest.raises(CredentialsError, match="no Copernicus Marine credentials") as info:
+        fetch(cfg, client=client)
+    assert "seacast login" in str(info.value) and "COPERNICUSMARINE_SERVICE_USERNAME" in str(
+        info.value
+    )
+    assert client.calls == []
+
+
+@needs_fixtures
+def test_empty_and_incomplete_months_are_reported_and_never_complete(
+    tmp_path: Path, credentials: None
+) -> None:
+    cfg = med_config(tmp_path / "raw", months="2024-01:2024-03")
+    client = FakeMarineClient(FIXTURES, empty_months={"2024-02"}, short_months={"2024-03"})
+    with pytest.raises(DataError) as info:
+        fetch(cfg, client=client)
+    message = str(info.value)
+    assert "2 of 3 month file(s) could not be completed" in message
+    assert "2024-02" in message and "no data" in message
+    assert "2024-03" in message and "expected 744" in message
+    assert set(_manifest(cfg.raw_dir)) == {f"{MED_DATASET}/2024-01"}
+    folder = cfg.raw_dir / "copernicus" / MED_DATASET
+    assert sorted(p.name for p in folder.iterdir()) == ["2024-01.nc"]
+
+
+@needs_fixtures
+def test_killed_run_leaves_nothing_complete_and_the_next_run_resumes(
+    tmp_path: Path, credentials: None
+) -> None:
+    cfg = med_config(tmp_path / "raw")
+    with pytest.raises(KeyboardInterrupt):
+        fetch(cfg, client=FakeMarineClient(FIXTURES, kill_months={"2024-02"}))
+    folder = cfg.raw_dir / "copernicus" / MED_DATASET
+    assert sorted(p.name for p in folder.iterdir()) == ["2024-01.nc"]
+    assert set(_manifest(cfg.raw_dir)) == {f"{MED_DATASET}/2024-01"}
+    # a SIGKILL leaves the partial file behind: the next run must not trust it
+    leftover = temporary_path(folder / "2024-02.nc")
+    leftover.write_bytes(b"CDF\x01 half a file")
+    client = FakeMarineClient(FIXTURES)
+    fetch(cfg, client=client)
+    assert client.months_requested() == ["2024-02"]
+    assert not leftover.exists()
+    assert set(_manifest(cfg.raw_dir)) == {f"{MED_DATASET}/2024-01", f"{MED_DATASET}/2024-02"}
+    with xr.open_dataset(folder / "2024-02.nc") as feb:
+        assert feb.sizes["time"] == 29 * 24
+
+
+@needs_fixtures
+@pytest.mark.parametrize(
+    ("change", "message", "fix"),
+    [
+        (
+            {"id": "cmems_mod_nws_phy-sst_anfc_1.5km-2D_PT1H-i"},
+            "DatasetNotFound",
+            "copernicus.datasets[].id",
+        ),
+        (
+            {"variables": ["so", "zos"]},
+            "VariableDoesNotExistInTheDataset",
+            "copernicus.datasets[].variables",
+        ),
+    ],
+)
+def test_permanent_errors_stop_with_the_reason(
+    tmp_path: Path, credentials: None, change: dict, message: str, fix: str
+) -> None:
+    cfg = med_config(tmp_path / "raw")
+    spec = cfg.copernicus.datasets[0].model_copy(update=change)
+    cfg.copernicus.datasets = [spec]
+    client = FakeMarineClient(FIXTURES)
+    with pytest.raises(DataError, match=message) as info:
+        fetch(cfg, client=client)
+    assert fix in str(info.value)
+    assert len(client.calls) == 1  # not retried, and the other month is not tried
+
+
+@needs_fixtures
+def test_changed_request_is_fetched_again(tmp_path: Path, credentials: None) -> None:
+    cfg = med_config(tmp_path / "raw", months="2024-01")
+    fetch(cfg, client=FakeMarineClient(FIXTURES))
+    assert plan(cfg).todo == []
+    cfg.bbox = cfg.bbox.model_copy(update={"lat_max": 35.4})
+    assert len(plan(cfg).todo) == 1
+    client = FakeMarineClient(FIXTURES)
+    fetch(cfg, client=client)
+    assert len(client.calls) == 1
+    entry = _manifest(cfg.raw_dir)[f"{MED_DATASET}/2024-01"]
+    assert entry["request"] == request_fingerprint(cfg, cfg.copernicus.datasets[0], "2024-01")
+
+
+@needs_fixtures
+def test_current_month_is_fetched_up_to_now_and_stays_in_progress(tmp_path: Path) -> None:
+    cfg = med_config(tmp_path / "raw", months="2024-02")
+    now = pd.Timestamp("2024-02-10T05:42")
+    assert month_bounds("2024-02", 1.0, now) == ("2024-02-01T00:00:00", "2024-02-10T05:00:00")
+    client = FakeMarineClient(FIXTURES)
+    creds = Credentials("jdoe", "secret")
+    fetch_copernicus(cfg, client=client, credentials=creds, now=now)
+    assert client.calls[0]["end_datetime"] == "2024-02-10T05:00:00"
+    entry = _manifest(cfg.raw_dir)[f"{MED_DATASET}/2024-02"]
+    assert entry["in_progress"] is True and entry["n_times"] == 9 * 24 + 6
+    assert not Manifest(cfg.raw_dir, "copernicus").is_complete(
+        MonthFile("copernicus", MED_DATASET, "2024-02"), cfg.raw_dir
+    )
+    # the next run refreshes it; once the month is over it becomes complete
+    fetch_copernicus(cfg, client=client, credentials=creds, now=pd.Timestamp("2024-03-02"))
+    assert (
+        len(client.calls) == 2
+        and _manifest(cfg.raw_dir)[f"{MED_DATASET}/2024-02"]["in_progress"] is False
+    )
+    assert plan(cfg).todo == []
+
+
+def test_a_second_fetch_of_the_same_source_is_refused(tmp_path: Path, credentials: None) -> None:
+    cfg = med_config(tmp_path / "raw", months="2024-01")
+    with fetch_lock(cfg.raw_dir, "copernicus"), pytest.raises(DataError, match="another fetch"):
+        fetch(cfg, client=FakeMarineClient(FIXTURES))
+
+
+# --------------------------------------------------------------------------- credentials and login
+
+
+def test_credentials_come_from_env_then_file_then_netrc(
+    no_credentials: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = no_credentials
+    assert resolve_credentials() is None
+    (home / ".netrc").write_text(
+        "machine auth.marine.copernicus.eu login netuser password netpass\n"
+    )
+    (home / ".netrc").chmod(0o600)
+    assert resolve_credentials() == Credentials("netuser", "netpass", str(home / ".netrc"))
+    folder = home / ".copernicusmarine"
+    folder.mkdir()
+    text = "[credentials]\nusername=fileuser\npassword=filepass\n"
+    (folder / ".copernicusmarine-credentials").write_text(base64.b64encode(text.encode()).decode())
+    assert resolve_credentials().username == "fileuser"
+    monkeypatch.setenv("COPERNICUSMARINE_SERVICE_USERNAME", "envuser")
+    assert resolve_credentials().username == "fileuser"  # both variables are needed
+    monkeypatch.setenv("COPERNICUSMARINE_SERVICE_PASSWORD", "envpass")
+    found = resolve_credentials()
+    assert (found.username, found.password) == ("envuser", "envpass")
+    assert "envpass" not in repr(found)
+
+
+@needs_fixtures
+def test_login_stores_credentials_without_prompting(tmp_path: Path) -> None:
+    client = FakeMarineClient(FIXTURES)
+    path = copernicus.login("jdoe", "secret", client=client, directory=tmp_path)
+    assert path == tmp_path / ".copernicusmarine-credentials"
+    assert client.login_calls == [
+        {
+            "username": "jdoe",
+            "password": "secret",
+            "configuration_file_directory": tmp_path,
+            "force_overwrite": True,
+        }
+    ]
+    with pytest.raises(CredentialsError, match="rejected the username 'jdoe'"):
+        copernicus.login(
+            "jdoe",
+            "wrong",
+            client=FakeMarineClient(FIXTURES, login_result=False),
+            directory=tmp_path,
+        )
+
+
+def test_cli_login(monkeypatch: pytest.MonkeyPatch, no_credentials: Path) -> None:
+    runner = CliRunner()
+    # not a terminal and no arguments: an error, never a prompt
+    result = runner.invoke(app, ["login"])
+    assert result.exit_code == 1
+    assert "cannot ask for them outside a terminal" in " ".join(result.output.split())
+    fake = FakeMarineClient(FIXTURES)
+    monkeypatch.setattr(copernicus, "ToolboxClient", lambda: fake)
+    result = runner.invoke(app, ["login", "--username", "jdoe", "--password", "secret"])
+    assert result.exit_code == 0, result.output
+    assert "logged in as jdoe" in " ".join(result.output.split())
+    assert (
+        fake.login_calls[0]["configuration_file_directory"] == no_credentials / ".copernicusmarine"
+    )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _files_config(
+    tmp_path: Path, pattern: str, months: str = "2024-01", **files: object
+) -> DataConfig:
+    return DataConfig.model_validate(
+        {
+            "name": "local",
+            "source": "files",
+            "months": months,
+            "variables": ["so"],
+            "raw_dir": str(tmp_path / "raw"),
+            "files": {
+                "glob": pattern,
+                "dataset": "med",
+                "rename": {"lat": "latitude", "lon": "longitude", "sal": "so"},
+                "variables": ["so"],
+                **files,
+            },
+        }
+    )
+
+
+def _foreign_names(ds: xr.Dataset) -> xr.Dataset:
+    return ds.rename({"latitude": "lat", "longitude": "lon", "so": "sal"})
+
+
+@needs_fixtures
+def test_files_are_renamed_merged_and_split_by_month(tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    hours = pd.date_range("2024-01-01", "2024-02-01T23:00", freq="h")
+    ds = tiled_sample(FIXTURES / MED_FILE, hours)
+    # two overlapping files, out of order in time, with foreign names
+    _foreign_names(ds.isel(time=slice(400, None))).to_netcdf(incoming / "a_late.nc")
+    _foreign_names(ds.isel(time=slice(0, 420))).to_netcdf(incoming / "b_early.nc")
+    cfg = _files_config(tmp_path, str(incoming / "*.nc"))
+    result = fetch(cfg)
+    assert [p.name for p in result.paths] == ["2024-01.nc"]
+    with xr.open_dataset(result.paths[0]) as jan:
+        assert set(jan.data_vars) == {"so"} and {"latitude", "longitude", "depth"} <= set(
+            jan.coords
+        )
+        np.testing.assert_array_equal(jan["time"].values, expected_times("2024-01"))
+        np.testing.assert_array_equal(jan["so"].values, ds["so"].isel(time=slice(0, 744)).values)
+    entry = json.loads((cfg.raw_dir / "files" / "manifest.json").read_text())["complete"][
+        "med/2024-01"
+    ]
+    assert entry["complete_time_axis"] is True and len(entry["source_files"]) == 2
+    assert plan(cfg).todo == []
+
+
+@needs_fixtures
+def test_files_partial_month_is_an_error_unless_allowed(tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    with xr.open_dataset(FIXTURES / MED_FILE) as sample:
+        _foreign_names(sample).to_netcdf(incoming / "sample.nc")
+    cfg = _files_config(tmp_path, str(incoming / "*.nc"), months="2024-01:2024-02")
+    with pytest.raises(DataError) as info:
+        fetch(cfg)
+    message = str(info.value)
+    assert "2024-01" in message and "expected 744" in message
+    assert "2024-02: no data" in message and "2024-01-01 00:00 to 2024-01-10 00:00" in message
+    assert not (cfg.raw_dir / "files" / "med" / "2024-01.nc").exists()
+    cfg = _files_config(tmp_path, str(incoming / "*.nc"), partial_months=True)
+    fetch(cfg)
+    with xr.open_dataset(cfg.raw_dir / "files" / "med" / "2024-01.nc") as jan:
+        assert jan.sizes["time"] == 217
+
+
+@needs_fixtures
+def test_corrupt_file_is_named(tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    data = (FIXTURES / MED_FILE).read_bytes()
+    (incoming / "broken.nc").write_bytes(data[: len(data) // 3])
+    cfg = _files_config(tmp_path, str(incoming / "*.nc"))
+    with pytest.raises(DataError, match="broken.nc") as info:
+        fetch(cfg)
+    assert "truncated or corrupt" in str(info.value)
+
+
+@needs_fixtures
+def test_missing_variable_lists_what_is_there(tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    with xr.open_dataset(FIXTURES / MED_FILE) as sample:
+        sample.rename({"latitude": "lat", "longitude": "lon", "so": "salinity"}).to_netcdf(
+            incoming / "s.nc"
+        )
+    cfg = _files_config(tmp_path, str(incoming / "*.nc"))
+    with pytest.raises(
+        DataError, match=r"lacks variable\(s\) \['so'\]; the variables there are \['salinity'\]"
+    ):
+        fetch(cfg)
+    cfg = _files_config(tmp_path, str(tmp_path / "nowhere" / "*.nc"))
+    with pytest.raises(DataError, match="no files match"):
+        plan(cfg)
+
+
+# --------------------------------------------------------------------------- twin dispatch and CLI
+
+
+def test_twin_source_is_dispatched_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.progress import Progress
+
+    from seacast.sources.base import PlannedFile
+
+    calls = []
+    path = tmp_path / "raw" / "twin" / "nws_twin" / "2024-01.nc"
+
+    def fake_plan_twin(cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
+        return [PlannedFile("twin", "nws_twin", "2024-01", ("zos",), path, 10, False)]
+
+    def fake_fetch_twin(cfg: DataConfig, progress=None, force: bool = False) -> list[Path]:
+        assert isinstance(progress, Progress)  # the twin adds its simulated-hours bar to ours
+        calls.append((cfg.name, force))
+        return [path]
+
+    module = types.ModuleType("seacast.sources.twin")
+    module.fetch_twin = fake_fetch_twin  # type: ignore[attr-defined]
+    module.plan_twin = fake_plan_twin  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "seacast.sources.twin", module)
+    cfg = DataConfig.model_validate(
+        {"name": "demo", "source": "twin", "months": "2024-01", "raw_dir": str(tmp_path / "raw")}
+    )
+    assert plan(cfg).estimated_bytes == 10
+    result = fetch(cfg, force=True)
+    assert calls == [("demo", True)] and result.paths == [path] and result.fetched == 1
+
+
+@needs_fixtures
+def test_cli_fetch_runs_with_progress_and_reports(
+    tmp_path: Path, credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    with xr.open_dataset(FIXTURES / MED_FILE) as sample:
+        _foreign_names(sample).to_netcdf(incoming / "sample.nc")
+    config = tmp_path / "local.yaml"
+    cfg = _files_config(tmp_path, str(incoming / "*.nc"), partial_months=True)
+    config.write_text(json.dumps(json.loads(cfg.model_dump_json())))
+    runner = CliRunner()
+    result = runner.invoke(app, ["fetch", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "fetched 1 month file(s), 0 already complete" in " ".join(result.output.split())
+    result = runner.invoke(
+        app, ["fetch", "--config", str(config), "--set", "files.glob=/nowhere/*.nc"]
+    )
+    assert result.exit_code == 1 and "no files match" in " ".join(result.output.split())
