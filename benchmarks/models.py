@@ -46,6 +46,19 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, timed round-robin so that load from other jobs hits all alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {label: [] for label in fns}
+    for _ in range(repeats):
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
 def matmul_gflops(size: int, repeats: int) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     seconds = median_seconds(lambda: torch.mm(a, b), repeats)
@@ -127,12 +140,23 @@ def study_settings(batch: int, repeats: int, try_compile: bool) -> Setup:
     print(f"\nCPU settings, {name} efficient, batch {batch} (median of {repeats}):")
 
     threads_max = torch.get_num_threads()
+    thread_fns = {}
     for threads in sorted({1, threads_max}):
-        torch.set_num_threads(threads)
         model = make(name, False)
-        seconds = median_seconds(forward_fn(model, x0, Setup("")), repeats)
-        print(f"  threads={threads:<2}                 forward {batch / seconds:6.2f} samples/s")
-    torch.set_num_threads(threads_max)
+        run = forward_fn(model, x0, Setup(""))
+
+        def with_threads(run: Callable[[], object] = run, threads: int = threads) -> object:
+            torch.set_num_threads(threads)
+            return run()
+
+        thread_fns[str(threads)] = with_threads
+    thread_times = interleaved_seconds(thread_fns, repeats)
+    for threads, seconds in thread_times.items():
+        print(
+            f"  threads={threads:<2}                           forward {batch / seconds:6.2f} samples/s"
+        )
+    best_threads = int(min(thread_times, key=thread_times.__getitem__))
+    torch.set_num_threads(best_threads)
 
     reference = make(name, False).eval()
     with torch.inference_mode():
@@ -144,38 +168,34 @@ def study_settings(batch: int, repeats: int, try_compile: bool) -> Setup:
     ]
     if try_compile:
         candidates.append(Setup("inference_mode, torch.compile", compiled=True))
-    best_forward: tuple[float, Setup] | None = None
+    runs: dict[str, Callable[[], object]] = {}
+    by_label = {}
     for setup in candidates:
         model, x = setup.prepare(make(name, False), x0)
-        start = time.perf_counter()
         run = forward_fn(model, x, setup)
+        start = time.perf_counter()
         got = run()
         first = time.perf_counter() - start
         correct = torch.allclose(got, expected, rtol=1e-3, atol=1e-4)
-        seconds = median_seconds(run, repeats, warmup=0)
-        note = f" (first call {first:.1f} s)" if setup.compiled else ""
-        print(
-            f"  {setup.label:<34} forward {batch / seconds:6.2f} samples/s, correct={correct}{note}"
-        )
-        if correct and (best_forward is None or seconds < best_forward[0]):
-            best_forward = (seconds, setup)
+        if setup.compiled:
+            print(f"  torch.compile: first call {first:.1f} s, correct={correct}")
+        if correct:
+            runs[setup.label], by_label[setup.label] = run, setup
+    forward_times = interleaved_seconds(runs, repeats)
+    for label, seconds in forward_times.items():
+        print(f"  {label:<34} forward {batch / seconds:6.2f} samples/s")
 
-    best_train: tuple[float, bool] | None = None
+    train_runs = {}
     for last in (False, True):
-        setup = Setup("", last=last)
-        model, x = setup.prepare(make(name, False), x0)
-        seconds = median_seconds(train_fn(model, x), repeats)
-        label = "channels_last_3d" if last else "contiguous"
+        model, x = Setup("", last=last).prepare(make(name, False), x0)
+        train_runs["channels_last_3d" if last else "contiguous"] = train_fn(model, x)
+    train_times = interleaved_seconds(train_runs, repeats)
+    for label, seconds in train_times.items():
         print(f"  train step, {label:<22} {batch / seconds:6.2f} samples/s")
-        if best_train is None or seconds < best_train[0]:
-            best_train = (seconds, last)
-    assert best_forward is not None and best_train is not None
-    chosen = best_forward[1]
-    chosen.train_last = best_train[1]  # type: ignore[attr-defined]
-    print(
-        f"  -> forward: {chosen.label}; training: "
-        f"{'channels_last_3d' if best_train[1] else 'contiguous'}; threads={threads_max}"
-    )
+    best_train = min(train_times, key=train_times.__getitem__)
+    chosen = by_label[min(forward_times, key=forward_times.__getitem__)]
+    chosen.train_last = best_train == "channels_last_3d"  # type: ignore[attr-defined]
+    print(f"  -> forward: {chosen.label}; training: {best_train}; threads={best_threads}")
     return chosen
 
 
@@ -188,7 +208,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
     args = parser.parse_args()
-    repeats = 2 if args.quick else 5
+    repeats = 3 if args.quick else 7
     batch = args.batch
     torch.manual_seed(0)
 
@@ -207,18 +227,23 @@ def main() -> None:
         f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'of peak':>9}"
     )
     for name in args.models:
-        speeds = {}
+        runs: dict[str, Callable[[], object]] = {}
+        info = {}
         for faithful in (True, False):
-            model = make(name, faithful)
-            params = count_parameters(model)[0]
-            fmodel, x = setup.prepare(model, x0)
-            forward = batch / median_seconds(forward_fn(fmodel, x, setup), repeats)
-            tmodel, x = train_setup.prepare(make(name, faithful), x0)
-            step = median_seconds(train_fn(tmodel, x), repeats)
-            flops = train_flops(name, faithful, batch)
-            achieved = flops / step / 1e9
-            speeds[faithful] = (forward, batch / step)
             mode = "faithful" if faithful else "efficient"
+            model = make(name, faithful)
+            fmodel, x = setup.prepare(model, x0)
+            runs[f"forward {mode}"] = forward_fn(fmodel, x, setup)
+            tmodel, x = train_setup.prepare(make(name, faithful), x0)
+            runs[f"train {mode}"] = train_fn(tmodel, x)
+            info[mode] = (count_parameters(model)[0], train_flops(name, faithful, batch))
+        seconds = interleaved_seconds(runs, repeats)
+        speeds = {}
+        for mode, (params, flops) in info.items():
+            forward = batch / seconds[f"forward {mode}"]
+            step = seconds[f"train {mode}"]
+            achieved = flops / step / 1e9
+            speeds[mode == "faithful"] = (forward, batch / step)
             print(
                 f"{name:<31}{mode:<10}{params:>10}{forward:>8.2f}{batch / step:>9.2f}"
                 f"{flops / 1e9:>11.1f}{achieved:>9.1f}{achieved / peak:>9.1%}"

@@ -112,12 +112,13 @@ def scheduled_forecast(
     *,
     update: bool = False,
     force: bool = False,
+    init_time: str = "latest",
     store_path: Path | str | None = None,
     lock_path: Path | str | None = None,
     update_store: Callable[[Path], Any] | None = None,
     **forecast_options: Any,
 ) -> ExitCode:
-    """One scheduled run: lock, update the store (optional), forecast the newest init time.
+    """One scheduled run: lock, update the store (optional), forecast ``init_time`` (the newest by default).
 
     Returns :attr:`ExitCode.SUCCESS` when a forecast was written, :attr:`ExitCode.NO_NEW_DATA`
     when it existed already, :attr:`ExitCode.LOCKED` when another run is busy. Errors
@@ -136,7 +137,7 @@ def scheduled_forecast(
         store = resolve_store_path(run_dir, store_path)
         if update:
             (update_store or update_store_from_sources)(store)
-        result = forecast(run_dir, store_path=store, init_time="latest", out_dir=out_dir, force=force, **forecast_options)
+        result = forecast(run_dir, store_path=store, init_time=init_time, out_dir=out_dir, force=force, **forecast_options)
         if result.skipped:
             log.info("forecast for %s exists already at %s: nothing to do", result.init_time, result.path)
             return ExitCode.NO_NEW_DATA
@@ -216,6 +217,7 @@ def systemd_units(
     workdir: Path | str | None = None,
     seacast_bin: Path | str | None = None,
     extra: list[str] | None = None,
+    minute: int = 17,
 ) -> dict[str, str]:
     """A oneshot service and an hourly timer (``seacast-forecast.service`` / ``.timer``)."""
     workdir = Path(workdir or Path.cwd()).resolve()
@@ -234,11 +236,11 @@ ExecStart={command}
 SuccessExitStatus={ExitCode.NO_NEW_DATA.value} {ExitCode.LOCKED.value}
 Nice=10
 """
-    timer = """[Unit]
+    timer = f"""[Unit]
 Description=Run the seacast forecast every hour
 
 [Timer]
-OnCalendar=*-*-* *:17:00
+OnCalendar=*-*-* *:{minute:02d}:00
 Persistent=true
 RandomizedDelaySec=120
 
@@ -248,12 +250,18 @@ WantedBy=timers.target
     return {"seacast-forecast.service": service, "seacast-forecast.timer": timer}
 
 
-def schedule_text(run_dir: Path | str, out_dir: Path | str = "forecasts", log_file: Path | str = "logs/forecast.log", **kw: Any) -> str:
+def schedule_text(
+    run_dir: Path | str,
+    out_dir: Path | str = "forecasts",
+    log_file: Path | str = "logs/forecast.log",
+    minute: int = 17,
+    **kw: Any,
+) -> str:
     """The text ``seacast cron --print`` shows: the crontab line, then both systemd units."""
-    units = systemd_units(run_dir, out_dir, log_file, **kw)
+    units = systemd_units(run_dir, out_dir, log_file, minute=minute, **kw)
     parts = [
-        "# crontab (crontab -e): hourly at minute 17",
-        crontab_line(run_dir, out_dir, log_file, **kw),
+        f"# crontab (crontab -e): every hour at minute {minute}",
+        crontab_line(run_dir, out_dir, log_file, minute=minute, **kw),
         "",
     ]
     for name, text in units.items():

@@ -29,6 +29,7 @@ and the :class:`RegridReport` they return.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -237,6 +238,44 @@ def _check_unit_variables(unit: Unit, variables: Sequence[str]) -> None:
         )
 
 
+# --------------------------------------------------------------------------- memory
+
+
+def _libc() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): the allocator returns memory on its own terms
+        return None
+
+
+_LIBC = _libc()
+
+
+def _large_arrays_from_mmap() -> None:
+    """Make glibc serve arrays >= 1 MiB from mmap, so freed blocks go back to the OS.
+
+    glibc otherwise raises that threshold after the first frees and serves later
+    blocks from the heap, where freed source blocks fragment: a month of 300 x 330
+    frames then left ~1.5 GB resident instead of ~0.5 GB.
+    """
+    if _LIBC is not None:
+        _LIBC.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+def _release_memory() -> None:
+    """Free loaded source blocks now and hand the pages back to the OS.
+
+    xarray objects sit in reference cycles, so a block is freed only at the next
+    full garbage collection: without ``gc.collect()`` a month of 300 x 330 frames
+    piled up ~0.8 GB of blocks already regridded.
+    """
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 # --------------------------------------------------------------------------- regridding
 
 
@@ -382,6 +421,8 @@ def process_unit(
                 regridded = regrid_frames(frames, target, method, min_sea_fraction)
                 for var in wanted:
                     pieces[var].append(regridded[var])
+                del frames, regridded
+                _release_memory()
         finally:
             ds.close()
     arrays = {}
@@ -633,6 +674,7 @@ def regrid_units(
                 run_mask = unit_mask if run_mask is None else run_mask & unit_mask
 
     def work(unit: Unit) -> UnitResult:
+        _large_arrays_from_mmap()  # here too: a distributed worker is another process
         with dask.config.set(scheduler="synchronous"):
             return process_unit(
                 unit, variables, target, config.grid.method, config.grid.min_sea_fraction, have
@@ -687,6 +729,8 @@ def regrid_units(
                     f"{key}: {holes} sea cell(s) are NaN in some frames (a source with another coast or "
                     "missing values); left as NaN, not filled"
                 )
+            del parts
+            _release_memory()
             if not written and fresh:
                 create_store(
                     target_path, data.assign(sea_mask=mask), chunk_hours=config.store.chunk_hours

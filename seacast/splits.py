@@ -83,7 +83,9 @@ def _range_hours(rng: TimeRange) -> tuple[int, int]:
         end_stamp = end_stamp + pd.Timedelta(hours=23)
     end = _to_hours(end_stamp)
     if end < start:
-        raise ConfigError(f"time range {rng.start} .. {rng.end} runs backwards", "put the earlier time first")
+        raise ConfigError(
+            f"time range {rng.start} .. {rng.end} runs backwards", "put the earlier time first"
+        )
     return start, end
 
 
@@ -134,7 +136,9 @@ def plan_split(cfg: SplitConfig, hours: np.ndarray) -> SplitPlan:
         )
 
     if cfg.preset == "seasons":
-        train, validation, test = (_range_hours(r) for r in _require(cfg, "seasons", "train", "validation", "test"))
+        train, validation, test = (
+            _range_hours(r) for r in _require(cfg, "seasons", "train", "validation", "test")
+        )
         _check_disjoint({"train": train, "validation": validation, "test": test})
         return SplitPlan(
             preset="seasons",
@@ -144,7 +148,9 @@ def plan_split(cfg: SplitConfig, hours: np.ndarray) -> SplitPlan:
         )
 
     if cfg.preset == "ranges":
-        train, validation, test = (_range_hours(r) for r in _require(cfg, "ranges", "train", "validation", "test"))
+        train, validation, test = (
+            _range_hours(r) for r in _require(cfg, "ranges", "train", "validation", "test")
+        )
         _check_disjoint({"train": train, "validation": validation, "test": test})
         return SplitPlan(
             preset="ranges",
@@ -156,7 +162,10 @@ def plan_split(cfg: SplitConfig, hours: np.ndarray) -> SplitPlan:
     # fractions of the timeline, cut at whole hours
     fractions = np.asarray(cfg.fractions, dtype=float)
     if (fractions < 0).any() or fractions.sum() <= 0:
-        raise ConfigError(f"split fractions {cfg.fractions} must be non-negative with a positive sum", "e.g. [0.7, 0.15, 0.15]")
+        raise ConfigError(
+            f"split fractions {cfg.fractions} must be non-negative with a positive sum",
+            "e.g. [0.7, 0.15, 0.15]",
+        )
     fractions = fractions / fractions.sum()
     span = last - first + 1
     cut1 = first + int(round(fractions[0] * span))

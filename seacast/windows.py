@@ -57,13 +57,20 @@ class Normaliser:
     shift: float
 
     @classmethod
-    def from_stats(cls, stats: dict[str, dict[str, float]], variables: Sequence[str], method: str = "minmax") -> Normaliser:
+    def from_stats(
+        cls, stats: dict[str, dict[str, float]], variables: Sequence[str], method: str = "minmax"
+    ) -> Normaliser:
         missing = [v for v in variables if v not in stats]
         if missing:
-            raise DataError(f"the store has no statistics for {missing}", "remake the store with `seacast regrid`")
+            raise DataError(
+                f"the store has no statistics for {missing}",
+                "remake the store with `seacast regrid`",
+            )
         if method == "minmax":
             offset = np.array([stats[v]["min"] for v in variables], dtype=np.float64)
-            span = np.array([stats[v]["max"] - stats[v]["min"] for v in variables], dtype=np.float64)
+            span = np.array(
+                [stats[v]["max"] - stats[v]["min"] for v in variables], dtype=np.float64
+            )
             scale = np.where(span > 0, span, 1.0) / (1.0 - MINMAX_LOW)
             shift = MINMAX_LOW
         elif method == "zscore":
@@ -78,7 +85,9 @@ class Normaliser:
     def _params(self, like: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         dim = channel_dim % like.ndim
         if like.shape[dim] != len(self.variables):
-            raise ValueError(f"axis {channel_dim} of shape {tuple(like.shape)} is not the {len(self.variables)} variables")
+            raise ValueError(
+                f"axis {channel_dim} of shape {tuple(like.shape)} is not the {len(self.variables)} variables"
+            )
         view = [1] * like.ndim
         view[dim] = len(self.variables)
         offset = torch.as_tensor(self.offset, dtype=like.dtype, device=like.device).view(view)
@@ -135,7 +144,9 @@ class Timeline:
         from seacast.store import store_gaps, store_step_hours, time_hours
 
         gaps = [(_iso_hours(start), _iso_hours(end)) for start, end in store_gaps(ds)]
-        return cls(np.asarray(time_hours(ds["time"].values), dtype=np.int64), store_step_hours(ds), gaps)
+        return cls(
+            np.asarray(time_hours(ds["time"].values), dtype=np.int64), store_step_hours(ds), gaps
+        )
 
     def steps(self, hours: float, what: str) -> int:
         """``hours`` as a whole number of store steps (ConfigError if it is not one)."""
@@ -147,7 +158,9 @@ class Timeline:
             )
         return int(round(steps))
 
-    def select(self, selection: Selection, lags: int, lead_steps: Sequence[int]) -> tuple[np.ndarray, int]:
+    def select(
+        self, selection: Selection, lags: int, lead_steps: Sequence[int]
+    ) -> tuple[np.ndarray, int]:
         """Init-time indices whose whole window lies in ``selection``, and how many were skipped for gaps.
 
         A candidate is an init time whose nominal window (``lags`` steps back, the longest lead
@@ -321,7 +334,15 @@ def open_samples(store_path: Path | str, cfg: SamplesConfig) -> SampleSets:
             skipped += n_skipped
         indices = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
         return WindowDataset(
-            store_path, cfg.variables, cfg.lags, lead_steps, indices, timeline.hours, normaliser, sea_mask, skipped
+            store_path,
+            cfg.variables,
+            cfg.lags,
+            lead_steps,
+            indices,
+            timeline.hours,
+            normaliser,
+            sea_mask,
+            skipped,
         )
 
     groups = {name: dataset(selections) for name, selections in plan.test.items()}

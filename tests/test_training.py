@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,8 @@ from seacast.training import checkpoint as checkpoint_module
 from seacast.training import loop as loop_module
 from seacast.training.checkpoint import LAST, load_checkpoint, load_run, save_checkpoint
 from seacast.training.distributed import DistInfo
-from seacast.training.losses import make_loss
 from seacast.training.loop import train, validation_loss
+from seacast.training.losses import make_loss
 from seacast.windows import Normaliser, make_loader, open_samples
 
 VARIABLES = ["uo", "zos"]
@@ -277,16 +278,28 @@ def test_ddp_two_processes(store, tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "0",
     ]
     command += ["-m", "seacast.cli", "train", "--config", str(path), "--no-progress"]
-    done = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180
+    # its own process group, so a hung rank is killed with torchrun on timeout
+    proc = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("torchrun with 2 processes did not finish within 120 s")
+    assert proc.returncode == 0, stderr[-3000:]
     meta = json.loads((tmp_path / "runs" / "ddp" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["status"].startswith("finished")
     state = load_checkpoint(tmp_path / "runs" / "ddp" / LAST)

@@ -23,7 +23,11 @@ from seacast.twin.tides import CONSTITUENTS
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 SHAPE = (32, 32)
-DUTCH_COAST = {"Hoek van Holland": (52.0, 4.1), "Den Helder": (52.96, 4.75), "Vlissingen": (51.45, 3.55)}
+DUTCH_COAST = {
+    "Hoek van Holland": (52.0, 4.1),
+    "Den Helder": (52.96, 4.75),
+    "Vlissingen": (51.45, 3.55),
+}
 
 
 def twin_config(months: str, tmp_path: Path | None = None, **twin) -> DataConfig:
@@ -36,7 +40,7 @@ def twin_config(months: str, tmp_path: Path | None = None, **twin) -> DataConfig
 
 @pytest.fixture(scope="module")
 def april() -> xr.Dataset:
-    (month, ds), = list(simulate(twin_config("2024-04")))
+    ((month, ds),) = list(simulate(twin_config("2024-04")))
     assert month == "2024-04"
     return ds
 
@@ -89,7 +93,10 @@ def test_month_looks_like_a_cmems_hourly_file(april: xr.Dataset) -> None:
         assert np.isnan(values[:, land]).all() and np.isfinite(values[:, ~land]).all(), name
 
 
-@pytest.mark.skipif(not (FIXTURES / "cmems_mod_glo_phy-so_anfc_P1D_northsea.nc").exists(), reason="shared CMEMS fixtures absent")
+@pytest.mark.skipif(
+    not (FIXTURES / "cmems_mod_glo_phy-so_anfc_P1D_northsea.nc").exists(),
+    reason="shared CMEMS fixtures absent",
+)
 def test_attributes_match_a_real_cmems_file(april: xr.Dataset) -> None:
     with xr.open_dataset(FIXTURES / "cmems_mod_glo_phy-so_anfc_P1D_northsea.nc") as real:
         for key in ("units", "standard_name", "long_name"):
@@ -105,7 +112,9 @@ def test_the_basin_is_the_real_dutch_coast(grid) -> None:
     lat2, lon2 = np.meshgrid(grid.lat, grid.lon, indexing="ij")
     assert not sea[(lat2 > 52.2) & (lat2 < 52.8) & (lon2 > 5.5)].any()  # Gelderland, not sea
     assert sea[(lat2 > 54.0)].all()  # the open North Sea
-    assert not sea[(lat2 > 52.5) & (lat2 < 52.85) & (lon2 > 5.2) & (lon2 < 5.6)].any()  # no IJsselmeer
+    assert not sea[
+        (lat2 > 52.5) & (lat2 < 52.85) & (lon2 > 5.2) & (lon2 < 5.6)
+    ].any()  # no IJsselmeer
     coast = grid.depth[sea & (grid.coast_distance_km < 1.5 * grid.dy / 1e3)]  # next to land
     offshore = grid.depth[sea & (grid.coast_distance_km > 100)]
     assert coast.max() < 20 and offshore.min() > 38
@@ -138,7 +147,9 @@ def test_tidal_range_along_the_dutch_coast_is_realistic(april: xr.Dataset, grid)
         assert 1.0 < tide.max() - tide.min() < 4.0, name
 
 
-def test_tide_forecast_beats_persistence_but_weather_prevents_a_perfect_one(april: xr.Dataset) -> None:
+def test_tide_forecast_beats_persistence_but_weather_prevents_a_perfect_one(
+    april: xr.Dataset,
+) -> None:
     zos = april["zos"].values.astype(float)
     sea = np.isfinite(zos[0])
     series = zos[:, sea]
@@ -167,7 +178,7 @@ def test_salinity_is_bounded_with_a_fresh_plume_at_the_river_mouth(april: xr.Dat
 
 def test_temperature_follows_the_season_and_stays_plausible(april: xr.Dataset) -> None:
     thetao = april["thetao"].values
-    assert 0.0 < np.nanmin(thetao) and np.nanmax(thetao) < 25.0
+    assert np.nanmin(thetao) > 0.0 and np.nanmax(thetao) < 25.0
     first, last = np.nanmean(thetao[:24]), np.nanmean(thetao[-24:])
     assert last > first + 0.5  # spring warming
 
@@ -203,7 +214,7 @@ def test_the_river_adds_exactly_its_discharge_in_a_closed_basin() -> None:
 def test_surge_variance_is_higher_in_winter_than_in_summer() -> None:
     variances = {}
     for month in ("2024-01", "2024-07"):
-        (_, ds), = list(simulate(twin_config(month, tides=False, river=False, spinup_days=1.0)))
+        ((_, ds),) = list(simulate(twin_config(month, tides=False, river=False, spinup_days=1.0)))
         zos = ds["zos"].values
         sea = np.isfinite(zos[0])
         variances[month] = float(np.var(zos[:, sea], axis=0).mean())
@@ -216,7 +227,7 @@ def test_a_coarse_multi_month_run_stays_finite_and_bounded() -> None:
         for name, bound in (("zos", 5.0), ("uo", 3.0), ("vo", 3.0)):
             values = ds[name].values
             assert np.nanmax(np.abs(values)) < bound, (month, name)
-        assert 0.0 <= np.nanmin(ds["so"].values) and np.nanmax(ds["so"].values) <= 36.0
+        assert np.nanmin(ds["so"].values) >= 0.0 and np.nanmax(ds["so"].values) <= 36.0
         assert np.isfinite(ds["zos"].values[:, ~np.isnan(ds["zos"].values[0])]).all()
 
 
@@ -248,17 +259,26 @@ def test_same_seed_gives_identical_files_and_complete_months_are_skipped(tmp_pat
         np.testing.assert_array_equal(written["zos"].values, mar["zos"].values)
         assert written.attrs == mar.attrs
     assert not list((tmp_path / "a" / "raw" / "twin").rglob("*.partial"))
-    assert set(Manifest(tmp_path / "a" / "raw", "twin").entries) == {"nws_twin/2024-02", "nws_twin/2024-03"}
+    assert set(Manifest(tmp_path / "a" / "raw", "twin").entries) == {
+        "nws_twin/2024-02",
+        "nws_twin/2024-03",
+    }
 
     # another seed is another twin: the months are no longer complete
     assert all(p.complete for p in plan_twin(longer))
-    assert not any(p.complete for p in plan_twin(twin_config("2024-02:2024-03", tmp_path / "a", **small, seed=1)))
+    assert not any(
+        p.complete
+        for p in plan_twin(twin_config("2024-02:2024-03", tmp_path / "a", **small, seed=1))
+    )
 
 
 def test_different_seeds_give_different_weather() -> None:
     states = []
     for seed in (0, 1):
-        model = TwinModel(twin_config("2024-01", shape=[16, 16], tides=False, seed=seed), pd.Timestamp("2024-01-01"))
+        model = TwinModel(
+            twin_config("2024-01", shape=[16, 16], tides=False, seed=seed),
+            pd.Timestamp("2024-01-01"),
+        )
         for _ in range(72):
             model.advance_hour()
         states.append(model.dynamics.eta.copy())

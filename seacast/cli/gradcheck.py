@@ -16,10 +16,12 @@ def gradcheck_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="Experiment config (YAML).")],
     probes: Annotated[int, typer.Option(min=1, help="Probes each rule averages over.")] = 16,
     batch: Annotated[
-        int | None, typer.Option(min=1, help="Samples in the fixed batch (default: trainer.batch_size).")
+        int | None,
+        typer.Option(min=1, help="Samples in the fixed batch (default: trainer.batch_size)."),
     ] = None,
     run: Annotated[
-        Path | None, typer.Option(help="Check at a trained run's best weights instead of the initial ones.")
+        Path | None,
+        typer.Option(help="Check at a trained run's best weights instead of the initial ones."),
     ] = None,
     set_: SetOption = None,
 ) -> None:
@@ -42,7 +44,9 @@ def gradcheck_command(
 
         model.load_state_dict(load_run(run, "best", device=experiment.device).model.state_dict())
     with console.status(f"estimating gradients ({probes} probes per rule)"):
-        rows = gradient_check(model, x, y, loss_fn, probes=probes, cfg=experiment.trainer, seed=experiment.seed)
+        rows = gradient_check(
+            model, x, y, loss_fn, probes=probes, cfg=experiment.trainer, seed=experiment.seed
+        )
     out.print(gradcheck_table(rows, probes))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out.print(f"batch {tuple(x.shape)}, {trainable:,} trainable parameters")

@@ -14,17 +14,41 @@ from seacast.config import MODEL_NAMES, TRAINER_NAMES
 @app.command("train")
 @handle_errors
 def train_command(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Experiment config (YAML), e.g. configs/experiments/twin_demo.yaml.")],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Experiment config (YAML), e.g. configs/experiments/twin_demo.yaml.",
+        ),
+    ],
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model, overrides model.name: " + ", ".join(MODEL_NAMES) + ".")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model, overrides model.name: " + ", ".join(MODEL_NAMES) + "."
+        ),
     ] = None,
     trainer: Annotated[
-        str | None, typer.Option("--trainer", "-t", help="Update rule, overrides trainer.name: " + ", ".join(TRAINER_NAMES) + ".")
+        str | None,
+        typer.Option(
+            "--trainer",
+            "-t",
+            help="Update rule, overrides trainer.name: " + ", ".join(TRAINER_NAMES) + ".",
+        ),
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Run name (the folder under runs_dir); overrides name.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its checkpoint_last.pt.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="Run name (the folder under runs_dir); overrides name."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run from its checkpoint_last.pt.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing run of the same name.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
+    ] = True,
     set_: SetOption = None,
 ) -> None:
     """Train a U-Net on a store's samples and write runs/<name>/ (checkpoints, metrics.csv, meta.json).

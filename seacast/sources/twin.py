@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -71,6 +72,7 @@ def _hour_bar() -> Progress:
         TextColumn("simulated hours"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
     )
 
 

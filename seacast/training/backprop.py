@@ -22,7 +22,9 @@ class Backprop(UpdateRule):
     name = "backprop"
     applies_update = False
 
-    def step(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn) -> StepStats:
+    def step(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
+    ) -> StepStats:
         loss = loss_fn(model(x), target).mean()
         loss.backward()
         return StepStats(loss=float(loss.detach()), forwards=BACKPROP_FORWARDS)

@@ -57,7 +57,9 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     """Read a checkpoint written by :func:`save_checkpoint` (DataError if missing or damaged)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist", "train the run first: seacast train --config ...")
+        raise DataError(
+            f"checkpoint {path} does not exist", "train the run first: seacast train --config ..."
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for a damaged file
@@ -85,7 +87,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    np.random.set_state(
+        (name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached))
+    )
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -120,13 +124,17 @@ def build_from_args(config: ExperimentConfig, model_args: dict[str, Any]) -> nn.
     )
 
 
-def load_run(run_dir: Path | str, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(
+    run_dir: Path | str, which: str = "best", device: str | torch.device = "cpu"
+) -> LoadedRun:
     """Load ``runs/<name>/checkpoint_<which>.pt`` (which: best or last) with its config and meta."""
     run_dir = Path(run_dir)
     if which not in ("best", "last"):
         raise DataError(f"unknown checkpoint '{which}'", "use which='best' or which='last'")
     if not run_dir.is_dir():
-        raise DataError(f"run folder {run_dir} does not exist", "train it first: seacast train --config ...")
+        raise DataError(
+            f"run folder {run_dir} does not exist", "train it first: seacast train --config ..."
+        )
     path = run_dir / (BEST if which == "best" else LAST)
     state = load_checkpoint(path, map_location=device)
     config = validate(ExperimentConfig, state["config"], str(path))

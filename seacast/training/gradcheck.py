@@ -60,7 +60,10 @@ def with_probes(cfg: TrainerConfig, name: str, probes: int) -> TrainerConfig:
 
 def _flat(params: Sequence[nn.Parameter]) -> torch.Tensor:
     return torch.cat(
-        [(p.grad.detach() if p.grad is not None else torch.zeros_like(p)).flatten().double() for p in params]
+        [
+            (p.grad.detach() if p.grad is not None else torch.zeros_like(p)).flatten().double()
+            for p in params
+        ]
     )
 
 
@@ -88,7 +91,9 @@ def gradient_check(
         start = time.perf_counter()
         backprop = make_rule("backprop", model, with_probes(cfg, "backprop", probes))
         stats = backprop.step(model, x, y, loss_fn)
-        rows.append(GradcheckRow("backprop", 1.0, 1.0, stats.forwards, time.perf_counter() - start, 1.0))
+        rows.append(
+            GradcheckRow("backprop", 1.0, 1.0, stats.forwards, time.perf_counter() - start, 1.0)
+        )
         true = _flat(params)
         true_norm = float(true.norm())
         for name in rules:
@@ -102,7 +107,9 @@ def gradient_check(
             estimate = _flat(params)
             covered = sum(p.numel() for p in params if p.grad is not None)
             norm = float(estimate.norm())
-            cosine = float(torch.dot(estimate, true) / (norm * true_norm)) if norm and true_norm else 0.0
+            cosine = (
+                float(torch.dot(estimate, true) / (norm * true_norm)) if norm and true_norm else 0.0
+            )
             rows.append(
                 GradcheckRow(
                     rule=name,
@@ -140,7 +147,9 @@ def batch_from_experiment(
             "check samples.split and samples.lags/lead_times against the store's time range",
         )
     # spread the batch over the training period rather than taking consecutive hours
-    picks = torch.linspace(0, len(sets.train) - 1, min(size, len(sets.train))).round().long().unique()
+    picks = (
+        torch.linspace(0, len(sets.train) - 1, min(size, len(sets.train))).round().long().unique()
+    )
     samples = [sets.train[int(i)] for i in picks]
     x = torch.stack([s["x"] for s in samples]).to(config.device)
     y = torch.stack([s["y"] for s in samples]).to(config.device)

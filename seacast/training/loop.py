@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Subset
@@ -44,8 +51,21 @@ import seacast
 from seacast.config import ExperimentConfig, fingerprint, to_dict, to_yaml
 from seacast.errors import ConfigError, DataError, SeacastError
 from seacast.raw import atomic_write_text
-from seacast.training.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from seacast.training.distributed import DistInfo, all_reduce_sum, average_gradients, cleanup, init_distributed
+from seacast.training.checkpoint import (
+    BEST,
+    LAST,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from seacast.training.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    average_gradients,
+    cleanup,
+    init_distributed,
+)
 from seacast.training.losses import make_loss
 from seacast.training.rules import LossFn, UpdateRule, make_rule
 from seacast.windows import SampleSets, WindowDataset, make_loader, open_samples
@@ -116,7 +136,9 @@ def _optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     if opts.name == "adam":
         return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    return torch.optim.SGD(params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay)
+    return torch.optim.SGD(
+        params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay
+    )
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig, total_steps: int) -> Any:
@@ -150,7 +172,9 @@ def validation_loss(model: nn.Module, loader: Any, loss_fn: LossFn, info: DistIn
         losses = loss_fn(model(x), y)
         total += torch.tensor([float(losses.double().sum()), losses.numel()], dtype=torch.float64)
     model.train(was_training)
-    total = all_reduce_sum(total.to(info.device if info.device.type == "cuda" else "cpu"), info).cpu()
+    total = all_reduce_sum(
+        total.to(info.device if info.device.type == "cuda" else "cpu"), info
+    ).cpu()
     return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
 
@@ -214,7 +238,9 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-def _stop_on_bad_loss(value: float, where: str, run_dir: Path, lr: float, info: DistInfo, meta: dict[str, Any]) -> None:
+def _stop_on_bad_loss(
+    value: float, where: str, run_dir: Path, lr: float, info: DistInfo, meta: dict[str, Any]
+) -> None:
     if math.isfinite(value):
         return
     last = run_dir / LAST
@@ -248,7 +274,9 @@ def train(
         cleanup(info)
 
 
-def _train(cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: bool, overwrite: bool) -> RunResult:
+def _train(
+    cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: bool, overwrite: bool
+) -> RunResult:
     from seacast.models import build_model
 
     started = time.perf_counter()
@@ -271,7 +299,15 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: boo
         "lead_times": list(cfg.samples.lead_times),
         "shape": list(sets.shape),
     }
-    model = build_model(cfg.model, n_vars, n_vars, cfg.samples.lags, cfg.samples.lead_times, sets.shape, seed=cfg.seed)
+    model = build_model(
+        cfg.model,
+        n_vars,
+        n_vars,
+        cfg.samples.lags,
+        cfg.samples.lead_times,
+        sets.shape,
+        seed=cfg.seed,
+    )
     model.to(info.device)
     rule: UpdateRule = make_rule(cfg.trainer.name, model, cfg.trainer)
     if info.distributed and rule.applies_update:
@@ -282,19 +318,32 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: boo
     use_ddp = info.distributed and cfg.trainer.name == "backprop"
     step_model: nn.Module = model
     if use_ddp:
-        step_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        step_model = DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+        )
 
     optimizer = _optimizer(model, cfg)
     loss_fn = make_loss(sets.normaliser, sets.sea_mask, cfg.trainer.land_in_loss)
 
     tcfg = cfg.trainer
-    sampler = DistributedSampler(sets.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
+    sampler = DistributedSampler(
+        sets.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
+    )
     # a private generator: creating loader iterators must not draw from the global RNG
     loader_gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = make_loader(sets.train, tcfg.batch_size, sampler=sampler, num_workers=tcfg.num_workers, device=str(info.device))
+    train_loader = make_loader(
+        sets.train,
+        tcfg.batch_size,
+        sampler=sampler,
+        num_workers=tcfg.num_workers,
+        device=str(info.device),
+    )
     train_loader.generator = loader_gen
     val_loader = make_loader(
-        _val_subset(sets.validation, cfg, info), tcfg.batch_size, num_workers=tcfg.num_workers, device=str(info.device)
+        _val_subset(sets.validation, cfg, info),
+        tcfg.batch_size,
+        num_workers=tcfg.num_workers,
+        device=str(info.device),
     )
     val_loader.generator = torch.Generator().manual_seed(cfg.seed + 1)
 
@@ -338,7 +387,11 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: boo
         rule.load_state_dict(state.get("rule", {}))
         set_rng_state(state["rng"])
         epoch, step = int(state["epoch"]), int(state["step"])
-        best_val, best_epoch, bad_epochs = float(state["best_val"]), int(state["best_epoch"]), int(state["bad_epochs"])
+        best_val, best_epoch, bad_epochs = (
+            float(state["best_val"]),
+            int(state["best_epoch"]),
+            int(state["bad_epochs"]),
+        )
         forwards, samples_seen = float(state["forwards"]), int(state["samples"])
         history = [dict(row) for row in state["history"]]
         wall_before = float(history[-1]["wall_seconds"]) if history else 0.0
@@ -376,14 +429,23 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: boo
             "store_fingerprint": sets.fingerprint,
         }
 
-    stopped = "epochs"
-    if step >= total_steps:
-        stopped = "max_steps"
-    elif bad_epochs >= tcfg.patience:
-        stopped = "early_stopping"
+    def stop_reason() -> str:
+        if bad_epochs >= tcfg.patience:
+            return "early_stopping"
+        if tcfg.max_steps is not None and step >= tcfg.max_steps:
+            return "max_steps"
+        return "epochs"
+
+    stopped = stop_reason()
     run_started, first_step = time.perf_counter(), step
     with _progress(progress and info.is_main) as bar:
-        task = bar.add_task(f"{cfg.trainer.name} epoch {epoch + 1}", total=total_steps, completed=step, loss="-", rate="-")
+        task = bar.add_task(
+            f"{cfg.trainer.name} epoch {epoch + 1}",
+            total=total_steps,
+            completed=step,
+            loss="-",
+            rate="-",
+        )
         while epoch < tcfg.epochs and step < total_steps and bad_epochs < tcfg.patience:
             sampler.set_epoch(epoch)
             model.train()
@@ -403,8 +465,22 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: boo
                 if info.distributed:
                     if not use_ddp:
                         average_gradients(model, info)
-                    loss = float(all_reduce_sum(torch.tensor([loss], dtype=torch.float64, device=info.device), info)[0]) / info.world_size
-                _stop_on_bad_loss(loss, f"training (epoch {epoch + 1}, step {step + 1})", run_dir, current_lr(), info, meta)
+                    loss = (
+                        float(
+                            all_reduce_sum(
+                                torch.tensor([loss], dtype=torch.float64, device=info.device), info
+                            )[0]
+                        )
+                        / info.world_size
+                    )
+                _stop_on_bad_loss(
+                    loss,
+                    f"training (epoch {epoch + 1}, step {step + 1})",
+                    run_dir,
+                    current_lr(),
+                    info,
+                    meta,
+                )
                 if not rule.applies_update:
                     optimizer.step()
                 if scheduler is not None and cfg.trainer.optimizer.schedule == "cosine":
@@ -420,7 +496,9 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: boo
                 bar.update(task, advance=1, loss=f"{loss:.4g}", rate=f"{rate:.1f}")
 
             val = validation_loss(model, val_loader, loss_fn, info)
-            _stop_on_bad_loss(val, f"validation (epoch {epoch + 1})", run_dir, current_lr(), info, meta)
+            _stop_on_bad_loss(
+                val, f"validation (epoch {epoch + 1})", run_dir, current_lr(), info, meta
+            )
             if scheduler is not None and cfg.trainer.optimizer.schedule == "plateau":
                 scheduler.step(val)
             epoch += 1
@@ -455,12 +533,13 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: boo
                 meta.update(steps=step, best_epoch=best_epoch, best_val=best_val, forwards=forwards)
                 _write_meta(run_dir / "meta.json", meta)
             if progress and info.is_main:
-                note = "(best)" if improved else f"({bad_epochs}/{tcfg.patience} without improvement)"
-                bar.console.log(f"epoch {epoch}: train {history[-1]['train_loss']:.5g}  val {val:.5g}  {note}")
-            if step >= total_steps:
-                stopped = "max_steps"
-            elif bad_epochs >= tcfg.patience:
-                stopped = "early_stopping"
+                note = (
+                    "(best)" if improved else f"({bad_epochs}/{tcfg.patience} without improvement)"
+                )
+                bar.console.log(
+                    f"epoch {epoch}: train {history[-1]['train_loss']:.5g}  val {val:.5g}  {note}"
+                )
+            stopped = stop_reason()
 
     meta.update(
         status=f"finished ({stopped})",

@@ -14,7 +14,9 @@ from seacast.training.rules import LossFn
 from seacast.windows import Normaliser
 
 
-def make_loss(normaliser: Normaliser, sea_mask: np.ndarray | torch.Tensor, land_in_loss: bool = False) -> LossFn:
+def make_loss(
+    normaliser: Normaliser, sea_mask: np.ndarray | torch.Tensor, land_in_loss: bool = False
+) -> LossFn:
     """``loss_fn(pred, target)`` for tensors ``[B, n_lead, C, H, W]`` -> per-sample loss ``[B]``.
 
     Each (lead time, variable) field gets its mean squared error in physical units over the
@@ -33,7 +35,9 @@ def make_loss(normaliser: Normaliser, sea_mask: np.ndarray | torch.Tensor, land_
         if key not in cache:
             cache[key] = mask.to(device=prediction.device, dtype=prediction.dtype)
         weight = cache[key]
-        error = normaliser.denormalise(prediction, channel_dim=-3) - normaliser.denormalise(target, channel_dim=-3)
+        error = normaliser.denormalise(prediction, channel_dim=-3) - normaliser.denormalise(
+            target, channel_dim=-3
+        )
         per_field = (error.square() * weight).sum(dim=(-2, -1)) / n_points  # [B, n_lead, C]
         return per_field.flatten(1).mean(dim=1)
 

@@ -38,7 +38,9 @@ class UpdateRule:
         self.model = model
         self.cfg = cfg
 
-    def step(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn) -> StepStats:
+    def step(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
+    ) -> StepStats:
         raise NotImplementedError
 
     def set_lr(self, lr: float) -> None:

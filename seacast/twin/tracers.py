@@ -20,7 +20,7 @@ from seacast.twin.grid import TwinGrid
 SALINITY_BACKGROUND = 34.5
 SALINITY_BOUNDS = (0.0, 36.0)
 RIVER_MEAN_DISCHARGE = 2200.0  # m3/s, Rhine + Meuse
-RIVER_MIXING_DEPTH = 4.0  # m: the fresh plume spreads as a surface layer
+RIVER_MIXING_DEPTH = 8.0  # m: the layer the river water first mixes into at the mouth
 DIFFUSIVITY = 30.0  # m2/s, horizontal
 TEMPERATURE_BOUNDS = (-2.0, 30.0)
 
@@ -102,7 +102,7 @@ class Tracers:
         t_eq = equilibrium_temperature(grid, hours)
         t_boundary = np.where(self.sea, t_eq, np.nan)
         relax = self.relax_rate
-        river = self._river_rate(hours, volume) if self.river_cell is not None else 0.0
+        river = self._river_rate(hours) if self.river_cell is not None else 0.0
         for _ in range(n_sub):
             self.salinity = self._advect(
                 self.salinity, SALINITY_BACKGROUND, dt, volume, f_w_in, f_e_in, f_s_in, f_n_in
@@ -120,7 +120,7 @@ class Tracers:
         self.temperature[~self.sea] = np.nan
         return n_sub
 
-    def _river_rate(self, hours: float, volume: np.ndarray) -> float:
+    def _river_rate(self, hours: float) -> float:
         j, i = self.river_cell
         plume_volume = self.grid.area[j, i] * min(RIVER_MIXING_DEPTH, float(self.grid.depth[j, i]))
         return river_discharge(hours) / plume_volume

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from seacast.twin.grid import EARTH_RADIUS, OMEGA, TwinGrid
-from seacast.twin.tides import EPOCH, hours_since_epoch
+from seacast.twin.tides import hours_since_epoch
 
 RHO_AIR = 1.22  # kg/m3
 RHO_WATER = 1025.0  # kg/m3
@@ -161,7 +161,3 @@ class Weather:
         drag = (0.8 + 0.065 * speed) * 1e-3  # Wu (1982)
         factor = RHO_AIR / RHO_WATER * drag * speed
         return pressure, factor * wind_u, factor * wind_v
-
-
-def epoch_seconds(time: pd.Timestamp) -> float:
-    return (pd.Timestamp(time) - EPOCH) / pd.Timedelta(seconds=1)

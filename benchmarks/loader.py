@@ -1,0 +1,110 @@
+"""Does sample loading keep up with training? Loader samples/s next to a training step's samples/s.
+
+Builds a synthetic store (64x64, 4 variables, hourly, chunks of 24 h), then measures, on the
+same machine in one run (medians of repeats):
+
+* the DataLoader over the training split with 0 and 2 workers (shuffled, as in training);
+* a backprop training step of a small U-Net (the demo's res_3ddr_unet, F=8) on a fixed batch.
+
+Run: .venv/bin/python benchmarks/loader.py [--shape 64] [--batch 16] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import RandomSampler
+
+from seacast.config import ModelConfig, SamplesConfig
+from seacast.models import build_model
+from seacast.schema import synthetic_store
+from seacast.training.losses import make_loss
+from seacast.windows import make_loader, open_samples
+
+
+def loader_rate(dataset, batch: int, workers: int, batches: int, repeats: int) -> float:
+    """Samples/s of a fresh shuffled loader over ``batches`` batches, worker start-up included."""
+    rates = []
+    for repeat in range(repeats):
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(repeat))
+        loader = make_loader(dataset, batch, sampler=sampler, num_workers=workers)
+        start = time.perf_counter()
+        for count, _ in enumerate(loader, start=1):
+            if count == batches:
+                break
+        rates.append(batches * batch / (time.perf_counter() - start))
+        del loader
+    return statistics.median(rates)
+
+
+def step_rate(model, batch_data, loss_fn, steps: int, repeats: int) -> float:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = batch_data["x"], batch_data["y"]
+
+    def one_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).mean().backward()
+        optimizer.step()
+
+    one_step()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            one_step()
+        rates.append(steps * x.shape[0] / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--filters", type=int, default=8)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = synthetic_store(
+            Path(tmp) / "bench.zarr", shape=(args.shape, args.shape), hours=24 * 30, seed=0
+        )
+        cfg = SamplesConfig(lags=6, lead_times=[6])
+        sets = open_samples(store, cfg)
+        print(
+            f"store {args.shape}x{args.shape}, 4 variables, {len(sets.train)} training samples, lags 6, lead 6 h, batch {args.batch}"
+        )
+
+        rates = {
+            f"loader, {w} workers": loader_rate(sets.train, args.batch, w, 12, args.repeats)
+            for w in (0, 2)
+        }
+
+        model = build_model(
+            ModelConfig(name="res_3ddr_unet", filters=args.filters, dropout=0.1),
+            4,
+            4,
+            6,
+            [6],
+            (args.shape, args.shape),
+            seed=0,
+        )
+        batch_data = next(iter(make_loader(sets.train, args.batch)))
+        loss_fn = make_loss(sets.normaliser, sets.sea_mask)
+        train_rate = step_rate(model, batch_data, loss_fn, 2, args.repeats)
+
+        print(f"{'what':<34}{'samples/s':>12}{'vs training':>14}")
+        for name, rate in rates.items():
+            print(f"{name:<34}{rate:>12.1f}{rate / train_rate:>13.1f}x")
+        print(
+            f"{f'backprop step, res_3ddr_unet F={args.filters}':<34}{train_rate:>12.1f}{1.0:>13.1f}x"
+        )
+        print(f"(torch threads: {torch.get_num_threads()}; medians of {args.repeats} repeats)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""Score trained runs on a split of their store, against persistence and climatology.
+
+Offers:
+
+* :func:`evaluate_runs` - the library entry point (the CLI and the pipeline call it): score
+  each run on its ``test`` (or ``validation``) split, grouped by season, and write tables
+  and figures to ``reports/<name>/``. Returns :class:`EvaluationResults`.
+* :func:`score_model` - stream one model over a dataset into three accumulators (model,
+  persistence, climatology); memory does not depend on the number of samples.
+* :class:`RunScores`, :class:`EvaluationResults` - what comes back, with a long-form table.
+* :func:`default_report_name` - the report folder name derived from the run names.
+
+All scores are on physical (de-normalised) values over sea points only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from torch import nn
+
+from seacast.errors import ConfigError, DataError
+from seacast.evaluation.baselines import Climatology, persistence
+from seacast.evaluation.metrics import ErrorAccumulator, error_accum, error_compute, error_init, error_merge, skill_score
+from seacast.evaluation.seasons import SEASONS, group_labels
+
+log = logging.getLogger("seacast.evaluate")
+
+SPLITS = ("test", "validation")
+GROUPINGS = ("season", "all", "split")
+REFERENCES = ("persistence", "climatology")
+
+
+@dataclass
+class SampleForecast:
+    """One forecast against the truth, kept for the figure: physical ``[n_lead, C, H, W]``."""
+
+    init_time: pd.Timestamp
+    forecast: np.ndarray
+    truth: np.ndarray
+
+
+@dataclass
+class RunScores:
+    """Scores of one run: ``metrics`` per reference (model, persistence, climatology) and skill."""
+
+    run_dir: Path
+    name: str
+    model: str
+    trainer: str
+    metrics: dict[str, xr.Dataset]
+    skill: xr.Dataset
+    samples: int
+    latitude: np.ndarray
+    longitude: np.ndarray
+    sea_mask: np.ndarray
+    sample: SampleForecast | None = None
+    climatology_period: tuple[str, str] | None = None
+
+
+@dataclass
+class EvaluationResults:
+    """Everything :func:`evaluate_runs` computed, and the files it wrote."""
+
+    runs: list[RunScores]
+    split: str
+    by: str
+    groups: tuple[str, ...]
+    out_dir: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        """Long-form scores: one row per run x reference x group x lead time x variable."""
+        rows = []
+        for run in self.runs:
+            for reference, ds in run.metrics.items():
+                frame = ds[["mse", "rmse", "mae", "bias", "count"]].to_dataframe().reset_index()
+                if reference == "model":
+                    skill = run.skill.to_dataframe().reset_index()
+                    frame = frame.merge(skill, on=["group", "lead_time", "variable"], how="left")
+                frame.insert(0, "reference", reference)
+                frame.insert(0, "trainer", run.trainer)
+                frame.insert(0, "model", run.model)
+                frame.insert(0, "run", run.name)
+                rows.append(frame)
+        table = pd.concat(rows, ignore_index=True)
+        return table.drop(columns=[c for c in ("samples",) if c in table.columns])
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _accumulators(variables: list[str], lead_hours: list[int], groups: tuple[str, ...], shape: tuple[int, int]):
+    return {
+        "model": error_init(variables, lead_hours, groups, shape=shape),
+        "persistence": error_init(variables, lead_hours, groups),
+        "climatology": error_init(variables, lead_hours, groups),
+    }
+
+
+def score_model(
+    model: nn.Module,
+    normaliser: Any,
+    dataset: Any,
+    *,
+    lead_hours: list[int],
+    groups: tuple[str, ...],
+    labels: np.ndarray | str,
+    climatology: Climatology | None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    keep_sample: int | None = None,
+) -> tuple[dict[str, ErrorAccumulator], SampleForecast | None]:
+    """Stream ``model`` over ``dataset`` (a window dataset) and accumulate model and baseline errors.
+
+    ``labels`` gives the group of each sample (array as long as the dataset) or one label for all.
+    ``keep_sample`` is the index of a sample whose forecast and truth are kept for a figure.
+    """
+    from seacast.windows import make_loader
+
+    variables = list(normaliser.variables)
+    sea_mask = np.asarray(dataset.sea_mask, dtype=bool)
+    land = torch.from_numpy(~sea_mask)
+    accs = _accumulators(variables, lead_hours, groups, sea_mask.shape)
+    sample = None
+    model.eval()
+    seen = 0
+    lead = np.array([np.timedelta64(int(h), "h") for h in lead_hours])
+    for batch in make_loader(dataset, batch_size, device=device):
+        x, y = batch["x"].to(device), batch["y"]
+        with torch.no_grad():
+            prediction = model(x).float().cpu()
+        # physical values, NaN on land (the metrics skip NaN)
+        forecast = normaliser.denormalise(prediction, channel_dim=-3).masked_fill(land, float("nan")).numpy()
+        truth = normaliser.denormalise(y.float(), channel_dim=-3).masked_fill(land, float("nan")).numpy()
+        last = normaliser.denormalise(x[:, :, -1].float().cpu(), channel_dim=-3).masked_fill(land, float("nan")).numpy()
+        n = len(x)
+        batch_labels = [labels] * n if isinstance(labels, str) else list(labels[seen : seen + n])
+        error_accum(accs["model"], forecast, truth, batch_labels, sea_mask)
+        error_accum(accs["persistence"], persistence(last, len(lead_hours)), truth, batch_labels, sea_mask)
+        if climatology is not None:
+            init = batch["init_time"].numpy().astype("datetime64[h]").astype("datetime64[ns]")
+            valid = (init[:, None] + lead[None, :]).reshape(-1)
+            clim = climatology.predict(valid).reshape(n, len(lead_hours), *forecast.shape[2:])
+            error_accum(accs["climatology"], clim, truth, batch_labels, sea_mask)
+        if keep_sample is not None and seen <= keep_sample < seen + n:
+            k = keep_sample - seen
+            stamp = pd.Timestamp(int(batch["init_time"][k]), unit="h")
+            sample = SampleForecast(stamp, forecast[k].copy(), truth[k].copy())
+        seen += n
+    return accs, sample
+
+
+def _train_periods(plan: Any) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    periods = []
+    for selection in plan.train:
+        for lo, hi in selection.ranges:
+            periods.append((pd.Timestamp(int(lo), unit="h"), pd.Timestamp(int(hi), unit="h")))
+    return periods
+
+
+def _run_label(cfg: Any) -> tuple[str, str]:
+    return cfg.model.name, cfg.trainer.name
+
+
+def evaluate_run(
+    run_dir: Path | str,
+    *,
+    split: str = "test",
+    by: str = "season",
+    store_path: Path | str | None = None,
+    batch_size: int = 8,
+    which: str = "best",
+    device: str = "cpu",
+    climatology_cache: dict[Any, Climatology] | None = None,
+) -> RunScores:
+    """Score one run (see :func:`evaluate_runs`)."""
+    from seacast.store import open_store
+    from seacast.training.checkpoint import load_run
+    from seacast.windows import open_samples
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, which=which, device=device)
+    cfg = run.config
+    store_path = Path(store_path or cfg.store)
+    sets = open_samples(store_path, cfg.samples)
+    if split == "test":
+        datasets = dict(sets.test_groups) if by == "split" else {"": sets.test}
+    else:
+        datasets = {"validation" if by == "split" else "": sets.validation}
+    total = sum(len(d) for d in datasets.values())
+    if total == 0:
+        raise DataError(
+            f"the {split} split of {store_path} holds no sample for run {run_dir.name} (preset {sets.plan.preset})",
+            "evaluate on a store that covers the run's test period, or use --split validation",
+        )
+    if by == "season":
+        groups: tuple[str, ...] = SEASONS
+    elif by == "all":
+        groups = ("all",)
+    else:
+        groups = tuple(datasets)
+
+    periods = _train_periods(sets.plan)
+    key = (str(store_path.resolve()), tuple(cfg.samples.variables), tuple(periods))
+    cache = climatology_cache if climatology_cache is not None else {}
+    if key not in cache:
+        store = open_store(store_path)
+        cache[key] = Climatology.from_store(store, cfg.samples.variables, periods)
+        store.close()
+    climatology = cache[key]
+
+    lead_hours = list(cfg.samples.lead_times)
+    merged: dict[str, ErrorAccumulator] | None = None
+    sample = None
+    for name, dataset in datasets.items():
+        if len(dataset) == 0:
+            continue
+        labels: np.ndarray | str
+        if by == "split":
+            labels = name
+        else:
+            times = dataset.init_hours.astype("datetime64[h]")
+            labels = group_labels(times, by)
+        accs, kept = score_model(
+            run.model, run.normaliser, dataset, lead_hours=lead_hours, groups=groups, labels=labels,
+            climatology=climatology, batch_size=batch_size, device=device,
+            keep_sample=len(dataset) // 2 if sample is None else None,
+        )
+        sample = sample or kept
+        merged = accs if merged is None else {k: error_merge(merged[k], accs[k]) for k in accs}
+    assert merged is not None
+    metrics = {reference: error_compute(acc) for reference, acc in merged.items()}
+    with xr.open_zarr(store_path, consolidated=False, zarr_format=3) as store:
+        lat, lon = store["latitude"].values, store["longitude"].values
+    for ds in metrics.values():
+        if "mean_error" in ds:
+            ds.coords["latitude"] = lat
+            ds.coords["longitude"] = lon
+    skill = xr.Dataset(
+        {f"skill_{ref}": skill_score(metrics["model"]["mse"], metrics[ref]["mse"]) for ref in REFERENCES}
+    )
+    model_name, trainer = _run_label(cfg)
+    return RunScores(
+        run_dir=run_dir,
+        name=run_dir.name,
+        model=model_name,
+        trainer=trainer,
+        metrics=metrics,
+        skill=skill,
+        samples=total,
+        latitude=lat,
+        longitude=lon,
+        sea_mask=np.asarray(sets.sea_mask, dtype=bool),
+        sample=sample,
+        climatology_period=climatology.period,
+    )
+
+
+def default_report_name(run_dirs: list[Path | str], split: str = "test") -> str:
+    """``<run>-<split>`` for one run, ``<a>+<b>[+<c>]-<split>`` for up to three, else a short hash."""
+    names = [Path(p).name for p in run_dirs]
+    if len(names) <= 3:
+        return "+".join(names) + f"-{split}"
+    digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:8]
+    return f"compare-{len(names)}runs-{digest}-{split}"
+
+
+def evaluate_runs(
+    run_dirs: list[Path | str],
+    split: str = "test",
+    by: str = "season",
+    out_dir: Path | str | None = None,
+    *,
+    name: str | None = None,
+    reports_dir: Path | str = "reports",
+    store_path: Path | str | None = None,
+    batch_size: int = 8,
+    which: str = "best",
+    device: str = "cpu",
+    figures: bool = True,
+) -> EvaluationResults:
+    """Score each run on ``split`` grouped ``by`` season (or ``all``, or the split's own ``split`` groups).
+
+    Writes Markdown and CSV tables, figures and ``index.md`` to ``out_dir`` (default
+    ``reports_dir/<name>``, ``name`` derived from the runs) unless ``out_dir`` is False-y and
+    ``reports_dir`` is None. Returns the results (the pipeline's report stage uses them).
+    """
+    from seacast.evaluation.report import write_report
+
+    if not run_dirs:
+        raise ConfigError("no run folders to evaluate", "pass one or more runs, e.g. seacast evaluate runs/demo")
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split '{split}'", f"use --split with one of: {', '.join(SPLITS)}")
+    if by not in GROUPINGS:
+        raise ConfigError(f"unknown grouping '{by}'", f"use --by with one of: {', '.join(GROUPINGS)}")
+    cache: dict[Any, Climatology] = {}
+    runs = []
+    for run_dir in run_dirs:
+        log.info("evaluating %s on the %s split", run_dir, split)
+        runs.append(
+            evaluate_run(
+                run_dir, split=split, by=by, store_path=store_path, batch_size=batch_size, which=which,
+                device=device, climatology_cache=cache,
+            )
+        )
+    groups = tuple(dict.fromkeys(g for run in runs for g in run.metrics["model"]["group"].values.tolist()))
+    results = EvaluationResults(runs=runs, split=split, by=by, groups=groups)
+    if out_dir is None and reports_dir is not None:
+        out_dir = Path(reports_dir) / (name or default_report_name(run_dirs, split))
+    if out_dir:
+        results.out_dir = Path(out_dir)
+        results.files = write_report(results, Path(out_dir), figures=figures)
+    return results

@@ -1,0 +1,282 @@
+"""Evaluation output: Markdown and CSV tables, matplotlib + cmocean figures, an index page.
+
+Offers:
+
+* :func:`comparison_table` - the paper's layout: rows model x trainer (and the baselines),
+  columns variable x season, for one metric and lead time.
+* :func:`markdown_table` - a DataFrame as a GitHub Markdown table (no extra dependency).
+* :func:`markdown_fragment` - the Markdown of an evaluation (tables and figure links),
+  ready to paste into ``reports/<name>/index.md`` or a pipeline report page.
+* :func:`plot_rmse_vs_lead`, :func:`plot_mean_error`, :func:`plot_sample` - the figures.
+* :func:`write_report` - write all of it to a folder (each file via a temp name, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from seacast.plots import color_limits, draw_field, units_of  # noqa: E402
+from seacast.raw import atomic_write_text  # noqa: E402
+
+if TYPE_CHECKING:
+    from seacast.evaluation.evaluate import EvaluationResults, RunScores
+
+METRIC_TITLES = {
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "bias": "Bias (forecast - truth)",
+    "skill_persistence": "Skill vs persistence (1 - MSE/MSE_persistence)",
+    "skill_climatology": "Skill vs climatology (1 - MSE/MSE_climatology)",
+}
+BASELINE_STYLE = {"persistence": dict(color="0.35", ls="--"), "climatology": dict(color="0.6", ls=":")}
+
+
+def row_labels(results: EvaluationResults) -> list[str]:
+    """``model × trainer`` per run, with the run name added where two runs share it."""
+    plain = [f"{r.model} × {r.trainer}" for r in results.runs]
+    return [f"{p} ({r.name})" if plain.count(p) > 1 else p for p, r in zip(plain, results.runs, strict=True)]
+
+
+def _value(run: RunScores, metric: str, reference: str = "model"):
+    if metric.startswith("skill_"):
+        return run.skill[metric]
+    return run.metrics[reference][metric]
+
+
+def comparison_table(results: EvaluationResults, metric: str = "rmse", lead_time: int | None = None) -> pd.DataFrame:
+    """Rows model × trainer (baselines below for error metrics), columns (variable, group) at ``lead_time``.
+
+    ``lead_time=None`` averages the metric over lead times (for RMSE: the root of the mean MSE).
+    """
+    variables = list(dict.fromkeys(v for r in results.runs for v in r.metrics["model"]["variable"].values.tolist()))
+    groups = [g for g in results.groups if any(_has_samples(r, g) for r in results.runs)]
+    columns = pd.MultiIndex.from_product([variables, groups], names=["variable", "season" if results.by == "season" else "group"])
+    rows: dict[str, list[float]] = {}
+
+    def pick(run: RunScores, reference: str) -> list[float]:
+        values = []
+        for var in variables:
+            for group in groups:
+                if var not in run.metrics["model"]["variable"].values or group not in run.metrics["model"]["group"].values:
+                    values.append(np.nan)
+                    continue
+                if lead_time is None and metric == "rmse":
+                    cell = float(np.sqrt(run.metrics[reference]["mse"].sel(variable=var, group=group).mean()))
+                else:
+                    da = _value(run, metric, reference).sel(variable=var, group=group)
+                    if lead_time is None:
+                        cell = float(da.mean())
+                    elif lead_time in da["lead_time"].values:
+                        cell = float(da.sel(lead_time=lead_time))
+                    else:
+                        cell = np.nan
+                values.append(cell)
+        return values
+
+    for label, run in zip(row_labels(results), results.runs, strict=True):
+        rows[label] = pick(run, "model")
+    if not metric.startswith("skill_"):
+        # baselines do not depend on the model: take them from the first run with the lead time
+        for reference in ("persistence", "climatology"):
+            for run in results.runs:
+                if lead_time is None or lead_time in run.metrics[reference]["lead_time"].values:
+                    rows[reference] = pick(run, reference)
+                    break
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+
+def _has_samples(run: RunScores, group: str) -> bool:
+    ds = run.metrics["model"]
+    return group in ds["group"].values and float(ds["count"].sel(group=group).sum()) > 0
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A DataFrame (with a 2-level column index or a flat one) as a Markdown table."""
+    if isinstance(frame.columns, pd.MultiIndex):
+        headers = [" ".join(str(p) for p in col) for col in frame.columns]
+    else:
+        headers = [str(c) for c in frame.columns]
+
+    def fmt(value: object) -> str:
+        if isinstance(value, float | np.floating):
+            return "–" if not np.isfinite(value) else f"{value:.{digits}g}"
+        return str(value)
+
+    lines = ["| | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+    for index, row in frame.iterrows():
+        lines.append(f"| {index} | " + " | ".join(fmt(v) for v in row.to_numpy()) + " |")
+    return "\n".join(lines)
+
+
+def lead_times_of(results: EvaluationResults) -> list[int]:
+    return sorted({int(h) for r in results.runs for h in r.metrics["model"]["lead_time"].values})
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_rmse_vs_lead(results: EvaluationResults, path: Path) -> Path:
+    """RMSE against lead time: a panel per variable (rows) and group (columns), a line per run and baseline."""
+    variables = list(dict.fromkeys(v for r in results.runs for v in r.metrics["model"]["variable"].values.tolist()))
+    groups = [g for g in results.groups if any(_has_samples(r, g) for r in results.runs)]
+    fig, axes = plt.subplots(
+        len(variables), len(groups), figsize=(3.2 * len(groups), 2.6 * len(variables)), squeeze=False, layout="constrained"
+    )
+    labels = row_labels(results)
+    for i, var in enumerate(variables):
+        for j, group in enumerate(groups):
+            ax = axes[i, j]
+            for label, run in zip(labels, results.runs, strict=True):
+                rmse = run.metrics["model"]["rmse"].sel(variable=var, group=group)
+                ax.plot(rmse["lead_time"], rmse, marker="o", ms=3, label=label)
+            first = results.runs[0]
+            for reference, style in BASELINE_STYLE.items():
+                rmse = first.metrics[reference]["rmse"].sel(variable=var, group=group)
+                ax.plot(rmse["lead_time"], rmse, label=reference, **style)
+            ax.set_title(f"{var} {group}", fontsize=9)
+            ax.set_xlabel("lead time (h)", fontsize=8)
+            ax.set_ylabel(f"RMSE ({units_of(var)})", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"RMSE against lead time ({results.split} split)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_mean_error(run: RunScores, path: Path) -> Path:
+    """Maps of the mean error (forecast - truth) per variable (rows) and lead time (columns)."""
+    mean_error = run.metrics["model"]["mean_error"]
+    variables, leads = mean_error["variable"].values, mean_error["lead_time"].values
+    fig, axes = plt.subplots(
+        len(variables), len(leads), figsize=(3.4 * len(leads), 2.9 * len(variables)), squeeze=False, layout="constrained"
+    )
+    for i, var in enumerate(variables):
+        limits = color_limits(mean_error.sel(variable=var).values, var, error=True)
+        for j, lead in enumerate(leads):
+            draw_field(
+                axes[i, j], mean_error.sel(variable=var, lead_time=lead).values, run.latitude, run.longitude, var,
+                run.sea_mask, title=f"{var} +{int(lead)} h", units=units_of(var), limits=limits, error=True,
+            )
+    fig.suptitle(f"Mean error (forecast - truth), {run.name}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_sample(run: RunScores, path: Path) -> Path | None:
+    """One forecast against the truth at the longest lead time: truth, forecast, error per variable."""
+    sample = run.sample
+    if sample is None:
+        return None
+    variables = run.metrics["model"]["variable"].values
+    lead = int(run.metrics["model"]["lead_time"].values[-1])
+    fig, axes = plt.subplots(len(variables), 3, figsize=(10.5, 2.9 * len(variables)), squeeze=False, layout="constrained")
+    valid = sample.init_time + pd.Timedelta(hours=lead)
+    for i, var in enumerate(variables):
+        truth, forecast = sample.truth[-1, i], sample.forecast[-1, i]
+        limits = color_limits(np.stack([truth, forecast]), var)
+        units = units_of(var)
+        draw_field(axes[i, 0], truth, run.latitude, run.longitude, var, run.sea_mask, title=f"{var} truth", units=units, limits=limits)
+        draw_field(axes[i, 1], forecast, run.latitude, run.longitude, var, run.sea_mask, title=f"{var} forecast", units=units, limits=limits)
+        draw_field(
+            axes[i, 2], forecast - truth, run.latitude, run.longitude, var, run.sea_mask,
+            title=f"{var} forecast - truth", units=units, error=True,
+        )
+    fig.suptitle(f"{run.name}: init {sample.init_time:%Y-%m-%d %H:%M}, +{lead} h (valid {valid:%Y-%m-%d %H:%M})", fontsize=10)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- markdown and files
+
+
+def markdown_fragment(results: EvaluationResults, base: Path | None = None, heading_level: int = 2) -> str:
+    """Markdown of the evaluation: comparison tables per lead time and the figures.
+
+    Figure links are relative to ``base`` (default: the report folder), so the fragment
+    works in ``reports/<name>/index.md`` or, with another ``base``, in a pipeline page.
+    """
+    h = "#" * heading_level
+    out_dir = results.out_dir or Path(".")
+    base = base or out_dir
+
+    def link(name: str) -> str:
+        return os.path.relpath(out_dir / name, base)
+
+    parts = [
+        f"{h} Evaluation on the {results.split} split",
+        "",
+        f"Runs: {', '.join(f'`{r.name}` ({r.samples} samples)' for r in results.runs)}. "
+        "Scores on physical values over sea points only; seasons by init time. "
+        "Climatology: hour-of-day by month means over each run's training period"
+        + (f" ({results.runs[0].climatology_period[0][:10]} to {results.runs[0].climatology_period[1][:10]})" if results.runs[0].climatology_period else "")
+        + ". Skill = 1 − MSE / MSE_reference.",
+        "",
+    ]
+    for lead in lead_times_of(results):
+        parts += [f"{h}# Lead time +{lead} h", ""]
+        for metric in ("rmse", "skill_persistence", "skill_climatology"):
+            parts += [f"**{METRIC_TITLES[metric]}**", "", markdown_table(comparison_table(results, metric, lead)), ""]
+    figures = [p for p in results.files if p.suffix == ".png"]
+    if figures:
+        parts += [f"{h}# Figures", ""]
+        for path in figures:
+            parts += [f"![{path.stem}]({link(path.name)})", ""]
+    parts += [f"Full tables: [metrics.csv]({link('metrics.csv')}), [comparison_rmse.csv]({link('comparison_rmse.csv')}).", ""]
+    return "\n".join(parts)
+
+
+def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    atomic_write_text(path, frame.to_csv())
+    return path
+
+
+def write_report(results: EvaluationResults, out_dir: Path, figures: bool = True) -> list[Path]:
+    """Write tables (CSV and Markdown), figures and ``index.md`` to ``out_dir``; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results.out_dir = out_dir
+    files: list[Path] = []
+    long = results.table()
+    atomic_write_text(out_dir / "metrics.csv", long.to_csv(index=False))
+    files.append(out_dir / "metrics.csv")
+    for metric in ("rmse", "skill_persistence", "skill_climatology"):
+        frames = []
+        md = [f"# {METRIC_TITLES[metric]}, {results.split} split", ""]
+        for lead in lead_times_of(results):
+            table = comparison_table(results, metric, lead)
+            md += [f"## Lead time +{lead} h", "", markdown_table(table), ""]
+            flat = table.copy()
+            flat.columns = [f"{var}_{group}" for var, group in table.columns]
+            flat.insert(0, "lead_time_h", lead)
+            frames.append(flat)
+        files.append(_write_frame(pd.concat(frames).rename_axis("row"), out_dir / f"comparison_{metric}.csv"))
+        atomic_write_text(out_dir / f"comparison_{metric}.md", "\n".join(md))
+        files.append(out_dir / f"comparison_{metric}.md")
+    if figures:
+        files.append(plot_rmse_vs_lead(results, out_dir / "rmse_vs_lead.png"))
+        for run in results.runs:
+            files.append(plot_mean_error(run, out_dir / f"mean_error_{run.name}.png"))
+            sample = plot_sample(run, out_dir / f"sample_{run.name}.png")
+            if sample is not None:
+                files.append(sample)
+    results.files = files
+    index = out_dir / "index.md"
+    atomic_write_text(index, f"# Evaluation: {out_dir.name}\n\n" + markdown_fragment(results, base=out_dir, heading_level=2))
+    files.append(index)
+    return files
