@@ -47,7 +47,7 @@ from seacast.plots import CF_ATTRS
 log = logging.getLogger("seacast.forecast")
 
 FORMATS = ("zarr", "netcdf")
-DEFAULT_ADAPT_LR = 1e-3
+DEFAULT_ADAPT_LR = 3e-3
 _SUFFIX = {"zarr": ".zarr", "netcdf": ".nc"}
 
 
@@ -575,8 +575,8 @@ def forecast(
 def _check_same_run(path: Path, fmt: str, run_dir: Path) -> None:
     """An existing forecast for the init time from another run is a conflict, not 'done'."""
     try:
-        opener = xr.open_zarr if fmt == "zarr" else xr.open_dataset
-        with opener(path) as existing:
+        opened = xr.open_zarr(path, consolidated=False) if fmt == "zarr" else xr.open_dataset(path)
+        with opened as existing:
             other = existing.attrs.get("seacast_run")
     except Exception:  # unreadable: treat as someone else's file
         other = "an unreadable file"

@@ -53,9 +53,7 @@ LAND_COLOUR = "0.82"
 def colormap_for(variable: str, error: bool = False):
     """cmocean colormap for ``variable`` (``balance`` for errors), with land (NaN) drawn grey."""
     cmap = cmocean.cm.balance if error else _COLORMAPS.get(variable, cmocean.cm.deep)
-    cmap = cmap.copy()
-    cmap.set_bad(LAND_COLOUR)
-    return cmap
+    return cmap.with_extremes(bad=LAND_COLOUR)
 
 
 def units_of(variable: str, attrs: dict | None = None) -> str:

@@ -409,7 +409,11 @@ def process_unit(
                 block = keep[start : start + block_frames]
                 block = np.sort(block)
                 # a contiguous run reads as one slice; NetCDF reads of index lists go element by element
-                index = slice(int(block[0]), int(block[-1]) + 1) if (np.diff(block) == 1).all() else block
+                index = (
+                    slice(int(block[0]), int(block[-1]) + 1)
+                    if (np.diff(block) == 1).all()
+                    else block
+                )
                 try:
                     frames = prepared.isel(time=index).load()
                 except Exception as exc:  # truncated files fail on read, not on open

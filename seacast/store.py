@@ -243,7 +243,9 @@ def compute_stats(
         count, mean, m2 = 0, 0.0, 0.0
         low, high = np.inf, -np.inf
         for begin in range(0, selected.sizes["time"], block):
-            values = np.asarray(selected[var].isel(time=slice(begin, begin + block)).values, dtype=np.float64)
+            values = np.asarray(
+                selected[var].isel(time=slice(begin, begin + block)).values, dtype=np.float64
+            )
             values = values[np.isfinite(values)]
             if values.size == 0:
                 continue
@@ -255,7 +257,12 @@ def compute_stats(
             count = total
             low, high = min(low, float(values.min())), max(high, float(values.max()))
         if count == 0:
-            stats[var] = {"min": float("nan"), "max": float("nan"), "mean": float("nan"), "std": float("nan")}
+            stats[var] = {
+                "min": float("nan"),
+                "max": float("nan"),
+                "mean": float("nan"),
+                "std": float("nan"),
+            }
         else:
             stats[var] = {"min": low, "max": high, "mean": mean, "std": float(np.sqrt(m2 / count))}
     times = selected["time"].values
@@ -318,7 +325,13 @@ def _encoding(ds: xr.Dataset, chunk_hours: int) -> dict[str, dict[str, Any]]:
     return encoding
 
 
-def create_store(path: Path | str, ds: xr.Dataset, *, chunk_hours: int = 24, attrs: Mapping[str, Any] | None = None) -> Path:
+def create_store(
+    path: Path | str,
+    ds: xr.Dataset,
+    *,
+    chunk_hours: int = 24,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``ds`` (with ``sea_mask``) as a store at ``path`` directly (``path`` must not exist).
 
     Prefer :func:`write_new_store`, which goes through a temporary directory.
@@ -326,9 +339,13 @@ def create_store(path: Path | str, ds: xr.Dataset, *, chunk_hours: int = 24, att
     path = Path(path)
     data = _normalise_frames(ds)
     if "sea_mask" not in data.data_vars:
-        raise DataError(f"cannot create {path}: the data has no sea_mask", "add a bool sea_mask (True on sea)")
+        raise DataError(
+            f"cannot create {path}: the data has no sea_mask", "add a bool sea_mask (True on sea)"
+        )
     data.attrs = {k: json.dumps(v) for k, v in (attrs or {}).items()}
-    data.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=_encoding(data, chunk_hours))
+    data.to_zarr(
+        path, mode="w-", zarr_format=3, consolidated=False, encoding=_encoding(data, chunk_hours)
+    )
     return path
 
 
@@ -371,7 +388,9 @@ def write_new_store(
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise DataError(f"store {path} already exists", "pass --overwrite to replace it, or choose another path")
+        raise DataError(
+            f"store {path} already exists", "pass --overwrite to replace it, or choose another path"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_store_path(path)
     try:

@@ -28,7 +28,7 @@ def forecast_command(
     ] = None,
     adapt_hours: Annotated[int, typer.Option("--adapt-hours", min=1, help="Hours of data before the init time to adapt on.")] = 168,
     adapt_steps: Annotated[int, typer.Option("--adapt-steps", min=1, help="ZO steps (each 2 x probes forward passes).")] = 40,
-    adapt_lr: Annotated[float | None, typer.Option("--adapt-lr", help="ZO learning rate (default 1e-3).")] = None,
+    adapt_lr: Annotated[float | None, typer.Option("--adapt-lr", help="ZO learning rate (default 3e-3).")] = None,
     update: Annotated[
         bool, typer.Option("--update", help="First fetch what is new and append it to the store (implies --latest).")
     ] = False,

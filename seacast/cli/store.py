@@ -21,32 +21,56 @@ from seacast.errors import ConfigError
 def regrid_command(
     inputs: Annotated[
         list[Path] | None,
-        typer.Argument(help="NetCDF files for the direct form (then --out, --bbox and --shape are needed).", show_default=False),
+        typer.Argument(
+            help="NetCDF files for the direct form (then --out, --bbox and --shape are needed).",
+            show_default=False,
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Data config (configs/data/<name>.yaml); reads its raw layout.")
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Data config (configs/data/<name>.yaml); reads its raw layout."
+        ),
     ] = None,
     overrides: SetOption = None,
-    out_path: Annotated[Path | None, typer.Option("--out", help="Store to write (direct form).")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Store to write (direct form).")
+    ] = None,
     bbox: Annotated[
         tuple[float, float, float, float] | None,
-        typer.Option("--bbox", help="LAT_MIN LAT_MAX LON_MIN LON_MAX of the target grid (direct form).", show_default=False),
+        typer.Option(
+            "--bbox",
+            help="LAT_MIN LAT_MAX LON_MIN LON_MAX of the target grid (direct form).",
+            show_default=False,
+        ),
     ] = None,
     shape: Annotated[
-        tuple[int, int] | None, typer.Option("--shape", help="NY NX of the target grid (direct form).", show_default=False)
+        tuple[int, int] | None,
+        typer.Option("--shape", help="NY NX of the target grid (direct form).", show_default=False),
     ] = None,
     variables: Annotated[
-        str | None, typer.Option("--variables", help="Comma-separated variables (direct form); all gridded ones if empty.")
+        str | None,
+        typer.Option(
+            "--variables",
+            help="Comma-separated variables (direct form); all gridded ones if empty.",
+        ),
     ] = None,
     method: Annotated[
         str, typer.Option("--method", help="conservative, bilinear or nearest (direct form).")
     ] = "conservative",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a store made with another config.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a store made with another config.")
+    ] = False,
     dask_address: Annotated[
         str | None,
-        typer.Option("--dask-address", help="dask.distributed scheduler (e.g. tcp://host:8786); local threads if empty."),
+        typer.Option(
+            "--dask-address",
+            help="dask.distributed scheduler (e.g. tcp://host:8786); local threads if empty.",
+        ),
     ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Months regridded at once with local threads.")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Months regridded at once with local threads.")
+    ] = None,
 ) -> None:
     """Regrid raw NetCDF files onto the store grid and write (or append to) the Zarr store.
 
@@ -57,7 +81,11 @@ def regrid_command(
     from seacast.regrid import regrid_config, regrid_files
 
     with Progress(
-        TextColumn("regrid {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("regrid {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     ) as bar:
         task = bar.add_task("", total=None)
 
@@ -66,10 +94,16 @@ def regrid_command(
 
         if config is not None:
             if inputs:
-                raise ConfigError("give either --config or input files, not both", "drop one of them")
+                raise ConfigError(
+                    "give either --config or input files, not both", "drop one of them"
+                )
             data_config = load_config(DataConfig, config, overrides)
             report = regrid_config(
-                data_config, overwrite=overwrite, dask_address=dask_address, workers=workers, progress=progress
+                data_config,
+                overwrite=overwrite,
+                dask_address=dask_address,
+                workers=workers,
+                progress=progress,
             )
         else:
             if not inputs:
@@ -78,13 +112,20 @@ def regrid_command(
                     "e.g. seacast regrid --config configs/data/demo.yaml",
                 )
             if out_path is None or bbox is None or shape is None:
-                raise ConfigError("the direct form needs --out, --bbox and --shape", "add the missing option(s)")
+                raise ConfigError(
+                    "the direct form needs --out, --bbox and --shape", "add the missing option(s)"
+                )
             try:
                 box = BBox(lat_min=bbox[0], lat_max=bbox[1], lon_min=bbox[2], lon_max=bbox[3])
             except ValueError as exc:
-                raise ConfigError(f"--bbox {bbox} is not a valid box: {exc}", "give LAT_MIN LAT_MAX LON_MIN LON_MAX") from None
+                raise ConfigError(
+                    f"--bbox {bbox} is not a valid box: {exc}",
+                    "give LAT_MIN LAT_MAX LON_MIN LON_MAX",
+                ) from None
             if method not in ("conservative", "bilinear", "nearest"):
-                raise ConfigError(f"--method {method} is unknown", "use conservative, bilinear or nearest")
+                raise ConfigError(
+                    f"--method {method} is unknown", "use conservative, bilinear or nearest"
+                )
             names = [v.strip() for v in variables.split(",") if v.strip()] if variables else None
             report = regrid_files(
                 inputs,
@@ -133,9 +174,14 @@ def info_command(
         f"lon {lon.min():.3f}..{lon.max():.3f} ({grid.get('method', '?')})"
     )
     if len(times):
-        out.print(f"time: {times[0]} .. {times[-1]}, {len(times)} steps every {store_step_hours(ds):g} h")
+        out.print(
+            f"time: {times[0]} .. {times[-1]}, {len(times)} steps every {store_step_hours(ds):g} h"
+        )
     gaps = store_gaps(ds)
-    out.print(f"gaps: {len(gaps)}" + ("" if not gaps else "  " + ", ".join(f"{a} .. {b}" for a, b in gaps[:5])))
+    out.print(
+        f"gaps: {len(gaps)}"
+        + ("" if not gaps else "  " + ", ".join(f"{a} .. {b}" for a, b in gaps[:5]))
+    )
     if len(gaps) > 5:
         out.print(f"  ... and {len(gaps) - 5} more")
     out.print(f"sea fraction: {float(ds['sea_mask'].mean()):.1%}")

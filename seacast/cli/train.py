@@ -54,7 +54,7 @@ def train_command(
     """Train a U-Net on a store's samples and write runs/<name>/ (checkpoints, metrics.csv, meta.json).
 
     Runs data-parallel under torchrun (backprop with DistributedDataParallel):
-    torchrun --nproc_per_node 2 -m seacast.cli train --config ...
+    torchrun --standalone --nproc_per_node 2 -m seacast.cli train --config ...
 
     Example: seacast train --config configs/experiments/twin_demo.yaml --model res_3ddr_unet --trainer backprop
     """

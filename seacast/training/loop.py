@@ -268,9 +268,15 @@ def train(
 ) -> RunResult:
     """Train ``cfg`` into ``runs_dir/name``; see the module docstring for what happens when."""
     info = init_distributed(cfg.device)
+    # the determinism switches are process-wide: put them back for whoever runs next
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
         return _train(cfg, info, resume=resume, progress=progress, overwrite=overwrite)
     finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         cleanup(info)
 
 

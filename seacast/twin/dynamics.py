@@ -118,17 +118,17 @@ class ShallowWater:
         # momentum with the new elevation; alternate the Coriolis order to stay neutral
         np.add(eta, self.p_eta, out=self._zeta)
         if self._flip:
-            self._step_v(dt, eu, ev)
-            self._step_u(dt, eu, ev)
+            self._step_v(dt, ev[1:-1])
+            self._step_u(dt, eu[:, 1:-1])
         else:
-            self._step_u(dt, eu, ev)
-            self._step_v(dt, eu, ev)
+            self._step_u(dt, eu[:, 1:-1])
+            self._step_v(dt, ev[1:-1])
         self._flip = not self._flip
         self._open_faces()
 
-    def _step_u(self, dt: float, eu: np.ndarray, ev: np.ndarray) -> None:
+    def _step_u(self, dt: float, hu: np.ndarray) -> None:
+        """Eastward velocity on the interior faces; ``hu`` is the total depth there."""
         u, v, zeta = self.u, self.v, self._zeta
-        hu = eu[:, 1:-1]
         cor, force, speed, tmp = self._wu
         np.add(v[:-1, :-1], v[:-1, 1:], out=cor)
         cor += v[1:, :-1]
@@ -154,9 +154,9 @@ class ShallowWater:
         force *= self.wet_u
         u[:, 1:-1] = force
 
-    def _step_v(self, dt: float, eu: np.ndarray, ev: np.ndarray) -> None:
+    def _step_v(self, dt: float, hv: np.ndarray) -> None:
+        """Northward velocity on the interior faces; ``hv`` is the total depth there."""
         u, v, zeta = self.u, self.v, self._zeta
-        hv = ev[1:-1]
         cor, force, speed, tmp = self._wv
         np.add(u[:-1, :-1], u[:-1, 1:], out=cor)
         cor += u[1:, :-1]

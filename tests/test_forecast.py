@@ -1,0 +1,185 @@
+"""seacast forecast: file schema, init-time rules, clear errors, atomic writes, ZO adaptation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from seacast import forecast as forecast_module
+from seacast.errors import DataError
+from seacast.forecast import forecast, forecast_dataset, resolve_init_time, valid_init_times
+from seacast.schema import synthetic_store
+from helpers_forecast import TINY, experiment, shifted_store, tiny_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+def _open(path: Path) -> xr.Dataset:
+    return xr.open_zarr(path, consolidated=False) if path.suffix == ".zarr" else xr.open_dataset(path)
+
+
+def test_forecast_dataset_schema():
+    sea = np.array([[True, False], [True, True]])
+    values = np.arange(2 * 1 * 2 * 2, dtype=float).reshape(2, 1, 2, 2)
+    ds = forecast_dataset(
+        values, init_time="2024-05-01T06", lead_hours=[6, 12], latitude=[51.0, 52.0], longitude=[3.0, 4.0],
+        variables=["zos"], sea_mask=sea, provenance={"seacast_run": "runs/x", "seacast_adaptation": {"a": 1}},
+    )
+    assert ds["zos"].dims == ("init_time", "lead_time", "latitude", "longitude")
+    assert ds["lead_time"].dtype.kind == "m"
+    assert ds["valid_time"].dims == ("init_time", "lead_time")
+    assert ds["valid_time"].values[0, 1] == np.datetime64("2024-05-01T18:00")
+    assert np.isnan(ds["zos"].values[0, :, 0, 1]).all() and np.isfinite(ds["zos"].values[0, :, sea]).all()
+    assert ds["zos"].attrs["standard_name"] == "sea_surface_height_above_geoid" and ds["zos"].attrs["units"] == "m"
+    assert ds.attrs["Conventions"].startswith("CF-")
+    assert json.loads(ds.attrs["seacast_adaptation"]) == {"a": 1}
+    with pytest.raises(DataError, match="do not match"):
+        forecast_dataset(values[:1], init_time="2024-05-01", lead_hours=[6, 12], latitude=[0, 1], longitude=[0, 1],
+                         variables=["zos"], sea_mask=sea)
+
+
+def test_init_time_rules_name_the_earliest_valid_time():
+    hours = np.arange(100, 120, dtype=np.int64)
+    valid = valid_init_times(hours, 1.0, [], lags=3)
+    assert hours[valid[0]] == 102 and hours[valid[-1]] == 119
+    assert resolve_init_time(hours, valid, "latest", 3) == 19
+    earliest = pd.Timestamp("1970-01-01") + pd.Timedelta(hours=102)
+    with pytest.raises(DataError, match=f"earliest valid one, {earliest:%Y-%m-%dT%H}"):
+        resolve_init_time(hours, valid, pd.Timestamp("1970-01-01") + pd.Timedelta(hours=101), 3)
+    # a gap: times 110..111 missing -> 112 and 113 lack history
+    gappy = np.concatenate([np.arange(100, 110), np.arange(112, 120)])
+    valid = valid_init_times(gappy, 1.0, [], lags=3)
+    assert 112 not in gappy[valid] and 113 not in gappy[valid] and 114 in gappy[valid]
+
+
+def test_forecast_file_schema_units_land_and_provenance(run_dir, tmp_path):
+    result = forecast(run_dir, out_dir=tmp_path / "fc", init_time="2024-03-05T06", plots=True)
+    assert result.path.name == "2024-03-05T06.zarr" and not result.skipped
+    ds = _open(result.path)
+    store = xr.open_zarr(run_dir.parent.parent / "store.zarr", consolidated=False)
+    sea = store["sea_mask"].values
+    assert dict(ds.sizes) == {"init_time": 1, "lead_time": 2, "latitude": 32, "longitude": 32}
+    assert list(ds["lead_time"].values.astype("timedelta64[h]").astype(int)) == TINY["lead_times"]
+    assert ds["valid_time"].values[0, -1] == np.datetime64("2024-03-05T09:00")
+    np.testing.assert_allclose(ds["latitude"].values, store["latitude"].values)
+    for var in TINY["variables"]:
+        values = ds[var].values[0]
+        assert np.isnan(values[:, ~sea]).all() and np.isfinite(values[:, sea]).all()
+        # physical units: within the range the store's values span (plus a margin), not [0.1, 1]
+        lo, hi = float(store[var].min()), float(store[var].max())
+        span = hi - lo
+        assert values[:, sea].min() > lo - span and values[:, sea].max() < hi + span
+        assert ds[var].attrs["units"]
+    assert ds.attrs["seacast_run_name"] == "tiny" and ds.attrs["seacast_adapted"] == "false"
+    assert json.loads(ds.attrs["seacast_config"])["samples"]["lags"] == TINY["lags"]
+    assert ds.attrs["seacast_config_fingerprint"]
+    assert sorted(p.name for p in result.plots) == ["2024-03-05T06_uo.png", "2024-03-05T06_zos.png"]
+    assert all(p.stat().st_size > 1000 for p in result.plots)
+
+
+def test_netcdf_format_and_latest(run_dir, tmp_path):
+    result = forecast(run_dir, out_dir=tmp_path, fmt="netcdf")
+    last = pd.Timestamp(TINY["start"]) + pd.Timedelta(hours=TINY["hours"] - 1)
+    assert result.init_time == last and result.path.suffix == ".nc"
+    with xr.open_dataset(result.path) as ds:
+        assert ds["zos"].dims == ("init_time", "lead_time", "latitude", "longitude")
+        assert ds["lead_time"].dtype.kind == "m"
+
+
+def test_idempotent_unless_forced(run_dir, tmp_path):
+    first = forecast(run_dir, out_dir=tmp_path)
+    stamp = (first.path / "zarr.json").stat().st_mtime_ns
+    again = forecast(run_dir, out_dir=tmp_path)
+    assert again.skipped and (first.path / "zarr.json").stat().st_mtime_ns == stamp
+    forced = forecast(run_dir, out_dir=tmp_path, force=True)
+    assert not forced.skipped and forced.path == first.path
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.path.name]
+
+
+def test_failure_midway_leaves_no_partial_forecast(run_dir, tmp_path, monkeypatch):
+    real = forecast_module.write_dataset
+
+    def write_then_crash(ds, path, fmt):
+        real(ds, path, fmt)  # the file is complete on disk under its temporary name...
+        raise OSError("disk full")  # ...and then the process fails
+
+    monkeypatch.setattr(forecast_module, "write_dataset", write_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        forecast(run_dir, out_dir=tmp_path, plots=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clear_errors(run_dir, tmp_path):
+    out = tmp_path / "fc"
+    with pytest.raises(DataError, match="earliest valid one, 2024-02-20T02"):
+        forecast(run_dir, out_dir=out, init_time="2024-02-20T01")
+    with pytest.raises(DataError, match="after the newest valid init time"):
+        forecast(run_dir, out_dir=out, init_time="2025-01-01T00")
+    other = synthetic_store(tmp_path / "other.zarr", shape=(16, 16), hours=24, variables=TINY["variables"], start=TINY["start"])
+    with pytest.raises(DataError, match="16x16 grid, the run was trained on 32x32"):
+        forecast(run_dir, out_dir=out, store_path=other)
+    broken = tmp_path / "broken_run"
+    shutil.copytree(run_dir, broken)
+    (broken / "checkpoint_best.pt").unlink()
+    with pytest.raises(DataError, match="no checkpoint_best.pt"):
+        forecast(broken, out_dir=out)
+    assert not out.exists() or not list(out.iterdir())
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_zo_adaptation_reduces_error_on_a_shifted_period(tmp_path):
+    """Synthetic twin stand-in: a store whose last week sits 0.6 m higher (a surge set-up).
+
+    A non-residual model trained before the shift is biased after it; adapting on the 48 h
+    before the init time must cut the error of the forecast against the (held-out) truth.
+    """
+    from seacast.training.loop import train
+
+    torch.set_num_threads(1)
+    store = shifted_store(tmp_path / "shift.zarr")
+    split = {
+        "preset": "ranges",
+        "train": {"start": "2024-03-01", "end": "2024-03-14T23"},
+        "validation": {"start": "2024-03-15", "end": "2024-03-15T23"},
+        "test": {"start": "2024-03-17", "end": "2024-03-24T23"},
+    }
+    cfg = experiment("zo", store, tmp_path / "runs", lags=3, lead_times=[1], variables=["zos"], steps=30,
+                     residual=False, lr=1e-2, split=split)
+    run_dir = train(cfg, progress=False).run_dir
+    before = {name: _digest(run_dir / name) for name in ("checkpoint_best.pt", "checkpoint_last.pt")}
+
+    truth = xr.open_zarr(store, consolidated=False)
+    sea = truth["sea_mask"].values
+
+    def mse(path: Path) -> float:
+        with xr.open_zarr(path, consolidated=False) as ds:
+            error = ds["zos"].values[0, 0] - truth["zos"].sel(time=ds["valid_time"].values[0, 0]).values
+        return float(np.mean(error[sea] ** 2))
+
+    init = "2024-03-21T12"
+    plain = forecast(run_dir, init_time=init, out_dir=tmp_path / "fc")
+    adapted = forecast(run_dir, init_time=init, out_dir=tmp_path / "fc", adapt="zo", adapt_hours=48, adapt_steps=30)
+    assert adapted.path.name == "2024-03-21T12-zo.zarr" and plain.path.exists()
+    record = adapted.adaptation
+    assert record["loss_after"] < 0.5 * record["loss_before"] and not record["reverted"]
+    assert mse(adapted.path) < 0.5 * mse(plain.path)
+    with xr.open_zarr(adapted.path, consolidated=False) as ds:
+        assert ds.attrs["seacast_adapted"] == "true"
+        assert json.loads(ds.attrs["seacast_adaptation"])["samples"] == record["samples"]
+    # the trained run is never overwritten
+    assert {name: _digest(run_dir / name) for name in before} == before
