@@ -100,7 +100,9 @@ def setup_file_logging(path: Path | str, level: int = logging.INFO) -> logging.H
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
+    )
     log.addHandler(handler)
     log.setLevel(min(level, log.level or level))
     return handler
@@ -137,9 +139,18 @@ def scheduled_forecast(
         store = resolve_store_path(run_dir, store_path)
         if update:
             (update_store or update_store_from_sources)(store)
-        result = forecast(run_dir, store_path=store, init_time=init_time, out_dir=out_dir, force=force, **forecast_options)
+        result = forecast(
+            run_dir,
+            store_path=store,
+            init_time=init_time,
+            out_dir=out_dir,
+            force=force,
+            **forecast_options,
+        )
         if result.skipped:
-            log.info("forecast for %s exists already at %s: nothing to do", result.init_time, result.path)
+            log.info(
+                "forecast for %s exists already at %s: nothing to do", result.init_time, result.path
+            )
             return ExitCode.NO_NEW_DATA
         log.info("wrote forecast for %s to %s", result.init_time, result.path)
         return ExitCode.SUCCESS
@@ -167,7 +178,9 @@ def update_store_from_sources(store_path: Path) -> None:
     ds.close()
     this_month = pd.Timestamp.now(tz="UTC").strftime("%Y-%m")
     months = raw.get("months") or {}
-    start = months.get("start", this_month) if isinstance(months, dict) else str(months).split(":")[0]
+    start = (
+        months.get("start", this_month) if isinstance(months, dict) else str(months).split(":")[0]
+    )
     raw["months"] = {"start": start, "end": max(this_month, start)}
     raw.setdefault("store", {})["path"] = str(store_path)
     cfg = validate(DataConfig, raw, f"data config recorded in {store_path}")
@@ -181,7 +194,9 @@ def update_store_from_sources(store_path: Path) -> None:
 # --------------------------------------------------------------------------- cron / systemd text
 
 
-def _command(run_dir: Path, out_dir: Path, log_file: Path, seacast_bin: Path, extra: list[str]) -> str:
+def _command(
+    run_dir: Path, out_dir: Path, log_file: Path, seacast_bin: Path, extra: list[str]
+) -> str:
     args = [str(seacast_bin), "forecast", "--run", str(run_dir), "--latest", "--update"]
     args += ["--out", str(out_dir), "--log-file", str(log_file), *extra]
     return shlex.join(args)
@@ -266,5 +281,7 @@ def schedule_text(
     ]
     for name, text in units.items():
         parts += [f"# ~/.config/systemd/user/{name}", text]
-    parts.append("# enable: systemctl --user daemon-reload && systemctl --user enable --now seacast-forecast.timer")
+    parts.append(
+        "# enable: systemctl --user daemon-reload && systemctl --user enable --now seacast-forecast.timer"
+    )
     return "\n".join(parts)

@@ -104,19 +104,45 @@ def forecast_dataset(
     data_vars["sea_mask"] = (
         ("latitude", "longitude"),
         sea.astype(np.int8),
-        {"long_name": "sea mask", "flag_values": np.array([0, 1], dtype=np.int8), "flag_meanings": "land sea"},
+        {
+            "long_name": "sea mask",
+            "flag_values": np.array([0, 1], dtype=np.int8),
+            "flag_meanings": "land sea",
+        },
     )
     ds = xr.Dataset(
         data_vars,
         coords={
-            "init_time": ("init_time", init, {"long_name": "forecast initialisation time", "standard_name": "forecast_reference_time"}),
-            "lead_time": ("lead_time", lead, {"long_name": "forecast lead time", "standard_name": "forecast_period"}),
-            "latitude": ("latitude", np.asarray(latitude), {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
-            "longitude": ("longitude", np.asarray(longitude), {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}),
+            "init_time": (
+                "init_time",
+                init,
+                {
+                    "long_name": "forecast initialisation time",
+                    "standard_name": "forecast_reference_time",
+                },
+            ),
+            "lead_time": (
+                "lead_time",
+                lead,
+                {"long_name": "forecast lead time", "standard_name": "forecast_period"},
+            ),
+            "latitude": (
+                "latitude",
+                np.asarray(latitude),
+                {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"},
+            ),
+            "longitude": (
+                "longitude",
+                np.asarray(longitude),
+                {"standard_name": "longitude", "units": "degrees_east", "axis": "X"},
+            ),
         },
     )
     ds = ds.assign_coords(valid_time=ds["init_time"] + ds["lead_time"])
-    ds["valid_time"].attrs = {"long_name": "time the forecast is valid for", "standard_name": "time"}
+    ds["valid_time"].attrs = {
+        "long_name": "time the forecast is valid for",
+        "standard_name": "time",
+    }
     ds.attrs = {
         "Conventions": "CF-1.10",
         "title": "seacast forecast",
@@ -125,7 +151,9 @@ def forecast_dataset(
         "featureType": "grid",
     }
     for key, value in (provenance or {}).items():
-        ds.attrs[key] = value if isinstance(value, str | int | float) else json.dumps(value, default=str)
+        ds.attrs[key] = (
+            value if isinstance(value, str | int | float) else json.dumps(value, default=str)
+        )
     for name in ("init_time", "valid_time"):
         ds[name].encoding = {"units": "hours since 1970-01-01", "dtype": "int64"}
     ds["lead_time"].encoding = {"units": "hours", "dtype": "int64"}
@@ -150,7 +178,9 @@ def resolve_store_path(run_dir: Path | str, store_path: Path | str | None = None
     return Path(load_config(ExperimentConfig, config_file).store)
 
 
-def valid_init_times(hours: np.ndarray, step_hours: float, gaps: list[tuple[int, int]], lags: int) -> np.ndarray:
+def valid_init_times(
+    hours: np.ndarray, step_hours: float, gaps: list[tuple[int, int]], lags: int
+) -> np.ndarray:
     """Indices of the store times that have ``lags`` consecutive frames ending at them."""
     from seacast.splits import Selection
     from seacast.windows import Timeline
@@ -166,7 +196,9 @@ def _hours_to_stamp(hours: int) -> pd.Timestamp:
     return pd.Timestamp("1970-01-01") + pd.Timedelta(hours=int(hours))
 
 
-def resolve_init_time(hours: np.ndarray, valid: np.ndarray, init_time: str | pd.Timestamp, lags: int) -> int:
+def resolve_init_time(
+    hours: np.ndarray, valid: np.ndarray, init_time: str | pd.Timestamp, lags: int
+) -> int:
     """The store index of ``init_time`` ('latest' or a time), or a DataError naming a valid choice."""
     if len(valid) == 0:
         raise DataError(
@@ -180,7 +212,8 @@ def resolve_init_time(hours: np.ndarray, valid: np.ndarray, init_time: str | pd.
         wanted = pd.Timestamp(init_time)
     except ValueError:
         raise ConfigError(
-            f"init time '{init_time}' is not a time", "write 'latest' or an ISO time such as 2024-05-01T06"
+            f"init time '{init_time}' is not a time",
+            "write 'latest' or an ISO time such as 2024-05-01T06",
         ) from None
     if wanted.tzinfo is not None:
         wanted = wanted.tz_convert("UTC").tz_localize(None)
@@ -227,7 +260,10 @@ def check_grid(store: xr.Dataset, run: Any, store_path: Path) -> None:
     reference = _reference_grid(run)
     if reference is not None:
         lat, lon = reference
-        if not (np.allclose(store["latitude"].values, lat, atol=1e-6) and np.allclose(store["longitude"].values, lon, atol=1e-6)):
+        if not (
+            np.allclose(store["latitude"].values, lat, atol=1e-6)
+            and np.allclose(store["longitude"].values, lon, atol=1e-6)
+        ):
             raise DataError(
                 f"store {store_path} is on a different grid than the run's (same size, other coordinates: "
                 f"lat {float(store['latitude'][0]):.3f}..{float(store['latitude'][-1]):.3f}, "
@@ -243,15 +279,22 @@ def _reference_grid(run: Any) -> tuple[np.ndarray, np.ndarray] | None:
         return np.asarray(grid["latitude"], dtype=float), np.asarray(grid["longitude"], dtype=float)
     trained_on = Path(run.config.store)
     if trained_on.exists():
-        with contextlib.suppress(Exception), xr.open_zarr(trained_on, consolidated=False, zarr_format=3) as ds:
+        with (
+            contextlib.suppress(Exception),
+            xr.open_zarr(trained_on, consolidated=False, zarr_format=3) as ds,
+        ):
             return ds["latitude"].values.astype(float), ds["longitude"].values.astype(float)
     return None
 
 
 def model_input(frames: np.ndarray, normaliser: Any, sea_mask: np.ndarray) -> torch.Tensor:
     """Physical ``frames [lags, C, H, W]`` -> model input ``[1, C, lags, H, W]`` (normalised, land 0)."""
-    tensor = normaliser.normalise(torch.from_numpy(np.asarray(frames, dtype=np.float32)), channel_dim=1)
-    tensor = torch.nan_to_num(tensor, nan=0.0).masked_fill(torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0)
+    tensor = normaliser.normalise(
+        torch.from_numpy(np.asarray(frames, dtype=np.float32)), channel_dim=1
+    )
+    tensor = torch.nan_to_num(tensor, nan=0.0).masked_fill(
+        torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0
+    )
     return tensor.permute(1, 0, 2, 3).unsqueeze(0).contiguous()
 
 
@@ -317,9 +360,13 @@ def adapt_zo(
     first_frame = int(indices[0]) - lags + 1
     last_frame = int(indices[-1]) + max(lead_steps)
     with xr.open_zarr(store_path, consolidated=False, zarr_format=3, chunks=None) as store:
-        window = _read_frames(store, list(cfg.samples.variables), np.arange(first_frame, last_frame + 1))
+        window = _read_frames(
+            store, list(cfg.samples.variables), np.arange(first_frame, last_frame + 1)
+        )
     window_t = run.normaliser.normalise(torch.from_numpy(window.astype(np.float32)), channel_dim=1)
-    window_t = torch.nan_to_num(window_t, nan=0.0).masked_fill(torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0)
+    window_t = torch.nan_to_num(window_t, nan=0.0).masked_fill(
+        torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0
+    )
     del window
     device = next(run.model.parameters()).device
     offsets = np.asarray(lead_steps)
@@ -346,14 +393,18 @@ def adapt_zo(
             "name": "spsa",
             "batch_size": 1,
             "spsa": spsa,
-            "optimizer": cfg.trainer.optimizer.model_copy(update={"lr": lr or DEFAULT_ADAPT_LR, "weight_decay": 0.0}),
+            "optimizer": cfg.trainer.optimizer.model_copy(
+                update={"lr": lr or DEFAULT_ADAPT_LR, "weight_decay": 0.0}
+            ),
         }
     )
     saved = copy.deepcopy(model.state_dict())  # parameters only: small next to activations
 
     def mean_loss() -> float:
         with torch.no_grad():
-            return sum(float(loss_fn(model(x), y).mean()) for x, y in map(sample, range(len(indices)))) / len(indices)
+            return sum(
+                float(loss_fn(model(x), y).mean()) for x, y in map(sample, range(len(indices)))
+            ) / len(indices)
 
     before = mean_loss()
     torch.manual_seed(seed)
@@ -386,7 +437,11 @@ def adapt_zo(
     }
     log.info(
         "ZO adaptation on %d samples, %d steps: loss %.4g -> %.4g%s",
-        len(indices), steps, before, after, " (worse: reverted)" if reverted else "",
+        len(indices),
+        steps,
+        before,
+        after,
+        " (worse: reverted)" if reverted else "",
     )
     return record
 
@@ -462,7 +517,8 @@ def forecast(
     for name in ("checkpoint_best.pt" if which == "best" else "checkpoint_last.pt",):
         if not (run_dir / name).is_file():
             raise DataError(
-                f"run {run_dir} has no {name}" + ("" if run_dir.is_dir() else " (the folder does not exist)"),
+                f"run {run_dir} has no {name}"
+                + ("" if run_dir.is_dir() else " (the folder does not exist)"),
                 "train the run first (seacast train --config ...) or pass the right --run folder",
             )
     store_path = resolve_store_path(run_dir, store_path)
@@ -476,7 +532,8 @@ def forecast(
     hours = np.asarray(time_hours(store["time"].values), dtype=np.int64)
     step_hours = store_step_hours(store)
     gaps = [
-        (int(time_hours([pd.Timestamp(a)])[0]), int(time_hours([pd.Timestamp(b)])[0])) for a, b in store_gaps(store)
+        (int(time_hours([pd.Timestamp(a)])[0]), int(time_hours([pd.Timestamp(b)])[0]))
+        for a, b in store_gaps(store)
     ]
     valid = valid_init_times(hours, step_hours, gaps, lags)
     init_index = resolve_init_time(hours, valid, init_time, lags)
@@ -488,7 +545,10 @@ def forecast(
         while not np.isfinite(frames[:, :, sea_mask]).all():
             earlier = valid[valid < init_index]
             if earlier.size == 0:
-                raise DataError(f"store {store_path} holds no complete window of {lags} frames", "re-run regrid for the recent months")
+                raise DataError(
+                    f"store {store_path} holds no complete window of {lags} frames",
+                    "re-run regrid for the recent months",
+                )
             init_index = int(earlier[-1])
             frame_indices = np.arange(init_index - lags + 1, init_index + 1)
             frames = _read_frames(store, variables, frame_indices)
@@ -505,8 +565,17 @@ def forecast(
     adaptation = None
     if adapt == "zo":
         adaptation = adapt_zo(
-            run, Path(store_path), init_index, hours, step_hours, gaps, sea_mask,
-            adapt_hours=adapt_hours, steps=adapt_steps, lr=adapt_lr, seed=cfg.seed,
+            run,
+            Path(store_path),
+            init_index,
+            hours,
+            step_hours,
+            gaps,
+            sea_mask,
+            adapt_hours=adapt_hours,
+            steps=adapt_steps,
+            lr=adapt_lr,
+            seed=cfg.seed,
         )
 
     run.model.eval()
@@ -536,7 +605,14 @@ def forecast(
         "history": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} seacast forecast --run {run_dir} --init-time {init:%Y-%m-%dT%H}"
         + (f" --adapt zo --adapt-hours {adapt_hours}" if adaptation else ""),
     }
-    variable_attrs = {v: {k: store[v].attrs[k] for k in ("units", "standard_name", "long_name") if k in store[v].attrs} for v in variables}
+    variable_attrs = {
+        v: {
+            k: store[v].attrs[k]
+            for k in ("units", "standard_name", "long_name")
+            if k in store[v].attrs
+        }
+        for v in variables
+    }
     ds = forecast_dataset(
         physical,
         init_time=init,
@@ -569,7 +645,14 @@ def forecast(
     finally:
         _remove(tmp_dir)
     log.info("forecast from %s written to %s", init, final)
-    return ForecastResult(final, init, skipped=False, adaptation=adaptation, plots=published if plots else [], peak_rss_mb=peak)
+    return ForecastResult(
+        final,
+        init,
+        skipped=False,
+        adaptation=adaptation,
+        plots=published if plots else [],
+        peak_rss_mb=peak,
+    )
 
 
 def _check_same_run(path: Path, fmt: str, run_dir: Path) -> None:

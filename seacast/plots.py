@@ -26,11 +26,27 @@ import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
 CF_ATTRS: dict[str, dict[str, str]] = {
-    "zos": {"standard_name": "sea_surface_height_above_geoid", "long_name": "Sea surface height", "units": "m"},
-    "uo": {"standard_name": "eastward_sea_water_velocity", "long_name": "Eastward current", "units": "m s-1"},
-    "vo": {"standard_name": "northward_sea_water_velocity", "long_name": "Northward current", "units": "m s-1"},
+    "zos": {
+        "standard_name": "sea_surface_height_above_geoid",
+        "long_name": "Sea surface height",
+        "units": "m",
+    },
+    "uo": {
+        "standard_name": "eastward_sea_water_velocity",
+        "long_name": "Eastward current",
+        "units": "m s-1",
+    },
+    "vo": {
+        "standard_name": "northward_sea_water_velocity",
+        "long_name": "Northward current",
+        "units": "m s-1",
+    },
     "so": {"standard_name": "sea_water_salinity", "long_name": "Salinity", "units": "1e-3"},
-    "thetao": {"standard_name": "sea_water_potential_temperature", "long_name": "Temperature", "units": "degrees_C"},
+    "thetao": {
+        "standard_name": "sea_water_potential_temperature",
+        "long_name": "Temperature",
+        "units": "degrees_C",
+    },
     "VHM0": {
         "standard_name": "sea_surface_wave_significant_height",
         "long_name": "Significant wave height",
@@ -93,10 +109,23 @@ def draw_field(
         values = np.where(sea_mask, values, np.nan)
     vmin, vmax = limits or color_limits(values, variable, error)
     mesh = ax.pcolormesh(
-        longitude, latitude, np.ma.masked_invalid(values), cmap=colormap_for(variable, error), vmin=vmin, vmax=vmax, shading="auto"
+        longitude,
+        latitude,
+        np.ma.masked_invalid(values),
+        cmap=colormap_for(variable, error),
+        vmin=vmin,
+        vmax=vmax,
+        shading="auto",
     )
     if sea_mask is not None and (~np.asarray(sea_mask)).any() and np.asarray(sea_mask).any():
-        ax.contour(longitude, latitude, np.asarray(sea_mask, dtype=float), levels=[0.5], colors="k", linewidths=0.7)
+        ax.contour(
+            longitude,
+            latitude,
+            np.asarray(sea_mask, dtype=float),
+            levels=[0.5],
+            colors="k",
+            linewidths=0.7,
+        )
     ax.set_aspect(1 / np.cos(np.deg2rad(float(np.mean(latitude)))))
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
@@ -113,7 +142,9 @@ def _lead_hours(lead: np.timedelta64 | float) -> int:
     return int(lead)
 
 
-def forecast_maps(ds: xr.Dataset, out_dir: Path | str, stem: str, variables: Sequence[str] | None = None) -> list[Path]:
+def forecast_maps(
+    ds: xr.Dataset, out_dir: Path | str, stem: str, variables: Sequence[str] | None = None
+) -> list[Path]:
     """One PNG per variable of a forecast dataset (first init time), a panel per lead time.
 
     Files are ``<out_dir>/<stem>_<variable>.png``; returns their paths.
@@ -131,16 +162,24 @@ def forecast_maps(ds: xr.Dataset, out_dir: Path | str, stem: str, variables: Seq
         n = len(leads)
         cols = min(n, 3)
         rows = int(np.ceil(n / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False, layout="constrained"
+        )
         for k, ax in enumerate(axes.flat):
             if k >= n:
                 ax.set_visible(False)
                 continue
             valid = init + pd.Timedelta(hours=_lead_hours(leads[k]))
             draw_field(
-                ax, fields[k], lat, lon, var, sea,
+                ax,
+                fields[k],
+                lat,
+                lon,
+                var,
+                sea,
                 title=f"+{_lead_hours(leads[k])} h, valid {valid:%Y-%m-%d %H:%M}",
-                units=units_of(var, ds[var].attrs), limits=limits,
+                units=units_of(var, ds[var].attrs),
+                limits=limits,
             )
         long_name = ds[var].attrs.get("long_name", var)
         fig.suptitle(f"{long_name} ({var}) forecast from {init:%Y-%m-%d %H:%M} UTC", fontsize=10)

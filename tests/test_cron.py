@@ -14,9 +14,16 @@ from helpers_forecast import TINY, tiny_run
 from typer.testing import CliRunner
 
 from seacast.cli import app
-from seacast.cron import ExitCode, RunLock, LockHeld, crontab_line, scheduled_forecast, systemd_units
+from seacast.cron import (
+    ExitCode,
+    LockHeld,
+    RunLock,
+    crontab_line,
+    scheduled_forecast,
+    systemd_units,
+)
 from seacast.schema import synthetic_dataset
-from seacast.store import append_to_store, finalise_store, store_config, open_store
+from seacast.store import append_to_store, finalise_store, open_store, store_config
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +45,12 @@ def _append_hours(store: Path, hours: int) -> None:
     last = pd.Timestamp(ds["time"].values[-1])
     config = store_config(ds)
     ds.close()
-    new = synthetic_dataset(shape=TINY["shape"], hours=hours, variables=TINY["variables"], start=str(last + pd.Timedelta(hours=1)))
+    new = synthetic_dataset(
+        shape=TINY["shape"],
+        hours=hours,
+        variables=TINY["variables"],
+        start=str(last + pd.Timedelta(hours=1)),
+    )
     append_to_store(store, new)
     finalise_store(store, config=config, step_hours=1.0)
 
@@ -46,9 +58,15 @@ def _append_hours(store: Path, hours: int) -> None:
 def test_lock_is_exclusive_across_processes_and_released_on_exit(tmp_path):
     lock_path = tmp_path / "forecast.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from seacast.cron import RunLock; RunLock(sys.argv[1]).acquire(); "
-         "print('held', flush=True); time.sleep(30)", str(lock_path)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from seacast.cron import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(30)",
+            str(lock_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -72,7 +90,11 @@ def test_concurrent_runs_then_a_repeated_run(run_dir, store, tmp_path):
         _append_hours(path, 5)
 
     first = threading.Thread(
-        target=lambda: codes.append(scheduled_forecast(run_dir, out, update=True, store_path=store, update_store=slow_update))
+        target=lambda: codes.append(
+            scheduled_forecast(
+                run_dir, out, update=True, store_path=store, update_store=slow_update
+            )
+        )
     )
     first.start()
     assert inside.wait(30)
@@ -104,19 +126,49 @@ def test_failure_midway_leaves_no_forecast_and_frees_the_lock(run_dir, store, tm
 def test_cli_exit_codes_and_log_file(run_dir, store, tmp_path):
     runner = CliRunner()
     log = tmp_path / "logs" / "forecast.log"
-    args = ["forecast", "--run", str(run_dir), "--latest", "--store", str(store), "--out", str(tmp_path / "fc"),
-            "--log-file", str(log)]
+    args = [
+        "forecast",
+        "--run",
+        str(run_dir),
+        "--latest",
+        "--store",
+        str(store),
+        "--out",
+        str(tmp_path / "fc"),
+        "--log-file",
+        str(log),
+    ]
     assert runner.invoke(app, args).exit_code == ExitCode.SUCCESS
     assert runner.invoke(app, args).exit_code == ExitCode.NO_NEW_DATA
-    missing = ["forecast", "--run", str(tmp_path / "no_such_run"), "--latest", "--out", str(tmp_path / "fc"), "--log-file", str(log)]
+    missing = [
+        "forecast",
+        "--run",
+        str(tmp_path / "no_such_run"),
+        "--latest",
+        "--out",
+        str(tmp_path / "fc"),
+        "--log-file",
+        str(log),
+    ]
     result = runner.invoke(app, missing)
     assert result.exit_code == ExitCode.FAILURE
     text = log.read_text()
-    assert "wrote forecast" in text and "exists already" in text and "forecast failed" in text and "no_such_run" in text
+    assert (
+        "wrote forecast" in text
+        and "exists already" in text
+        and "forecast failed" in text
+        and "no_such_run" in text
+    )
 
 
 def test_crontab_and_systemd_text_use_absolute_paths(tmp_path):
-    line = crontab_line("runs/demo", "forecasts/demo", "logs/f.log", workdir=tmp_path, seacast_bin="/opt/venv/bin/seacast")
+    line = crontab_line(
+        "runs/demo",
+        "forecasts/demo",
+        "logs/f.log",
+        workdir=tmp_path,
+        seacast_bin="/opt/venv/bin/seacast",
+    )
     assert line.startswith("17 * * * * cd ")
     assert f"--run {tmp_path}/runs/demo --latest --update --out {tmp_path}/forecasts/demo" in line
     assert f"--log-file {tmp_path}/logs/f.log" in line and "/opt/venv/bin/seacast forecast" in line
@@ -125,5 +177,11 @@ def test_crontab_and_systemd_text_use_absolute_paths(tmp_path):
     assert "Type=oneshot" in service and f"WorkingDirectory={tmp_path}" in service
     assert f"SuccessExitStatus={ExitCode.NO_NEW_DATA.value} {ExitCode.LOCKED.value}" in service
     assert "OnCalendar=*-*-* *:17:00" in timer and "Persistent=true" in timer
-    result = CliRunner().invoke(app, ["cron", "--print", "--run", "runs/demo", "--adapt-hours", "72"])
-    assert result.exit_code == 0 and "crontab" in result.output and "--adapt zo --adapt-hours 72" in result.output
+    result = CliRunner().invoke(
+        app, ["cron", "--print", "--run", "runs/demo", "--adapt-hours", "72"]
+    )
+    assert (
+        result.exit_code == 0
+        and "crontab" in result.output
+        and "--adapt zo --adapt-hours 72" in result.output
+    )

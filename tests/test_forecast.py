@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
+from helpers_forecast import TINY, experiment, shifted_store, tiny_run
 
 from seacast import forecast as forecast_module
 from seacast.errors import DataError
 from seacast.forecast import forecast, forecast_dataset, resolve_init_time, valid_init_times
 from seacast.schema import synthetic_store
-from helpers_forecast import TINY, experiment, shifted_store, tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -26,27 +26,48 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def _open(path: Path) -> xr.Dataset:
-    return xr.open_zarr(path, consolidated=False) if path.suffix == ".zarr" else xr.open_dataset(path)
+    return (
+        xr.open_zarr(path, consolidated=False) if path.suffix == ".zarr" else xr.open_dataset(path)
+    )
 
 
 def test_forecast_dataset_schema():
     sea = np.array([[True, False], [True, True]])
     values = np.arange(2 * 1 * 2 * 2, dtype=float).reshape(2, 1, 2, 2)
     ds = forecast_dataset(
-        values, init_time="2024-05-01T06", lead_hours=[6, 12], latitude=[51.0, 52.0], longitude=[3.0, 4.0],
-        variables=["zos"], sea_mask=sea, provenance={"seacast_run": "runs/x", "seacast_adaptation": {"a": 1}},
+        values,
+        init_time="2024-05-01T06",
+        lead_hours=[6, 12],
+        latitude=[51.0, 52.0],
+        longitude=[3.0, 4.0],
+        variables=["zos"],
+        sea_mask=sea,
+        provenance={"seacast_run": "runs/x", "seacast_adaptation": {"a": 1}},
     )
     assert ds["zos"].dims == ("init_time", "lead_time", "latitude", "longitude")
     assert ds["lead_time"].dtype.kind == "m"
     assert ds["valid_time"].dims == ("init_time", "lead_time")
     assert ds["valid_time"].values[0, 1] == np.datetime64("2024-05-01T18:00")
-    assert np.isnan(ds["zos"].values[0, :, 0, 1]).all() and np.isfinite(ds["zos"].values[0, :, sea]).all()
-    assert ds["zos"].attrs["standard_name"] == "sea_surface_height_above_geoid" and ds["zos"].attrs["units"] == "m"
+    assert (
+        np.isnan(ds["zos"].values[0, :, 0, 1]).all()
+        and np.isfinite(ds["zos"].values[0, :, sea]).all()
+    )
+    assert (
+        ds["zos"].attrs["standard_name"] == "sea_surface_height_above_geoid"
+        and ds["zos"].attrs["units"] == "m"
+    )
     assert ds.attrs["Conventions"].startswith("CF-")
     assert json.loads(ds.attrs["seacast_adaptation"]) == {"a": 1}
     with pytest.raises(DataError, match="do not match"):
-        forecast_dataset(values[:1], init_time="2024-05-01", lead_hours=[6, 12], latitude=[0, 1], longitude=[0, 1],
-                         variables=["zos"], sea_mask=sea)
+        forecast_dataset(
+            values[:1],
+            init_time="2024-05-01",
+            lead_hours=[6, 12],
+            latitude=[0, 1],
+            longitude=[0, 1],
+            variables=["zos"],
+            sea_mask=sea,
+        )
 
 
 def test_init_time_rules_name_the_earliest_valid_time():
@@ -126,7 +147,13 @@ def test_clear_errors(run_dir, tmp_path):
         forecast(run_dir, out_dir=out, init_time="2024-02-20T01")
     with pytest.raises(DataError, match="after the newest valid init time"):
         forecast(run_dir, out_dir=out, init_time="2025-01-01T00")
-    other = synthetic_store(tmp_path / "other.zarr", shape=(16, 16), hours=24, variables=TINY["variables"], start=TINY["start"])
+    other = synthetic_store(
+        tmp_path / "other.zarr",
+        shape=(16, 16),
+        hours=24,
+        variables=TINY["variables"],
+        start=TINY["start"],
+    )
     with pytest.raises(DataError, match="16x16 grid, the run was trained on 32x32"):
         forecast(run_dir, out_dir=out, store_path=other)
     broken = tmp_path / "broken_run"
@@ -158,22 +185,38 @@ def test_zo_adaptation_reduces_error_on_a_shifted_period(tmp_path):
         "validation": {"start": "2024-03-15", "end": "2024-03-15T23"},
         "test": {"start": "2024-03-17", "end": "2024-03-24T23"},
     }
-    cfg = experiment("zo", store, tmp_path / "runs", lags=3, lead_times=[1], variables=["zos"], steps=30,
-                     residual=False, lr=1e-2, split=split)
+    cfg = experiment(
+        "zo",
+        store,
+        tmp_path / "runs",
+        lags=3,
+        lead_times=[1],
+        variables=["zos"],
+        steps=30,
+        residual=False,
+        lr=1e-2,
+        split=split,
+    )
     run_dir = train(cfg, progress=False).run_dir
-    before = {name: _digest(run_dir / name) for name in ("checkpoint_best.pt", "checkpoint_last.pt")}
+    before = {
+        name: _digest(run_dir / name) for name in ("checkpoint_best.pt", "checkpoint_last.pt")
+    }
 
     truth = xr.open_zarr(store, consolidated=False)
     sea = truth["sea_mask"].values
 
     def mse(path: Path) -> float:
         with xr.open_zarr(path, consolidated=False) as ds:
-            error = ds["zos"].values[0, 0] - truth["zos"].sel(time=ds["valid_time"].values[0, 0]).values
+            error = (
+                ds["zos"].values[0, 0] - truth["zos"].sel(time=ds["valid_time"].values[0, 0]).values
+            )
         return float(np.mean(error[sea] ** 2))
 
     init = "2024-03-21T12"
     plain = forecast(run_dir, init_time=init, out_dir=tmp_path / "fc")
-    adapted = forecast(run_dir, init_time=init, out_dir=tmp_path / "fc", adapt="zo", adapt_hours=48, adapt_steps=30)
+    adapted = forecast(
+        run_dir, init_time=init, out_dir=tmp_path / "fc", adapt="zo", adapt_hours=48, adapt_steps=30
+    )
     assert adapted.path.name == "2024-03-21T12-zo.zarr" and plain.path.exists()
     record = adapted.adaptation
     assert record["loss_after"] < 0.5 * record["loss_before"] and not record["reverted"]

@@ -8,23 +8,57 @@ from typing import Annotated, Literal
 import typer
 
 from seacast.cli.common import app, console, handle_errors, out
+from seacast.errors import ConfigError
 
 
 @app.command("evaluate")
 @handle_errors
 def evaluate_command(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (runs/<name>) to score and compare.", show_default=False)],
-    split: Annotated[Literal["test", "validation"], typer.Option("--split", help="Which split of the store to score on.")] = "test",
+    runs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Run folders (runs/<name>) to score and compare.", show_default=False),
+    ] = None,
+    run_options: Annotated[
+        list[Path] | None,
+        typer.Option("--run", "-r", help="A run folder (repeatable; same as the arguments)."),
+    ] = None,
+    split: Annotated[
+        Literal["test", "validation"],
+        typer.Option("--split", help="Which split of the store to score on."),
+    ] = "test",
     by: Annotated[
         Literal["season", "all", "split"],
-        typer.Option("--by", help="Group by meteorological season of the init time, 'all', or the split's own windows."),
+        typer.Option(
+            "--by",
+            help="Group by meteorological season of the init time, 'all', or the split's own windows.",
+        ),
     ] = "season",
-    name: Annotated[str | None, typer.Option("--name", help="Report folder name under --reports (derived from the runs if empty).")] = None,
-    reports_dir: Annotated[Path, typer.Option("--reports", help="Parent folder of the report.")] = Path("reports"),
-    store: Annotated[Path | None, typer.Option("--store", help="Store to score on; each run's own store if empty.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")] = 8,
-    which: Annotated[Literal["best", "last"], typer.Option("--checkpoint", help="Checkpoint of each run.")] = "best",
-    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw the figures.")] = True,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="Report folder name under --reports (derived from the runs if empty)."
+        ),
+    ] = None,
+    reports_dir: Annotated[
+        Path, typer.Option("--reports", help="Parent folder of the report.")
+    ] = Path("reports"),
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Report folder (instead of --reports/--name)."),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="Store to score on; each run's own store if empty."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")
+    ] = 8,
+    which: Annotated[
+        Literal["best", "last"], typer.Option("--checkpoint", help="Checkpoint of each run.")
+    ] = "best",
+    figures: Annotated[
+        bool, typer.Option("--figures/--no-figures", help="Draw the figures.")
+    ] = True,
 ) -> None:
     """Score runs on the store's test period: MSE, RMSE, MAE, bias per variable, lead time and season.
 
@@ -36,11 +70,30 @@ def evaluate_command(
     from seacast.evaluation.evaluate import evaluate_runs
     from seacast.evaluation.report import comparison_table, lead_times_of, markdown_table
 
+    all_runs = [*(runs or []), *(run_options or [])]
+    if not all_runs:
+        raise ConfigError(
+            "no run folders given",
+            "pass them as arguments or with --run, e.g. seacast evaluate runs/demo",
+        )
     results = evaluate_runs(
-        runs, split=split, by=by, name=name, reports_dir=reports_dir, store_path=store,
-        batch_size=batch_size, which=which, figures=figures,
+        all_runs,
+        split=split,
+        by=by,
+        out_dir=out_dir,
+        name=name,
+        reports_dir=reports_dir,
+        store_path=store,
+        batch_size=batch_size,
+        which=which,
+        figures=figures,
     )
     lead = lead_times_of(results)[0]
     out.print(f"RMSE at +{lead} h ({split} split):", highlight=False)
-    out.print(markdown_table(comparison_table(results, "rmse", lead)), highlight=False, markup=False, soft_wrap=True)
+    out.print(
+        markdown_table(comparison_table(results, "rmse", lead)),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     console.print(f"report written to {results.out_dir}/index.md ({len(results.files)} files)")

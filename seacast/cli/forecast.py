@@ -14,32 +14,74 @@ from seacast.errors import SeacastError
 
 @app.command("forecast")
 def forecast_command(
-    run: Annotated[Path, typer.Option("--run", "-r", help="Run folder made by `seacast train` (runs/<name>).")],
+    run: Annotated[
+        Path, typer.Option("--run", "-r", help="Run folder made by `seacast train` (runs/<name>).")
+    ],
     init_time: Annotated[
-        str, typer.Option("--init-time", help="'latest' or an ISO time in the store, e.g. 2024-05-01T06.")
+        str,
+        typer.Option(
+            "--init-time", help="'latest' or an ISO time in the store, e.g. 2024-05-01T06."
+        ),
     ] = "latest",
-    latest: Annotated[bool, typer.Option("--latest", help="Forecast from the newest complete init time (as --init-time latest).")] = False,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for forecast files <init>.zarr / .nc.")] = Path("forecasts"),
-    store: Annotated[Path | None, typer.Option("--store", help="Store to read; the run's own store if empty.")] = None,
-    fmt: Annotated[Literal["zarr", "netcdf"], typer.Option("--format", help="zarr (default) or netcdf.")] = "zarr",
-    plots: Annotated[bool, typer.Option("--plots", help="Also write a PNG map per variable (a panel per lead time).")] = False,
-    adapt: Annotated[
-        Literal["zo"] | None, typer.Option("--adapt", help="'zo': fine-tune a copy of the model on the latest hours first.")
-    ] = None,
-    adapt_hours: Annotated[int, typer.Option("--adapt-hours", min=1, help="Hours of data before the init time to adapt on.")] = 168,
-    adapt_steps: Annotated[int, typer.Option("--adapt-steps", min=1, help="ZO steps (each 2 x probes forward passes).")] = 40,
-    adapt_lr: Annotated[float | None, typer.Option("--adapt-lr", help="ZO learning rate (default 3e-3).")] = None,
-    update: Annotated[
-        bool, typer.Option("--update", help="First fetch what is new and append it to the store (implies --latest).")
+    latest: Annotated[
+        bool,
+        typer.Option(
+            "--latest", help="Forecast from the newest complete init time (as --init-time latest)."
+        ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Redo a forecast that exists already.")] = False,
-    which: Annotated[Literal["best", "last"], typer.Option("--checkpoint", help="Checkpoint of the run to use.")] = "best",
-    log_file: Annotated[Path | None, typer.Option("--log-file", help="Append log records to this file (for cron).")] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for forecast files <init>.zarr / .nc.")
+    ] = Path("forecasts"),
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Store to read; the run's own store if empty.")
+    ] = None,
+    fmt: Annotated[
+        Literal["zarr", "netcdf"], typer.Option("--format", help="zarr (default) or netcdf.")
+    ] = "zarr",
+    plots: Annotated[
+        bool,
+        typer.Option("--plots", help="Also write a PNG map per variable (a panel per lead time)."),
+    ] = False,
+    adapt: Annotated[
+        Literal["zo"] | None,
+        typer.Option(
+            "--adapt", help="'zo': fine-tune a copy of the model on the latest hours first."
+        ),
+    ] = None,
+    adapt_hours: Annotated[
+        int,
+        typer.Option(
+            "--adapt-hours", min=1, help="Hours of data before the init time to adapt on."
+        ),
+    ] = 168,
+    adapt_steps: Annotated[
+        int, typer.Option("--adapt-steps", min=1, help="ZO steps (each 2 x probes forward passes).")
+    ] = 40,
+    adapt_lr: Annotated[
+        float | None, typer.Option("--adapt-lr", help="ZO learning rate (default 3e-3).")
+    ] = None,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="First fetch what is new and append it to the store (implies --latest).",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo a forecast that exists already.")
+    ] = False,
+    which: Annotated[
+        Literal["best", "last"], typer.Option("--checkpoint", help="Checkpoint of the run to use.")
+    ] = "best",
+    log_file: Annotated[
+        Path | None, typer.Option("--log-file", help="Append log records to this file (for cron).")
+    ] = None,
 ) -> None:
     """Forecast every lead time of a run from an init time and write <out>/<init>.zarr.
 
-    Exit status: 0 a forecast was written, 10 nothing new (it exists already), 11 another
-    forecast holds the lock, 1 failure (no partial forecast is left).
+    Exit status with --latest or --update (for cron/systemd): 0 a forecast was written, 10 nothing
+    new (it exists already), 11 another forecast holds the lock, 1 failure (no partial forecast
+    is left). Without them: 0 when the forecast exists afterwards, 1 otherwise.
 
     Example: seacast forecast --run runs/demo --init-time 2024-05-01T06 --plots
 
@@ -58,11 +100,18 @@ def forecast_command(
         "adapt_lr": adapt_lr,
         "which": which,
     }
-    if update or latest:
+    scheduled = update or latest
+    if scheduled:
         init_time = "latest"
     try:
         code = scheduled_forecast(
-            run, out_dir, update=update, force=force, store_path=store, init_time=init_time, **options
+            run,
+            out_dir,
+            update=update,
+            force=force,
+            store_path=store,
+            init_time=init_time,
+            **options,
         )
     except SeacastError as exc:
         logger.error("forecast failed: %s", exc)
@@ -82,6 +131,9 @@ def forecast_command(
         ExitCode.LOCKED: "another seacast forecast holds the lock: nothing done",
     }
     console.print(messages[code])
+    if not scheduled:
+        # by hand or from a pipeline: an existing forecast is success, a held lock an error
+        code = ExitCode.FAILURE if code == ExitCode.LOCKED else ExitCode.SUCCESS
     raise typer.Exit(int(code))
 
 
@@ -89,12 +141,23 @@ def forecast_command(
 @handle_errors
 def cron_command(
     run: Annotated[Path, typer.Option("--run", "-r", help="Run folder to forecast with.")],
-    print_text: Annotated[bool, typer.Option("--print", help="Print the crontab line and systemd units.")] = False,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Forecast folder.")] = Path("forecasts"),
-    log_file: Annotated[Path, typer.Option("--log-file", help="Log file of the scheduled runs.")] = Path("logs/forecast.log"),
-    minute: Annotated[int, typer.Option("--minute", min=0, max=59, help="Minute past each hour for cron.")] = 17,
+    print_text: Annotated[
+        bool, typer.Option("--print", help="Print the crontab line and systemd units.")
+    ] = False,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Forecast folder.")] = Path(
+        "forecasts"
+    ),
+    log_file: Annotated[
+        Path, typer.Option("--log-file", help="Log file of the scheduled runs.")
+    ] = Path("logs/forecast.log"),
+    minute: Annotated[
+        int, typer.Option("--minute", min=0, max=59, help="Minute past each hour for cron.")
+    ] = 17,
     adapt_hours: Annotated[
-        int | None, typer.Option("--adapt-hours", help="Add --adapt zo --adapt-hours N to the scheduled command.")
+        int | None,
+        typer.Option(
+            "--adapt-hours", help="Add --adapt zo --adapt-hours N to the scheduled command."
+        ),
     ] = None,
 ) -> None:
     """Print a ready crontab line and a systemd service + timer for hourly forecasts (absolute paths).
@@ -106,9 +169,18 @@ def cron_command(
     from seacast.cron import schedule_text
 
     if not print_text:
-        console.print("seacast cron only prints the schedule; add --print (nothing is installed for you)")
+        console.print(
+            "seacast cron only prints the schedule; add --print (nothing is installed for you)"
+        )
         raise typer.Exit(2)
     if not (run / "config.yaml").is_file():
-        console.print(f"[yellow]warning:[/] {run} does not look like a run folder yet (no config.yaml)")
+        console.print(
+            f"[yellow]warning:[/] {run} does not look like a run folder yet (no config.yaml)"
+        )
     extra = ["--adapt", "zo", "--adapt-hours", str(adapt_hours)] if adapt_hours else []
-    out.print(schedule_text(run, out_dir, log_file, minute=minute, extra=extra), highlight=False, markup=False, soft_wrap=True)
+    out.print(
+        schedule_text(run, out_dir, log_file, minute=minute, extra=extra),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )

@@ -73,7 +73,9 @@ class Climatology:
         counts = np.zeros((12, 24, *shape))
         for lo in range(0, selected.size, READ_CHUNK_HOURS):
             index = selected[lo : lo + READ_CHUNK_HOURS]
-            block = np.stack([store[v].isel(time=index).values for v in variables], axis=1).astype(np.float64)
+            block = np.stack([store[v].isel(time=index).values for v in variables], axis=1).astype(
+                np.float64
+            )
             stamp = times[index]
             finite = np.isfinite(block)
             block = np.where(finite, block, 0.0)
@@ -83,7 +85,9 @@ class Climatology:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / np.where(counts > 0, counts, np.nan)
             hour_mean = sums.sum(0) / np.where(counts.sum(0) > 0, counts.sum(0), np.nan)
-            overall = sums.sum((0, 1)) / np.where(counts.sum((0, 1)) > 0, counts.sum((0, 1)), np.nan)
+            overall = sums.sum((0, 1)) / np.where(
+                counts.sum((0, 1)) > 0, counts.sum((0, 1)), np.nan
+            )
         first, last = times[selected[0]], times[selected[-1]]
         return cls(
             variables=tuple(variables),

@@ -29,7 +29,14 @@ from torch import nn
 
 from seacast.errors import ConfigError, DataError
 from seacast.evaluation.baselines import Climatology, persistence
-from seacast.evaluation.metrics import ErrorAccumulator, error_accum, error_compute, error_init, error_merge, skill_score
+from seacast.evaluation.metrics import (
+    ErrorAccumulator,
+    error_accum,
+    error_compute,
+    error_init,
+    error_merge,
+    skill_score,
+)
 from seacast.evaluation.seasons import SEASONS, group_labels
 
 log = logging.getLogger("seacast.evaluate")
@@ -98,7 +105,9 @@ class EvaluationResults:
 # --------------------------------------------------------------------------- scoring
 
 
-def _accumulators(variables: list[str], lead_hours: list[int], groups: tuple[str, ...], shape: tuple[int, int]):
+def _accumulators(
+    variables: list[str], lead_hours: list[int], groups: tuple[str, ...], shape: tuple[int, int]
+):
     return {
         "model": error_init(variables, lead_hours, groups, shape=shape),
         "persistence": error_init(variables, lead_hours, groups),
@@ -139,13 +148,27 @@ def score_model(
         with torch.no_grad():
             prediction = model(x).float().cpu()
         # physical values, NaN on land (the metrics skip NaN)
-        forecast = normaliser.denormalise(prediction, channel_dim=-3).masked_fill(land, float("nan")).numpy()
-        truth = normaliser.denormalise(y.float(), channel_dim=-3).masked_fill(land, float("nan")).numpy()
-        last = normaliser.denormalise(x[:, :, -1].float().cpu(), channel_dim=-3).masked_fill(land, float("nan")).numpy()
+        forecast = (
+            normaliser.denormalise(prediction, channel_dim=-3)
+            .masked_fill(land, float("nan"))
+            .numpy()
+        )
+        truth = (
+            normaliser.denormalise(y.float(), channel_dim=-3)
+            .masked_fill(land, float("nan"))
+            .numpy()
+        )
+        last = (
+            normaliser.denormalise(x[:, :, -1].float().cpu(), channel_dim=-3)
+            .masked_fill(land, float("nan"))
+            .numpy()
+        )
         n = len(x)
         batch_labels = [labels] * n if isinstance(labels, str) else list(labels[seen : seen + n])
         error_accum(accs["model"], forecast, truth, batch_labels, sea_mask)
-        error_accum(accs["persistence"], persistence(last, len(lead_hours)), truth, batch_labels, sea_mask)
+        error_accum(
+            accs["persistence"], persistence(last, len(lead_hours)), truth, batch_labels, sea_mask
+        )
         if climatology is not None:
             init = batch["init_time"].numpy().astype("datetime64[h]").astype("datetime64[ns]")
             valid = (init[:, None] + lead[None, :]).reshape(-1)
@@ -231,8 +254,15 @@ def evaluate_run(
             times = dataset.init_hours.astype("datetime64[h]")
             labels = group_labels(times, by)
         accs, kept = score_model(
-            run.model, run.normaliser, dataset, lead_hours=lead_hours, groups=groups, labels=labels,
-            climatology=climatology, batch_size=batch_size, device=device,
+            run.model,
+            run.normaliser,
+            dataset,
+            lead_hours=lead_hours,
+            groups=groups,
+            labels=labels,
+            climatology=climatology,
+            batch_size=batch_size,
+            device=device,
             keep_sample=len(dataset) // 2 if sample is None else None,
         )
         sample = sample or kept
@@ -246,7 +276,10 @@ def evaluate_run(
             ds.coords["latitude"] = lat
             ds.coords["longitude"] = lon
     skill = xr.Dataset(
-        {f"skill_{ref}": skill_score(metrics["model"]["mse"], metrics[ref]["mse"]) for ref in REFERENCES}
+        {
+            f"skill_{ref}": skill_score(metrics["model"]["mse"], metrics[ref]["mse"])
+            for ref in REFERENCES
+        }
     )
     model_name, trainer = _run_label(cfg)
     return RunScores(
@@ -297,22 +330,36 @@ def evaluate_runs(
     from seacast.evaluation.report import write_report
 
     if not run_dirs:
-        raise ConfigError("no run folders to evaluate", "pass one or more runs, e.g. seacast evaluate runs/demo")
+        raise ConfigError(
+            "no run folders to evaluate", "pass one or more runs, e.g. seacast evaluate runs/demo"
+        )
     if split not in SPLITS:
-        raise ConfigError(f"unknown split '{split}'", f"use --split with one of: {', '.join(SPLITS)}")
+        raise ConfigError(
+            f"unknown split '{split}'", f"use --split with one of: {', '.join(SPLITS)}"
+        )
     if by not in GROUPINGS:
-        raise ConfigError(f"unknown grouping '{by}'", f"use --by with one of: {', '.join(GROUPINGS)}")
+        raise ConfigError(
+            f"unknown grouping '{by}'", f"use --by with one of: {', '.join(GROUPINGS)}"
+        )
     cache: dict[Any, Climatology] = {}
     runs = []
     for run_dir in run_dirs:
         log.info("evaluating %s on the %s split", run_dir, split)
         runs.append(
             evaluate_run(
-                run_dir, split=split, by=by, store_path=store_path, batch_size=batch_size, which=which,
-                device=device, climatology_cache=cache,
+                run_dir,
+                split=split,
+                by=by,
+                store_path=store_path,
+                batch_size=batch_size,
+                which=which,
+                device=device,
+                climatology_cache=cache,
             )
         )
-    groups = tuple(dict.fromkeys(g for run in runs for g in run.metrics["model"]["group"].values.tolist()))
+    groups = tuple(
+        dict.fromkeys(g for run in runs for g in run.metrics["model"]["group"].values.tolist())
+    )
     results = EvaluationResults(runs=runs, split=split, by=by, groups=groups)
     if out_dir is None and reports_dir is not None:
         out_dir = Path(reports_dir) / (name or default_report_name(run_dirs, split))

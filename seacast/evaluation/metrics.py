@@ -118,7 +118,10 @@ def error_accum(
     error = np.where(valid, error, 0.0)
     for label in dict.fromkeys(labels):
         if label not in acc.groups:
-            raise DataError(f"group '{label}' is not one of {acc.groups}", "make the accumulator with every group")
+            raise DataError(
+                f"group '{label}' is not one of {acc.groups}",
+                "make the accumulator with every group",
+            )
         g = acc.groups.index(label)
         rows = np.array([lab == label for lab in labels])
         e, v = error[rows], valid[rows]

@@ -8,7 +8,9 @@ Offers:
 * :func:`markdown_fragment` - the Markdown of an evaluation (tables and figure links),
   ready to paste into ``reports/<name>/index.md`` or a pipeline report page.
 * :func:`plot_rmse_vs_lead`, :func:`plot_mean_error`, :func:`plot_sample` - the figures.
-* :func:`write_report` - write all of it to a folder (each file via a temp name, then rename).
+* :func:`write_report` - write all of it to a folder (each file via a temp name, then rename):
+  ``index.md`` (the Markdown tables and figures), ``metrics.csv`` (long form), one
+  ``comparison_<metric>.csv`` per metric, and the PNG figures.
 """
 
 from __future__ import annotations
@@ -39,13 +41,19 @@ METRIC_TITLES = {
     "skill_persistence": "Skill vs persistence (1 - MSE/MSE_persistence)",
     "skill_climatology": "Skill vs climatology (1 - MSE/MSE_climatology)",
 }
-BASELINE_STYLE = {"persistence": dict(color="0.35", ls="--"), "climatology": dict(color="0.6", ls=":")}
+BASELINE_STYLE = {
+    "persistence": dict(color="0.35", ls="--"),
+    "climatology": dict(color="0.6", ls=":"),
+}
 
 
 def row_labels(results: EvaluationResults) -> list[str]:
     """``model × trainer`` per run, with the run name added where two runs share it."""
     plain = [f"{r.model} × {r.trainer}" for r in results.runs]
-    return [f"{p} ({r.name})" if plain.count(p) > 1 else p for p, r in zip(plain, results.runs, strict=True)]
+    return [
+        f"{p} ({r.name})" if plain.count(p) > 1 else p
+        for p, r in zip(plain, results.runs, strict=True)
+    ]
 
 
 def _value(run: RunScores, metric: str, reference: str = "model"):
@@ -54,25 +62,38 @@ def _value(run: RunScores, metric: str, reference: str = "model"):
     return run.metrics[reference][metric]
 
 
-def comparison_table(results: EvaluationResults, metric: str = "rmse", lead_time: int | None = None) -> pd.DataFrame:
+def comparison_table(
+    results: EvaluationResults, metric: str = "rmse", lead_time: int | None = None
+) -> pd.DataFrame:
     """Rows model × trainer (baselines below for error metrics), columns (variable, group) at ``lead_time``.
 
     ``lead_time=None`` averages the metric over lead times (for RMSE: the root of the mean MSE).
     """
-    variables = list(dict.fromkeys(v for r in results.runs for v in r.metrics["model"]["variable"].values.tolist()))
+    variables = list(
+        dict.fromkeys(
+            v for r in results.runs for v in r.metrics["model"]["variable"].values.tolist()
+        )
+    )
     groups = [g for g in results.groups if any(_has_samples(r, g) for r in results.runs)]
-    columns = pd.MultiIndex.from_product([variables, groups], names=["variable", "season" if results.by == "season" else "group"])
+    columns = pd.MultiIndex.from_product(
+        [variables, groups], names=["variable", "season" if results.by == "season" else "group"]
+    )
     rows: dict[str, list[float]] = {}
 
     def pick(run: RunScores, reference: str) -> list[float]:
         values = []
         for var in variables:
             for group in groups:
-                if var not in run.metrics["model"]["variable"].values or group not in run.metrics["model"]["group"].values:
+                if (
+                    var not in run.metrics["model"]["variable"].values
+                    or group not in run.metrics["model"]["group"].values
+                ):
                     values.append(np.nan)
                     continue
                 if lead_time is None and metric == "rmse":
-                    cell = float(np.sqrt(run.metrics[reference]["mse"].sel(variable=var, group=group).mean()))
+                    cell = float(
+                        np.sqrt(run.metrics[reference]["mse"].sel(variable=var, group=group).mean())
+                    )
                 else:
                     da = _value(run, metric, reference).sel(variable=var, group=group)
                     if lead_time is None:
@@ -136,10 +157,18 @@ def _save(fig, path: Path) -> Path:
 
 def plot_rmse_vs_lead(results: EvaluationResults, path: Path) -> Path:
     """RMSE against lead time: a panel per variable (rows) and group (columns), a line per run and baseline."""
-    variables = list(dict.fromkeys(v for r in results.runs for v in r.metrics["model"]["variable"].values.tolist()))
+    variables = list(
+        dict.fromkeys(
+            v for r in results.runs for v in r.metrics["model"]["variable"].values.tolist()
+        )
+    )
     groups = [g for g in results.groups if any(_has_samples(r, g) for r in results.runs)]
     fig, axes = plt.subplots(
-        len(variables), len(groups), figsize=(3.2 * len(groups), 2.6 * len(variables)), squeeze=False, layout="constrained"
+        len(variables),
+        len(groups),
+        figsize=(3.2 * len(groups), 2.6 * len(variables)),
+        squeeze=False,
+        layout="constrained",
     )
     labels = row_labels(results)
     for i, var in enumerate(variables):
@@ -167,14 +196,26 @@ def plot_mean_error(run: RunScores, path: Path) -> Path:
     mean_error = run.metrics["model"]["mean_error"]
     variables, leads = mean_error["variable"].values, mean_error["lead_time"].values
     fig, axes = plt.subplots(
-        len(variables), len(leads), figsize=(3.4 * len(leads), 2.9 * len(variables)), squeeze=False, layout="constrained"
+        len(variables),
+        len(leads),
+        figsize=(3.4 * len(leads), 2.9 * len(variables)),
+        squeeze=False,
+        layout="constrained",
     )
     for i, var in enumerate(variables):
         limits = color_limits(mean_error.sel(variable=var).values, var, error=True)
         for j, lead in enumerate(leads):
             draw_field(
-                axes[i, j], mean_error.sel(variable=var, lead_time=lead).values, run.latitude, run.longitude, var,
-                run.sea_mask, title=f"{var} +{int(lead)} h", units=units_of(var), limits=limits, error=True,
+                axes[i, j],
+                mean_error.sel(variable=var, lead_time=lead).values,
+                run.latitude,
+                run.longitude,
+                var,
+                run.sea_mask,
+                title=f"{var} +{int(lead)} h",
+                units=units_of(var),
+                limits=limits,
+                error=True,
             )
     fig.suptitle(f"Mean error (forecast - truth), {run.name}", fontsize=10)
     return _save(fig, path)
@@ -187,26 +228,60 @@ def plot_sample(run: RunScores, path: Path) -> Path | None:
         return None
     variables = run.metrics["model"]["variable"].values
     lead = int(run.metrics["model"]["lead_time"].values[-1])
-    fig, axes = plt.subplots(len(variables), 3, figsize=(10.5, 2.9 * len(variables)), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(variables), 3, figsize=(10.5, 2.9 * len(variables)), squeeze=False, layout="constrained"
+    )
     valid = sample.init_time + pd.Timedelta(hours=lead)
     for i, var in enumerate(variables):
         truth, forecast = sample.truth[-1, i], sample.forecast[-1, i]
         limits = color_limits(np.stack([truth, forecast]), var)
         units = units_of(var)
-        draw_field(axes[i, 0], truth, run.latitude, run.longitude, var, run.sea_mask, title=f"{var} truth", units=units, limits=limits)
-        draw_field(axes[i, 1], forecast, run.latitude, run.longitude, var, run.sea_mask, title=f"{var} forecast", units=units, limits=limits)
         draw_field(
-            axes[i, 2], forecast - truth, run.latitude, run.longitude, var, run.sea_mask,
-            title=f"{var} forecast - truth", units=units, error=True,
+            axes[i, 0],
+            truth,
+            run.latitude,
+            run.longitude,
+            var,
+            run.sea_mask,
+            title=f"{var} truth",
+            units=units,
+            limits=limits,
         )
-    fig.suptitle(f"{run.name}: init {sample.init_time:%Y-%m-%d %H:%M}, +{lead} h (valid {valid:%Y-%m-%d %H:%M})", fontsize=10)
+        draw_field(
+            axes[i, 1],
+            forecast,
+            run.latitude,
+            run.longitude,
+            var,
+            run.sea_mask,
+            title=f"{var} forecast",
+            units=units,
+            limits=limits,
+        )
+        draw_field(
+            axes[i, 2],
+            forecast - truth,
+            run.latitude,
+            run.longitude,
+            var,
+            run.sea_mask,
+            title=f"{var} forecast - truth",
+            units=units,
+            error=True,
+        )
+    fig.suptitle(
+        f"{run.name}: init {sample.init_time:%Y-%m-%d %H:%M}, +{lead} h (valid {valid:%Y-%m-%d %H:%M})",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- markdown and files
 
 
-def markdown_fragment(results: EvaluationResults, base: Path | None = None, heading_level: int = 2) -> str:
+def markdown_fragment(
+    results: EvaluationResults, base: Path | None = None, heading_level: int = 2
+) -> str:
     """Markdown of the evaluation: comparison tables per lead time and the figures.
 
     Figure links are relative to ``base`` (default: the report folder), so the fragment
@@ -225,20 +300,32 @@ def markdown_fragment(results: EvaluationResults, base: Path | None = None, head
         f"Runs: {', '.join(f'`{r.name}` ({r.samples} samples)' for r in results.runs)}. "
         "Scores on physical values over sea points only; seasons by init time. "
         "Climatology: hour-of-day by month means over each run's training period"
-        + (f" ({results.runs[0].climatology_period[0][:10]} to {results.runs[0].climatology_period[1][:10]})" if results.runs[0].climatology_period else "")
+        + (
+            f" ({results.runs[0].climatology_period[0][:10]} to {results.runs[0].climatology_period[1][:10]})"
+            if results.runs[0].climatology_period
+            else ""
+        )
         + ". Skill = 1 − MSE / MSE_reference.",
         "",
     ]
     for lead in lead_times_of(results):
         parts += [f"{h}# Lead time +{lead} h", ""]
         for metric in ("rmse", "skill_persistence", "skill_climatology"):
-            parts += [f"**{METRIC_TITLES[metric]}**", "", markdown_table(comparison_table(results, metric, lead)), ""]
+            parts += [
+                f"**{METRIC_TITLES[metric]}**",
+                "",
+                markdown_table(comparison_table(results, metric, lead)),
+                "",
+            ]
     figures = [p for p in results.files if p.suffix == ".png"]
     if figures:
         parts += [f"{h}# Figures", ""]
         for path in figures:
             parts += [f"![{path.stem}]({link(path.name)})", ""]
-    parts += [f"Full tables: [metrics.csv]({link('metrics.csv')}), [comparison_rmse.csv]({link('comparison_rmse.csv')}).", ""]
+    parts += [
+        f"Full tables: [metrics.csv]({link('metrics.csv')}), [comparison_rmse.csv]({link('comparison_rmse.csv')}).",
+        "",
+    ]
     return "\n".join(parts)
 
 
@@ -255,19 +342,18 @@ def write_report(results: EvaluationResults, out_dir: Path, figures: bool = True
     long = results.table()
     atomic_write_text(out_dir / "metrics.csv", long.to_csv(index=False))
     files.append(out_dir / "metrics.csv")
+    # the Markdown tables live in index.md only (a pipeline report includes every .md it finds)
     for metric in ("rmse", "skill_persistence", "skill_climatology"):
         frames = []
-        md = [f"# {METRIC_TITLES[metric]}, {results.split} split", ""]
         for lead in lead_times_of(results):
             table = comparison_table(results, metric, lead)
-            md += [f"## Lead time +{lead} h", "", markdown_table(table), ""]
             flat = table.copy()
             flat.columns = [f"{var}_{group}" for var, group in table.columns]
             flat.insert(0, "lead_time_h", lead)
             frames.append(flat)
-        files.append(_write_frame(pd.concat(frames).rename_axis("row"), out_dir / f"comparison_{metric}.csv"))
-        atomic_write_text(out_dir / f"comparison_{metric}.md", "\n".join(md))
-        files.append(out_dir / f"comparison_{metric}.md")
+        files.append(
+            _write_frame(pd.concat(frames).rename_axis("row"), out_dir / f"comparison_{metric}.csv")
+        )
     if figures:
         files.append(plot_rmse_vs_lead(results, out_dir / "rmse_vs_lead.png"))
         for run in results.runs:
@@ -277,6 +363,10 @@ def write_report(results: EvaluationResults, out_dir: Path, figures: bool = True
                 files.append(sample)
     results.files = files
     index = out_dir / "index.md"
-    atomic_write_text(index, f"# Evaluation: {out_dir.name}\n\n" + markdown_fragment(results, base=out_dir, heading_level=2))
+    atomic_write_text(
+        index,
+        f"# Evaluation: {out_dir.name}\n\n"
+        + markdown_fragment(results, base=out_dir, heading_level=2),
+    )
     files.append(index)
     return files

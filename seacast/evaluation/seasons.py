@@ -53,4 +53,6 @@ def group_labels(times: Sequence | np.ndarray | pd.DatetimeIndex, by: str) -> np
 def check_grouping(by: str) -> None:
     """Raise a clear error for an unknown grouping."""
     if by not in GROUPINGS:
-        raise ConfigError(f"unknown grouping '{by}'", f"use --by with one of: {', '.join(GROUPINGS)}")
+        raise ConfigError(
+            f"unknown grouping '{by}'", f"use --by with one of: {', '.join(GROUPINGS)}"
+        )
