@@ -152,10 +152,7 @@ def mse_per_lead(
         model.eval()
     for start in range(0, len(x), 32):
         xb, yb = x[start : start + 32], y[start : start + 32]
-        if model is None:
-            pred = xb[:, :, -1].unsqueeze(1).expand_as(yb)
-        else:
-            pred = model(xb)
+        pred = xb[:, :, -1].unsqueeze(1).expand_as(yb) if model is None else model(xb)
         err = data.normaliser.denormalise(pred, channel_dim=-3) - data.normaliser.denormalise(
             yb, channel_dim=-3
         )

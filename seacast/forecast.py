@@ -368,12 +368,13 @@ def adapt_zo(
         torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0
     )
     del window
+    log.debug("adaptation window read: peak RSS %.1f MiB", peak_rss_mb())
     device = next(run.model.parameters()).device
     offsets = np.asarray(lead_steps)
 
     def sample(k: int) -> tuple[torch.Tensor, torch.Tensor]:
         j = int(indices[k]) - first_frame
-        x = window_t[j - lags + 1 : j + 1].permute(1, 0, 2, 3)[None].to(device)
+        x = window_t[j - lags + 1 : j + 1].permute(1, 0, 2, 3)[None].contiguous().to(device)
         y = window_t[j + offsets][None].to(device)
         return x, y
 
@@ -406,7 +407,9 @@ def adapt_zo(
                 float(loss_fn(model(x), y).mean()) for x, y in map(sample, range(len(indices)))
             ) / len(indices)
 
+    log.debug("before the first loss: peak RSS %.1f MiB", peak_rss_mb())
     before = mean_loss()
+    log.debug("after the first loss: peak RSS %.1f MiB", peak_rss_mb())
     torch.manual_seed(seed)
     rule = make_rule("spsa", model, trainer)
     order = np.random.default_rng(seed).permutation(np.resize(np.arange(len(indices)), steps))
@@ -580,8 +583,10 @@ def forecast(
 
     run.model.eval()
     x = model_input(frames, run.normaliser, sea_mask).to(device)
+    log.debug("before the forecast pass: peak RSS %.1f MiB", peak_rss_mb())
     with torch.no_grad():
         prediction = run.model(x)  # [1, n_lead, C, H, W] normalised
+    log.debug("after the forecast pass: peak RSS %.1f MiB", peak_rss_mb())
     physical = run.normaliser.denormalise(prediction.float().cpu(), channel_dim=-3)[0].numpy()
     peak = peak_rss_mb()
     if adaptation is not None:

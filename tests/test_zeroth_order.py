@@ -13,6 +13,15 @@ from seacast.training import zeroth_order as zo
 from seacast.training.rules import make_rule
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and far faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def mse_per_sample(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred - target) ** 2).flatten(1).mean(1)
 
@@ -105,7 +114,8 @@ def test_forward_gradient_equals_true_gradient_dot_v_with_train_batchnorm() -> N
     expected = torch.dot(grad, v) * v
     torch.testing.assert_close(flat_grad(model), expected, rtol=1e-9, atol=1e-12)
     assert stats.forwards == zo.JVP_FORWARD_COST
-    assert stats.loss == pytest.approx(float(mse_per_sample(model(x), y).mean()), rel=1e-9)
+    with torch.no_grad():
+        assert stats.loss == pytest.approx(float(mse_per_sample(model(x), y).mean()), rel=1e-9)
 
 
 def test_spsa_matches_true_directional_derivative() -> None:
@@ -291,3 +301,76 @@ def test_loss_falls_clearly(name: str, sections: dict, lr: float, steps: int) ->
     with torch.no_grad():
         trained = float(mse_per_sample(model(x_val), y_val).mean())
     assert trained < 0.2 * persistence, (name, trained, persistence)
+
+
+# --------------------------------------------------------------------------- the seacast U-Nets, gradcheck
+
+
+def test_rules_on_a_tiny_unet_cover_the_live_parameters() -> None:
+    from seacast.config import ModelConfig
+    from seacast.models import build_model
+
+    model = build_model(
+        ModelConfig(name="res_3ddr_unet", filters=2, dropout=0.5), 2, 2, 3, [1, 6], (16, 16), seed=0
+    )
+    x, y = torch.randn(4, 2, 3, 16, 16), torch.randn(4, 2, 2, 16, 16)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    for name in ("spsa", "node-perturbation", "forward-gradient"):
+        rule = make_rule(name, model, trainer(name))
+        stats = rule.step(model, x, y, mse_per_sample)
+        assert math.isfinite(stats.loss) and stats.forwards > 0
+        grads = {n: p.grad for n, p in model.named_parameters()}
+        assert all(g is None or torch.isfinite(g).all() for g in grads.values())
+        covered = {n for n, g in grads.items() if g is not None}
+        if name == "node-perturbation":  # every conv weight, no BatchNorm affine
+            conv_weights = {
+                f"{n}.weight"
+                for n, m in model.named_modules()
+                if isinstance(m, nn.Conv2d | nn.Conv3d)
+            }
+            assert conv_weights <= covered
+            assert not any("norm" in n for n in covered)
+        else:
+            assert covered == set(before)
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=1e-6)
+
+
+def test_gradient_check_ranks_estimates_and_leaves_the_model_alone() -> None:
+    from seacast.training.gradcheck import gradcheck_table, gradient_check
+
+    model = small_conv_net(batch_norm=True).train()
+    x, y = torch.randn(16, 2, 8, 8), torch.randn(16, 2, 8, 8)
+    before = [p.detach().clone() for p in model.parameters()]
+    rows = gradient_check(model, x, y, mse_per_sample, probes=64, seed=0)
+    assert [r.rule for r in rows] == ["backprop", "spsa", "node-perturbation", "forward-gradient"]
+    by_rule = {r.rule: r for r in rows}
+    assert by_rule["spsa"].forwards == 128 and by_rule["node-perturbation"].forwards == 128
+    assert by_rule["forward-gradient"].forwards == 64 * zo.JVP_FORWARD_COST
+    for name in ("spsa", "node-perturbation", "forward-gradient"):
+        assert 0.05 < by_rule[name].cosine < 1.0
+    assert model.training and all(p.grad is None for p in model.parameters())
+    for b, p in zip(before, model.parameters(), strict=True):
+        torch.testing.assert_close(p.detach(), b)
+    assert gradcheck_table(rows, 64).row_count == 4
+
+
+def test_gradcheck_command_prints_the_table(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from seacast.cli import app
+    from seacast.schema import synthetic_store
+
+    store = synthetic_store(
+        tmp_path / "s.zarr", shape=(16, 16), hours=24 * 6, variables=("zos", "uo")
+    )
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        f"name: gc\nstore: {store}\nsamples: {{variables: [zos, uo], lags: 3, lead_times: [1]}}\n"
+        "model: {name: 3ddr_unet, filters: 2}\ntrainer: {batch_size: 4}\n"
+    )
+    result = CliRunner().invoke(app, ["gradcheck", "--config", str(config), "--probes", "2"])
+    assert result.exit_code == 0, result.output
+    for name in ("backprop", "spsa", "node-perturbation", "forward-gradient", "cosine"):
+        assert name in result.output

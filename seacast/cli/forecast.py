@@ -79,9 +79,7 @@ def forecast_command(
 ) -> None:
     """Forecast every lead time of a run from an init time and write <out>/<init>.zarr.
 
-    Exit status with --latest or --update (for cron/systemd): 0 a forecast was written, 10 nothing
-    new (it exists already), 11 another forecast holds the lock, 1 failure (no partial forecast
-    is left). Without them: 0 when the forecast exists afterwards, 1 otherwise.
+    Exit status with --latest or --update (for cron/systemd): 0 a forecast was written, 10 nothing new (it exists already), 11 another forecast holds the lock, 1 failure (no partial forecast is left). Without them: 0 when the forecast exists afterwards, 1 otherwise.
 
     Example: seacast forecast --run runs/demo --init-time 2024-05-01T06 --plots
 

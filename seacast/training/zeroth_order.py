@@ -40,11 +40,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from seacast.config import TrainerConfig
 from seacast.training.rules import LossFn, StepStats, UpdateRule, register
 
-JVP_FORWARD_COST = 2.0
+JVP_FORWARD_COST = 3.0
 """Cost of one forward-mode pass (primal + tangent) in forward-pass equivalents.
 
-Measured with ``benchmarks/zo_vs_bp.py`` on CPU (a jvp through the small U-Net
-costs about 1.7-2.2 plain forwards); used for ``StepStats.forwards``.
+Measured by ``benchmarks/zo_vs_bp.py --quick`` on CPU (3ddr_unet F=2, 32x32,
+batch 16, one thread on 2 shared cores): a jvp took 3.05 plain forwards and a
+backprop step 3.86. Used for ``StepStats.forwards``.
 """
 
 _SEED_RANGE = 2**62
