@@ -347,11 +347,11 @@ def measure_memory(args, method: str) -> dict:
         "--model",
         args.model,
         "--filters",
-        str(args.filters),
+        str(args.memory_filters),
     ]
     cmd += [
         "--size",
-        str(args.size),
+        str(args.memory_size),
         "--lags",
         str(args.lags),
         "--batch",
@@ -405,6 +405,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared).")
+    parser.add_argument(
+        "--memory-size",
+        type=int,
+        default=64,
+        help="Grid of the peak-memory probe (activations must be big enough to tell methods apart).",
+    )
+    parser.add_argument("--memory-filters", type=int, default=8, help="F of the peak-memory probe.")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -447,7 +454,8 @@ def main(argv: list[str] | None = None) -> None:
         )
 
         print(
-            "\npeak memory of a step (RSS high-water mark over post-setup RSS, one subprocess each):"
+            f"\npeak memory of a step at {args.memory_size}x{args.memory_size}, F={args.memory_filters}, "
+            f"batch {args.batch} (RSS high-water mark over post-setup RSS, one subprocess each):"
         )
         for method in ["inference", *args.methods, "backprop+checkpoint", "spsa+inplace"]:
             print(f"  {method:22s} {measure_memory(args, method)}")

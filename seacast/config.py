@@ -314,6 +314,24 @@ class NodePerturbationConfig(StrictModel):
     baseline: bool = Field(False, description="Subtract a running loss baseline instead of a clean pass.")
     antithetic: bool = Field(True, description="Pair +psi and -psi noise.")
     layerwise: bool = Field(False, description="Perturb one layer per step, cycling.")
+    credit: Literal["global", "local"] = Field(
+        "global",
+        description="global: each node is credited with its sample's whole loss difference; local: with the "
+        "loss difference summed over the output cells near it (pooled to the layer's grid), far less noisy.",
+    )
+    credit_radius: int = Field(
+        1, ge=0, description="local credit: half-width, in the layer's own grid cells, of the window summed."
+    )
+    only: list[str] = Field(
+        default_factory=list,
+        description="Perturb and update only the layers whose module name starts with one of these "
+        "(e.g. [head]); empty: every Conv/Linear layer.",
+    )
+    split: Literal["none", "samples"] = Field(
+        "none",
+        description="none: every sample noises every layer; samples: each sample of the batch noises one layer "
+        "(cycling), so its loss difference is that layer's alone.",
+    )
 
 
 class ForwardGradientConfig(StrictModel):

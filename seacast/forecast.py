@@ -21,7 +21,6 @@ Offers:
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -363,11 +362,14 @@ def adapt_zo(
         window = _read_frames(
             store, list(cfg.samples.variables), np.arange(first_frame, last_frame + 1)
         )
-    window_t = run.normaliser.normalise(torch.from_numpy(window.astype(np.float32)), channel_dim=1)
-    window_t = torch.nan_to_num(window_t, nan=0.0).masked_fill(
-        torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0
+    # in place where possible: the window is the one thing adaptation holds beyond inference
+    window_t = run.normaliser.normalise(
+        torch.from_numpy(np.asarray(window, dtype=np.float32)), channel_dim=1
     )
     del window
+    window_t.nan_to_num_(nan=0.0).masked_fill_(
+        torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0
+    )
     log.debug("adaptation window read: peak RSS %.1f MiB", peak_rss_mb())
     device = next(run.model.parameters()).device
     offsets = np.asarray(lead_steps)
@@ -399,7 +401,6 @@ def adapt_zo(
             ),
         }
     )
-    saved = copy.deepcopy(model.state_dict())  # parameters only: small next to activations
 
     def mean_loss() -> float:
         with torch.no_grad():
@@ -421,7 +422,10 @@ def adapt_zo(
     after = mean_loss()
     reverted = not after < before
     if reverted:
-        model.load_state_dict(saved)
+        # back to the trained weights, memory-mapped from the checkpoint (no second copy kept meanwhile)
+        state = torch.load(run.checkpoint_path, map_location=device, weights_only=True, mmap=True)
+        model.load_state_dict(state["model"])
+        del state
     model.eval()
     record = {
         "method": "zo-spsa-inplace-sgd",

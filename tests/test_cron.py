@@ -185,3 +185,23 @@ def test_crontab_and_systemd_text_use_absolute_paths(tmp_path):
         and "crontab" in result.output
         and "--adapt zo --adapt-hours 72" in result.output
     )
+
+
+def test_update_uses_the_config_recorded_in_the_store(store, monkeypatch):
+    """--update needs no config file: the store's DataConfig, months extended to this month."""
+    import seacast.fetch
+    import seacast.regrid
+    from seacast.cron import update_store_from_sources
+
+    seen = {}
+    monkeypatch.setattr(seacast.fetch, "fetch", lambda cfg, **kw: seen.setdefault("fetch", cfg))
+    monkeypatch.setattr(
+        seacast.regrid, "regrid_config", lambda cfg, **kw: seen.setdefault("regrid", cfg)
+    )
+    update_store_from_sources(store)
+    cfg = seen["fetch"]
+    assert seen["regrid"] is cfg and cfg.store.path == store
+    assert cfg.months.start == "2024-02" and cfg.months.end == pd.Timestamp.now(tz="UTC").strftime(
+        "%Y-%m"
+    )
+    assert cfg.variables == list(TINY["variables"])

@@ -16,6 +16,7 @@ from seacast.models import (
     count_parameters,
     efficient_state_from_faithful,
 )
+from seacast.models.blocks import SameConv3d
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -128,6 +129,17 @@ def test_efficient_model_with_live_slices_matches_faithful(name: str, lags: int)
         torch.testing.assert_close(faithful(x), reference)
         kernel[:, :, 1] += 1.0
         assert (faithful(x) - reference).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kernel", [(3, 1, 1), (5, 1, 1), (2, 2, 2), (1, 1, 3), (3, 3, 3)])
+def test_same_conv_pads_like_tensorflow(kernel: tuple[int, int, int]) -> None:
+    conv = SameConv3d(3, 2, kernel)
+    x = torch.randn(2, 3, 4, 8, 6)
+    # TensorFlow's 'same' puts the odd extra element of padding at the end of each axis
+    pad = [p for k in reversed(kernel) for p in ((k - 1) // 2, k // 2)]
+    expected = nn.functional.conv3d(nn.functional.pad(x, pad), conv.weight, conv.bias)
+    torch.testing.assert_close(conv(x), expected)
+    torch.testing.assert_close(conv(x.contiguous(memory_format=torch.channels_last_3d)), expected)
 
 
 def test_faithful_dead_decoder_slices_get_zero_gradient() -> None:

@@ -374,3 +374,69 @@ def test_gradcheck_command_prints_the_table(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     for name in ("backprop", "spsa", "node-perturbation", "forward-gradient", "cosine"):
         assert name in result.output
+
+
+# --------------------------------------------------------------------------- local credit, split
+
+
+def mse_cells(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each output cell's share of :func:`mse_per_sample` (what ``make_loss(...).elementwise`` gives)."""
+    return (pred - target) ** 2 / pred[0].numel()
+
+
+def mse_with_cells(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return mse_cells(pred, target).flatten(1).sum(1)
+
+
+mse_with_cells.elementwise = mse_cells  # type: ignore[attr-defined]
+
+
+def test_local_credit_on_a_pointwise_head_is_close_to_the_true_gradient() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 2, 1))
+    x, y = torch.randn(8, 2, 16, 16), torch.randn(8, 2, 16, 16)
+    head = list(model[2].parameters())
+    model.zero_grad(set_to_none=True)
+    mse_with_cells(model(x), y).mean().backward()
+    true_head = torch.cat([p.grad.flatten() for p in head]).clone()
+    cosines = {}
+    for credit in ("global", "local"):
+        cfg = trainer(
+            "node-perturbation",
+            node_perturbation={"credit": credit, "credit_radius": 0, "probes": 2},
+        )
+        torch.manual_seed(1)
+        make_rule("node-perturbation", model, cfg).step(model, x, y, mse_with_cells)
+        cosines[credit] = cosine(torch.cat([p.grad.flatten() for p in head]), true_head)
+    assert cosines["local"] > 0.9, cosines
+    assert cosines["global"] < cosines["local"] - 0.3, cosines
+
+
+def test_local_credit_needs_the_elementwise_loss() -> None:
+    from seacast.errors import ConfigError
+
+    model = small_conv_net()
+    cfg = trainer("node-perturbation", node_perturbation={"credit": "local"})
+    rule = make_rule("node-perturbation", model, cfg)
+    x, y = torch.randn(2, 2, 8, 8), torch.randn(2, 2, 8, 8)
+    with pytest.raises(ConfigError, match="elementwise"):
+        rule.step(model, x, y, mse_per_sample)
+
+
+def test_split_by_samples_noises_one_layer_per_sample_and_stays_unbiased() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    x, y = torch.randn(32, 6), torch.randn(32, 3)
+    grad = true_grad(model, x, y)
+    cfg = trainer("node-perturbation", node_perturbation={"split": "samples", "probes": 4})
+    rule = make_rule("node-perturbation", model, cfg)
+    total = torch.zeros_like(grad)
+    runs = 300
+    for _ in range(runs):
+        rule.step(model, x, y, mse_per_sample)
+        assert all(p.grad is not None for p in model.parameters())
+        total += flat_grad(model)
+    assert cosine(total / runs, grad) > 0.9
+    masks = rule.sample_masks
+    assert masks is not None and len(masks) == 2
+    assert not any(bool((a & b).any()) for a, b in [tuple(masks.values())])

@@ -112,11 +112,13 @@ def forecast_command(
             **options,
         )
     except SeacastError as exc:
-        logger.error("forecast failed: %s", exc)
+        if handler is not None:  # without a log file the console line below says it
+            logger.error("forecast failed: %s", exc)
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(ExitCode.FAILURE) from None
     except Exception as exc:  # unexpected: keep the traceback in the log for the cron case
-        logger.exception("forecast failed unexpectedly")
+        if handler is not None:
+            logger.exception("forecast failed unexpectedly")
         console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
         raise typer.Exit(ExitCode.FAILURE) from None
     finally:

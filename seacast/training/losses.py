@@ -2,7 +2,8 @@
 
 Offered: :func:`make_loss` builds ``loss_fn(prediction, target) -> [B]`` for the update
 rules. By default only sea points count; ``land_in_loss=True`` is the reference's loss,
-where land (0 in normalised space) is part of the mean.
+where land (0 in normalised space) is part of the mean. ``loss_fn.elementwise(pred, target)``
+gives each output cell's share ``[B, n_lead, C, H, W]`` (summing to the per-sample loss).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def make_loss(
         raise ValueError("the sea mask holds no sea point: nothing to train on")
     cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
-    def loss_fn(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def elementwise(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         key = (prediction.device, prediction.dtype)
         if key not in cache:
             cache[key] = mask.to(device=prediction.device, dtype=prediction.dtype)
@@ -38,7 +39,12 @@ def make_loss(
         error = normaliser.denormalise(prediction, channel_dim=-3) - normaliser.denormalise(
             target, channel_dim=-3
         )
-        per_field = (error.square() * weight).sum(dim=(-2, -1)) / n_points  # [B, n_lead, C]
-        return per_field.flatten(1).mean(dim=1)
+        n_fields = prediction[0, ..., 0, 0].numel()  # n_lead * C
+        return error.square() * weight / (n_points * n_fields)
 
+    def loss_fn(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return elementwise(prediction, target).flatten(1).sum(dim=1)
+
+    # node perturbation's local credit needs each output cell's share of the loss
+    loss_fn.elementwise = elementwise  # type: ignore[attr-defined]
     return loss_fn

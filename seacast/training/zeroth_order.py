@@ -359,17 +359,27 @@ class NodePerturbationRule(UpdateRule):
         super().__init__(model, cfg)
         self.opts = cfg.node_perturbation
         self.layers = local_layers(model)
+        if self.opts.only:
+            names = {m: n for n, m in model.named_modules()}
+            self.layers = [
+                m
+                for m in self.layers
+                if any(names[m] == p or names[m].startswith(p + ".") for p in self.opts.only)
+            ]
         if not self.layers:
             from seacast.errors import ConfigError
 
+            where = f" named {self.opts.only}" if self.opts.only else ""
             raise ConfigError(
-                "node-perturbation found no Conv/Linear layer with trainable weights in the model",
-                "use spsa or forward-gradient for this model",
+                f"node-perturbation found no Conv/Linear layer{where} with trainable weights in the model",
+                "fix trainer.node_perturbation.only (module names as in model.named_modules()), "
+                "or use spsa / forward-gradient for this model",
             )
         self.params = [p for _, p in trainable_parameters(model)]
         self.layer_cursor = 0
         self.baseline_value: float | None = None
         self.baseline_momentum = 0.9
+        self.sample_masks: dict[nn.Module, torch.Tensor] | None = None
 
     def state_dict(self) -> dict:
         return {"layer_cursor": self.layer_cursor, "baseline": self.baseline_value}
@@ -408,6 +418,9 @@ class NodePerturbationRule(UpdateRule):
                     output.shape, generator=generator, device=output.device, dtype=output.dtype
                 )
                 psi.mul_(self.opts.sigma)
+                if self.sample_masks is not None:  # split: only this layer's samples get noise
+                    mask = self.sample_masks[module].to(psi.dtype)
+                    psi.mul_(mask.view(-1, *([1] * (psi.dim() - 1))))
                 assert records is not None
                 records[module].noise.append(psi)
                 return output + psi
@@ -422,12 +435,50 @@ class NodePerturbationRule(UpdateRule):
             for h in handles:
                 h.remove()
 
+    def _split_by_samples(
+        self, batch: int, device: torch.device
+    ) -> tuple[list[nn.Module], dict[nn.Module, torch.Tensor]]:
+        """Give each sample of the batch one layer to perturb, cycling; the layers with samples.
+
+        One sample's loss difference then measures one layer's noise only, instead of the
+        sum of every layer's (the noise of the layers near the output drowns the others').
+        """
+        n = len(self.layers)
+        # a random deal, so each layer sees every sample in turn (the batch gradient, unbiased)
+        owner = (torch.randperm(batch).to(device) + self.layer_cursor) % n
+        self.layer_cursor = (self.layer_cursor + batch) % n
+        masks = {m: owner == i for i, m in enumerate(self.layers) if bool((owner == i).any())}
+        return list(masks), masks
+
+    def _losses(
+        self, prediction: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-sample losses ``[B]`` and, with local credit, the loss map ``[B, H, W]`` over output cells."""
+        if self.opts.credit == "global":
+            return loss_fn(prediction, target), None
+        elementwise = getattr(loss_fn, "elementwise", None)
+        if elementwise is None:
+            from seacast.errors import ConfigError
+
+            raise ConfigError(
+                "node_perturbation.credit=local needs the loss of each output cell, and this loss "
+                "function has no `elementwise` companion",
+                "build the loss with seacast.training.losses.make_loss, or set "
+                "trainer.node_perturbation.credit=global",
+            )
+        cells = elementwise(prediction, target)
+        per_cell = cells.flatten(1, -3).sum(1) if cells.dim() > 3 else cells  # [B, H, W]
+        return per_cell.flatten(1).sum(1), per_cell
+
     def step(
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
     ) -> StepStats:
+        self.sample_masks = None
         if self.opts.layerwise:
             active = [self.layers[self.layer_cursor % len(self.layers)]]
             self.layer_cursor += 1
+        elif self.opts.split == "samples":
+            active, self.sample_masks = self._split_by_samples(x.shape[0], x.device)
         else:
             active = self.layers
         sigma2 = self.opts.sigma**2
@@ -437,12 +488,13 @@ class NodePerturbationRule(UpdateRule):
         forwards = 0
         with torch.no_grad():
             clean_loss: torch.Tensor | None = None
+            clean_map: torch.Tensor | None = None
             clean_inputs: dict[nn.Module, _LayerRecord] | None = None
             if not self.opts.antithetic and not self.opts.baseline:
                 clean_inputs = {m: _LayerRecord() for m in active}
                 passes.before_pass()
-                clean_loss = loss_fn(
-                    self._run(model, x, active, None, clean_inputs, None, 1.0), target
+                clean_loss, clean_map = self._losses(
+                    self._run(model, x, active, None, clean_inputs, None, 1.0), target, loss_fn
                 )
                 forwards += 1
             reported: list[torch.Tensor] = []
@@ -450,16 +502,21 @@ class NodePerturbationRule(UpdateRule):
                 gen = _generator(x.device, seed)
                 records = {m: _LayerRecord() for m in active}
                 passes.before_pass()
-                loss_noisy = loss_fn(self._run(model, x, active, None, records, gen, 1.0), target)
+                loss_noisy, map_noisy = self._losses(
+                    self._run(model, x, active, None, records, gen, 1.0), target, loss_fn
+                )
                 forwards += 1
+                delta_map: torch.Tensor | None = None
                 if self.opts.antithetic:
                     noise = {m: r.noise for m, r in records.items()}
                     passes.before_pass()
-                    loss_minus = loss_fn(
-                        self._run(model, x, active, noise, records, None, -1.0), target
+                    loss_minus, map_minus = self._losses(
+                        self._run(model, x, active, noise, records, None, -1.0), target, loss_fn
                     )
                     forwards += 1
                     delta = 0.5 * (loss_noisy - loss_minus)
+                    if map_noisy is not None and map_minus is not None:
+                        delta_map = 0.5 * (map_noisy - map_minus)
                     reported.append(0.5 * (loss_noisy + loss_minus))
                 elif self.opts.baseline:
                     batch_mean = float(loss_noisy.mean())
@@ -475,9 +532,17 @@ class NodePerturbationRule(UpdateRule):
                 else:
                     assert clean_loss is not None and clean_inputs is not None
                     delta = loss_noisy - clean_loss
+                    if map_noisy is not None and clean_map is not None:
+                        delta_map = map_noisy - clean_map
                     for m in active:  # the clean pass's inputs are the exact pre-synaptic signal
                         records[m].inputs = clean_inputs[m].inputs
-                self._accumulate(records, delta / sigma2, sums)
+                credit = _Credit(
+                    self.sample_masks,
+                    delta / sigma2,
+                    None if delta_map is None else delta_map / sigma2,
+                    self.opts.credit_radius,
+                )
+                self._accumulate(records, credit, sums)
             passes.finish()
             loss_value = (
                 float(clean_loss.mean())
@@ -493,13 +558,16 @@ class NodePerturbationRule(UpdateRule):
     @staticmethod
     def _accumulate(
         records: dict[nn.Module, _LayerRecord],
-        scale: torch.Tensor,
+        credit: _Credit,
         sums: dict[int, tuple[nn.Parameter, torch.Tensor]],
     ) -> None:
-        """Add ``Σ_b scale_b ψ_b ⊗ x_b`` of each layer (and ``Σ_b scale_b Σ_pos ψ_b`` for its bias)."""
+        """Add ``Σ_b credit_b ψ_b ⊗ x_b`` of each layer (and ``Σ_b Σ_pos credit_b ψ_b`` for its bias)."""
         for module, rec in records.items():
             for layer_in, psi in zip(rec.inputs, rec.noise, strict=True):
-                signal = psi * scale.to(psi.dtype).view(-1, *([1] * (psi.dim() - 1)))
+                signal = psi * credit.for_output(module, psi)
+                if credit.sample_share is not None:  # mean over the layer's own samples
+                    share = credit.sample_share[module]
+                    signal = signal * (share.numel() / share.sum().clamp(min=1)).to(signal.dtype)
                 _add(sums, module.weight, local_weight_gradient(module, layer_in, signal))
                 if module.bias is not None and module.bias.requires_grad:
                     if isinstance(module, nn.Linear):
@@ -507,6 +575,55 @@ class NodePerturbationRule(UpdateRule):
                     else:
                         b = signal.sum(dim=[d for d in range(signal.dim()) if d != 1])
                     _add(sums, module.bias, b)
+
+
+class _Credit:
+    """The loss difference each node of a layer is credited with, per sample.
+
+    Global credit: the sample's whole loss difference δ_b, the same for every node.
+    Local credit: the loss-difference map over output cells, summed into the
+    layer's grid (a layer at 1/f resolution gets the sum over each f×f block)
+    and then over a window of ``2·radius+1`` of its cells around each node. A
+    node's noise changes the loss only inside its influence field, so the cells
+    outside add variance and no signal: dropping them is exact when the window
+    covers the field (a 1x1 head: radius 0), a small bias otherwise.
+    Layers whose output is not on a grid that divides the output grid
+    (Linear layers, odd shapes) fall back to global credit.
+    """
+
+    def __init__(
+        self,
+        sample_share: dict[nn.Module, torch.Tensor] | None,
+        delta: torch.Tensor,
+        delta_map: torch.Tensor | None,
+        radius: int,
+    ) -> None:
+        self.sample_share = sample_share  # layer -> [B] bool: the samples that noise it
+        self.delta = delta  # [B]
+        self.delta_map = delta_map  # [B, H, W] or None
+        self.radius = radius
+        self.cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def for_output(self, module: nn.Module, psi: torch.Tensor) -> torch.Tensor:
+        """A tensor broadcastable to ``psi`` (the layer's output noise)."""
+        global_credit = self.delta.to(psi.dtype).view(-1, *([1] * (psi.dim() - 1)))
+        if self.delta_map is None or isinstance(module, nn.Linear) or psi.dim() < 4:
+            return global_credit
+        height, width = self.delta_map.shape[-2:]
+        h, w = psi.shape[-2:]
+        if height % h or width % w:
+            return global_credit
+        if (h, w) not in self.cache:
+            fh, fw = height // h, width // w
+            summed = nn.functional.avg_pool2d(self.delta_map.unsqueeze(1), (fh, fw)) * (fh * fw)
+            if self.radius:
+                size = 2 * self.radius + 1
+                summed = nn.functional.avg_pool2d(
+                    summed, size, stride=1, padding=self.radius, count_include_pad=True
+                ) * (size * size)
+            self.cache[(h, w)] = summed  # [B, 1, h, w]
+        local = self.cache[(h, w)].to(psi.dtype)
+        return local.view(local.shape[0], 1, *([1] * (psi.dim() - 4)), h, w)
 
 
 def _add(
