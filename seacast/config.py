@@ -1,17 +1,17 @@
-"""Configs are data: pydantic models that validate the YAML files in ``configs/``.
+"""Configs are data: pydantic models that validate the YAML files in `configs/`.
 
 Every section is a small model whose field descriptions are the reference for
 the YAML keys (the README's config reference is generated from them). Unknown
 keys are rejected with the nearest valid key suggested, and any field can be
-overridden from the command line with ``--set section.field=value``.
+overridden from the command line with `--set section.field=value`.
 
 Two top-level documents exist:
 
-* :class:`DataConfig` (``configs/data/*.yaml``): where the raw data come from
-  (``fetch``) and the grid and store they are put on (``regrid``).
-* :class:`ExperimentConfig` (``configs/experiments/*.yaml``): samples, model
-  and trainer for ``train``; the run folder records it for ``forecast`` and
-  ``evaluate``.
+* :class:`DataConfig` (`configs/data/*.yaml`): where the raw data come from
+  (`fetch`) and the grid and store they are put on (`regrid`).
+* :class:`ExperimentConfig` (`configs/experiments/*.yaml`): samples, model
+  and trainer for `train`; the run folder records it for `forecast` and
+  `evaluate`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class StrictModel(BaseModel):
 class BBox(StrictModel):
     """A latitude/longitude box in degrees north and east.
 
-    Example: ``{lat_min: 51.0, lat_max: 55.0, lon_min: 2.5, lon_max: 7.5}``.
+    Example: `{lat_min: 51.0, lat_max: 55.0, lon_min: 2.5, lon_max: 7.5}`.
     """
 
     lat_min: float = Field(51.0, ge=-90, le=90, description="Southern edge, degrees north.")
@@ -70,7 +70,7 @@ class BBox(StrictModel):
 
 
 class MonthRange(StrictModel):
-    """An inclusive range of calendar months, written ``"2024-01:2024-03"`` in YAML or ``--set``."""
+    """An inclusive range of calendar months, written `"2024-01:2024-03"` in YAML or `--set`."""
 
     start: str = Field(description="First month, YYYY-MM.")
     end: str = Field(description="Last month, YYYY-MM (inclusive).")
@@ -99,7 +99,7 @@ class MonthRange(StrictModel):
         return self
 
     def months(self) -> list[str]:
-        """Every month in the range as ``YYYY-MM``."""
+        """Every month in the range as `YYYY-MM`."""
         return [p.strftime("%Y-%m") for p in pd.period_range(self.start, self.end, freq="M")]
 
     def __str__(self) -> str:
@@ -109,7 +109,7 @@ class MonthRange(StrictModel):
 class DatasetSpec(StrictModel):
     """One Copernicus Marine dataset to download.
 
-    Example: ``{id: cmems_mod_nws_phy-ssh_anfc_1.5km-2D_PT1H-i, variables: [zos]}``.
+    Example: `{id: cmems_mod_nws_phy-ssh_anfc_1.5km-2D_PT1H-i, variables: [zos]}`.
     """
 
     id: str = Field(description="Copernicus Marine dataset ID.")
@@ -119,7 +119,7 @@ class DatasetSpec(StrictModel):
 
 
 class CopernicusSource(StrictModel):
-    """Settings for ``source: copernicus``."""
+    """Settings for `source: copernicus`."""
 
     product: str = Field("NWSHELF_ANALYSISFORECAST_PHY_004_013", description="Copernicus product ID (for docs and checks).")
     datasets: list[DatasetSpec] = Field(default_factory=list, description="Datasets to download.")
@@ -136,9 +136,9 @@ class CopernicusSource(StrictModel):
 
 
 class FilesSource(StrictModel):
-    """Settings for ``source: files``: local NetCDF files by glob, with name mapping.
+    """Settings for `source: files`: local NetCDF files by glob, with name mapping.
 
-    Example: ``{glob: "incoming/*.nc", rename: {lat: latitude, lon: longitude, swh: VHM0}}``.
+    Example: `{glob: "incoming/*.nc", rename: {lat: latitude, lon: longitude, swh: VHM0}}`.
     """
 
     glob: str = Field(description="Glob of NetCDF files, relative to the working directory.")
@@ -152,7 +152,7 @@ class FilesSource(StrictModel):
 
 
 class TwinSource(StrictModel):
-    """Settings for ``source: twin``: the built-in North Sea simulator."""
+    """Settings for `source: twin`: the built-in North Sea simulator."""
 
     shape: tuple[int, int] = Field((64, 64), description="Grid size (ny, nx).")
     seed: int = Field(0, description="Seed of the weather generator; same seed, same files.")
@@ -181,7 +181,7 @@ class GridConfig(StrictModel):
 
 
 class StoreConfig(StrictModel):
-    """The Zarr store written by ``regrid``."""
+    """The Zarr store written by `regrid`."""
 
     path: Path = Field(Path("data/store.zarr"), description="Where the Zarr store goes.")
     chunk_hours: int = Field(24, ge=1, description="Time steps per chunk; one chunk spans all of space.")
@@ -191,7 +191,7 @@ class StoreConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    """A data document (``configs/data/*.yaml``): ``fetch`` reads the source, ``regrid`` the grid and store."""
+    """A data document (`configs/data/*.yaml`): `fetch` reads the source, `regrid` the grid and store."""
 
     name: str = Field(description="Short name, used in paths and reports.")
     source: Literal["copernicus", "files", "twin"] = Field("twin", description="Where the raw data come from.")
@@ -218,7 +218,7 @@ class DataConfig(StrictModel):
 
 
 class TimeRange(StrictModel):
-    """An inclusive time range, e.g. ``{start: 2024-01-01, end: 2024-06-30T23}``."""
+    """An inclusive time range, e.g. `{start: 2024-01-01, end: 2024-06-30T23}`."""
 
     start: str = Field(description="First time (ISO date or datetime).")
     end: str = Field(description="Last time (ISO date or datetime), inclusive.")
@@ -238,10 +238,10 @@ class TimeRange(StrictModel):
 class SplitConfig(StrictModel):
     """How init times are split into train, validation and test.
 
-    ``preset: paper`` is the reference's split (one year, then four seasonal
-    validation/test windows); ``preset: seasons`` trains and validates by date
-    and tests on ``test`` split by meteorological season; ``preset: ranges``
-    uses the three ranges as given. With ``paper`` the ranges are ignored.
+    `preset: paper` is the reference's split (one year, then four seasonal
+    validation/test windows); `preset: seasons` trains and validates by date
+    and tests on `test` split by meteorological season; `preset: ranges`
+    uses the three ranges as given. With `paper` the ranges are ignored.
     """
 
     preset: Literal["paper", "seasons", "ranges", "fractions"] = Field(
@@ -287,7 +287,7 @@ class ModelConfig(StrictModel):
 
 
 class OptimizerConfig(StrictModel):
-    """The torch optimiser that applies an update written to ``param.grad``."""
+    """The torch optimiser that applies an update written to `param.grad`."""
 
     name: Literal["adam", "sgd"] = Field("adam", description="adam or sgd.")
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
@@ -297,7 +297,7 @@ class OptimizerConfig(StrictModel):
 
 
 class SpsaConfig(StrictModel):
-    """Options of the ``spsa`` rule (MeZO-style weight perturbation)."""
+    """Options of the `spsa` rule (MeZO-style weight perturbation)."""
 
     probes: int = Field(4, ge=1, description="Antithetic probes per step.")
     epsilon: float = Field(1e-3, gt=0, description="Perturbation size.")
@@ -307,7 +307,7 @@ class SpsaConfig(StrictModel):
 
 
 class NodePerturbationConfig(StrictModel):
-    """Options of the ``node-perturbation`` rule (noisy pre-activations, local Hebbian update)."""
+    """Options of the `node-perturbation` rule (noisy pre-activations, local Hebbian update)."""
 
     sigma: float = Field(1e-2, gt=0, description="Std of the noise on pre-activations.")
     probes: int = Field(1, ge=1, description="Noisy passes per step.")
@@ -335,7 +335,7 @@ class NodePerturbationConfig(StrictModel):
 
 
 class ForwardGradientConfig(StrictModel):
-    """Options of the ``forward-gradient`` rule (forward-mode AD)."""
+    """Options of the `forward-gradient` rule (forward-mode AD)."""
 
     probes: int = Field(1, ge=1, description="Tangent directions per step.")
 
@@ -364,7 +364,7 @@ class TrainerConfig(StrictModel):
 
 
 class ExperimentConfig(StrictModel):
-    """An experiment document (``configs/experiments/*.yaml``) for ``seacast train``."""
+    """An experiment document (`configs/experiments/*.yaml`) for `seacast train`."""
 
     name: str = Field(description="Run name; the run folder is runs_dir/name.")
     store: Path = Field(description="Zarr store made by `seacast regrid`.")
@@ -382,7 +382,7 @@ T = TypeVar("T", bound=BaseModel)
 
 
 def _suggest(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, list[str]]:
-    """The valid keys at ``loc`` (the parent of the bad key) and close matches."""
+    """The valid keys at `loc` (the parent of the bad key) and close matches."""
     current: Any = model
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -423,7 +423,7 @@ def format_validation_error(model: type[BaseModel], error: ValidationError, sour
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into a key path and a YAML-parsed value."""
+    """Split `a.b.c=value` into a key path and a YAML-parsed value."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override '{text}' is not KEY=VALUE", "write it as --set section.field=value")
@@ -435,7 +435,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Set each ``a.b=value`` into the nested dict ``raw`` (in place) and return it."""
+    """Set each `a.b=value` into the nested dict `raw` (in place) and return it."""
     for text in overrides or []:
         path, value = parse_override(text)
         node = raw
@@ -450,7 +450,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
 
 
 def validate(model: type[T], raw: dict[str, Any], source: str = "config") -> T:
-    """Validate a dict into ``model``, raising :class:`ConfigError` with suggestions."""
+    """Validate a dict into `model`, raising :class:`ConfigError` with suggestions."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -475,9 +475,9 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
 
 
 def load_config(model: type[T], path: Path | str | None, overrides: list[str] | None = None, **base: Any) -> T:
-    """Load ``path`` (YAML) into ``model``, after applying ``--set`` overrides.
+    """Load `path` (YAML) into `model`, after applying `--set` overrides.
 
-    ``base`` gives starting values used when no file is given.
+    `base` gives starting values used when no file is given.
     """
     raw = read_yaml(path) if path is not None else dict(base)
     apply_overrides(raw, overrides)
@@ -497,3 +497,76 @@ def fingerprint(config: BaseModel | dict[str, Any]) -> str:
     """A short stable hash of a config, for provenance and up-to-date checks."""
     data = to_dict(config) if isinstance(config, BaseModel) else config
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def _default_text(field: Any) -> str:
+    from pydantic_core import PydanticUndefined
+
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "required"
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(value, BaseModel):
+        return ""
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, tuple):
+        value = list(value)
+    return f"`{json.dumps(value)}`" if value is not None else "`null`"
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
+    """`(key, default, description)` for every field of `model`, sections flattened with dots."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        section = _section_model(field.annotation)
+        if section is not None and section not in (MonthRange, TimeRange):
+            doc = (field.description or (section.__doc__ or "").strip().splitlines()[0]).strip()
+            rows.append((key, "", doc))
+            rows.extend(reference_rows(section, prefix=f"{key}."))
+        else:
+            rows.append((key, _default_text(field), (field.description or "").replace("|", "/")))
+    return rows
+
+
+def reference_markdown() -> str:
+    """The config reference section of the README, generated from the models above."""
+    parts = []
+    for title, model in (("Data config (`configs/data/*.yaml`)", DataConfig), ("Experiment config (`configs/experiments/*.yaml`)", ExperimentConfig)):
+        parts.append(f"#### {title}\n\n| key | default | meaning |\n|---|---|---|")
+        parts.extend(f"| `{key}` | {default} | {doc} |" for key, default, doc in reference_rows(model))
+        parts.append("")
+    return "\n".join(parts)
+
+
+REFERENCE_START = "<!-- config-reference:start -->"
+REFERENCE_END = "<!-- config-reference:end -->"
+
+
+def with_reference(readme: str) -> str:
+    """``readme`` with the text between the config-reference markers replaced by :func:`reference_markdown`."""
+    head, start, rest = readme.partition(REFERENCE_START)
+    _, end, tail = rest.partition(REFERENCE_END)
+    if not start or not end:
+        raise ValueError(f"README has no {REFERENCE_START} ... {REFERENCE_END} markers")
+    return f"{head}{start}\n{reference_markdown()}{end}{tail}"
+
+
+if __name__ == "__main__":  # python -m seacast.config [README.md]: print, or rewrite the README's reference
+    import sys
+
+    if len(sys.argv) > 1:
+        target = Path(sys.argv[1])
+        target.write_text(with_reference(target.read_text()))
+    else:
+        print(reference_markdown())

@@ -100,3 +100,10 @@ def test_fingerprint_changes_with_the_config() -> None:
     b = DataConfig(name="a", months="2024-02")
     assert fingerprint(a) == fingerprint(DataConfig(name="a", months="2024-01"))
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_readme_config_reference_matches_the_config_models() -> None:
+    from seacast.config import with_reference
+
+    readme = (CONFIGS.parent / "README.md").read_text()
+    assert with_reference(readme) == readme, "README's config reference is stale: run python -m seacast.config README.md"
