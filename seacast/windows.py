@@ -233,6 +233,23 @@ class WindowDataset(Dataset):
         """Init times of the samples, int64 hours since 1970."""
         return self.hours[self.init_indices]
 
+    def thinned(self, every_hours: int) -> WindowDataset:
+        """The samples whose init time is a multiple of ``every_hours`` (hours since 1970), for cheaper scoring."""
+        if every_hours <= 1:
+            return self
+        keep = self.init_indices[self.hours[self.init_indices] % every_hours == 0]
+        return WindowDataset(
+            self.store_path,
+            self.variables,
+            self.lags,
+            self.lead_steps,
+            keep,
+            self.hours,
+            self.normaliser,
+            self.sea_mask,
+            self.skipped,
+        )
+
     def __getstate__(self) -> dict[str, Any]:
         # a worker opens its own handle: never pickle an open store
         state = self.__dict__.copy()

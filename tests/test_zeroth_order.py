@@ -412,15 +412,21 @@ def test_local_credit_on_a_pointwise_head_is_close_to_the_true_gradient() -> Non
     assert cosines["global"] < cosines["local"] - 0.3, cosines
 
 
-def test_local_credit_needs_the_elementwise_loss() -> None:
-    from seacast.errors import ConfigError
-
+def test_local_credit_without_cell_losses_warns_and_uses_global_credit() -> None:
     model = small_conv_net()
-    cfg = trainer("node-perturbation", node_perturbation={"credit": "local"})
-    rule = make_rule("node-perturbation", model, cfg)
     x, y = torch.randn(2, 2, 8, 8), torch.randn(2, 2, 8, 8)
-    with pytest.raises(ConfigError, match="elementwise"):
-        rule.step(model, x, y, mse_per_sample)
+    grads = {}
+    for credit in ("global", "local"):
+        cfg = trainer("node-perturbation", node_perturbation={"credit": credit})
+        rule = make_rule("node-perturbation", model, cfg)
+        torch.manual_seed(3)
+        if credit == "local":
+            with pytest.warns(UserWarning, match="elementwise"):
+                rule.step(model, x, y, mse_per_sample)
+        else:
+            rule.step(model, x, y, mse_per_sample)
+        grads[credit] = flat_grad(model).clone()
+    torch.testing.assert_close(grads["local"], grads["global"])
 
 
 def test_split_by_samples_noises_one_layer_per_sample_and_stays_unbiased() -> None:
@@ -440,3 +446,19 @@ def test_split_by_samples_noises_one_layer_per_sample_and_stays_unbiased() -> No
     masks = rule.sample_masks
     assert masks is not None and len(masks) == 2
     assert not any(bool((a & b).any()) for a, b in [tuple(masks.values())])
+
+
+def test_only_restricts_node_perturbation_to_the_named_layers() -> None:
+    from seacast.errors import ConfigError
+
+    model = small_conv_net()
+    x, y = torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8)
+    cfg = trainer("node-perturbation", node_perturbation={"only": ["2"]})
+    make_rule("node-perturbation", model, cfg).step(model, x, y, mse_per_sample)
+    assert [n for n, p in model.named_parameters() if p.grad is not None] == ["2.weight", "2.bias"]
+    with pytest.raises(ConfigError, match="only"):
+        make_rule(
+            "node-perturbation",
+            model,
+            trainer("node-perturbation", node_perturbation={"only": ["head"]}),
+        )

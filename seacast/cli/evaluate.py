@@ -59,6 +59,14 @@ def evaluate_command(
     figures: Annotated[
         bool, typer.Option("--figures/--no-figures", help="Draw the figures.")
     ] = True,
+    every: Annotated[
+        int,
+        typer.Option(
+            "--every",
+            min=1,
+            help="Score init times every N hours only (cheaper; 1 scores them all).",
+        ),
+    ] = 1,
 ) -> None:
     """Score runs on the store's test period: MSE, RMSE, MAE, bias per variable, lead time and season.
 
@@ -87,6 +95,7 @@ def evaluate_command(
         batch_size=batch_size,
         which=which,
         figures=figures,
+        every_hours=every,
     )
     lead = lead_times_of(results)[0]
     out.print(f"RMSE at +{lead} h ({split} split):", highlight=False)

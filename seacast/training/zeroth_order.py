@@ -28,6 +28,7 @@ the step's first pass), not once per pass.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -380,6 +381,7 @@ class NodePerturbationRule(UpdateRule):
         self.baseline_value: float | None = None
         self.baseline_momentum = 0.9
         self.sample_masks: dict[nn.Module, torch.Tensor] | None = None
+        self.warned_no_cells = False
 
     def state_dict(self) -> dict:
         return {"layer_cursor": self.layer_cursor, "baseline": self.baseline_value}
@@ -458,14 +460,15 @@ class NodePerturbationRule(UpdateRule):
             return loss_fn(prediction, target), None
         elementwise = getattr(loss_fn, "elementwise", None)
         if elementwise is None:
-            from seacast.errors import ConfigError
-
-            raise ConfigError(
-                "node_perturbation.credit=local needs the loss of each output cell, and this loss "
-                "function has no `elementwise` companion",
-                "build the loss with seacast.training.losses.make_loss, or set "
-                "trainer.node_perturbation.credit=global",
-            )
+            if not self.warned_no_cells:
+                warnings.warn(
+                    "node_perturbation.credit=local needs each output cell's loss, and this loss "
+                    "function has no `elementwise` companion (make_loss's has one): using global "
+                    "credit. Set trainer.node_perturbation.credit=global to silence this.",
+                    stacklevel=2,
+                )
+                self.warned_no_cells = True
+            return loss_fn(prediction, target), None
         cells = elementwise(prediction, target)
         per_cell = cells.flatten(1, -3).sum(1) if cells.dim() > 3 else cells  # [B, H, W]
         return per_cell.flatten(1).sum(1), per_cell
