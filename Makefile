@@ -21,7 +21,7 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	$(SEACAST) pipeline run demo
+	$(SEACAST) pipeline run demo --jobs 2
 
 lint: setup
 	$(VENV)/bin/ruff check .

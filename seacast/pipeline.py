@@ -671,9 +671,16 @@ def display_command(command: list[str]) -> str:
     return " ".join(quote(token) for token in command)
 
 
-def _execute(stage: PlannedStage, workdir: Path, rerun_hint: str) -> None:
-    """Run the stage's commands in order (output streamed to our terminal), then its report."""
+def _execute(
+    stage: PlannedStage, workdir: Path, rerun_hint: str, threads: int | None = None
+) -> None:
+    """Run the stage's commands in order (output streamed to our terminal), then its report.
+
+    ``threads`` caps the intra-op threads of the commands (OMP_NUM_THREADS), for stages run side by side.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     for command in stage.commands:
         argv = stage.executable(command)
         if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
@@ -708,6 +715,17 @@ def _execute(stage: PlannedStage, workdir: Path, rerun_hint: str) -> None:
         )
 
 
+def _batches(plan: list[PlannedStage]) -> list[list[PlannedStage]]:
+    """Consecutive copies of one ``foreach`` stage form a batch; every other stage is its own."""
+    batches: list[list[PlannedStage]] = []
+    for stage in plan:
+        if batches and batches[-1][0].base == stage.base:
+            batches[-1].append(stage)
+        else:
+            batches.append([stage])
+    return batches
+
+
 def run_pipeline(
     pipeline: Pipeline,
     pipeline_file: Path,
@@ -716,67 +734,105 @@ def run_pipeline(
     only: list[str] | None = None,
     start: str | None = None,
     force: bool = False,
+    jobs: int = 1,
     echo: Callable[[str], None] = lambda _msg: None,
 ) -> PipelineResult:
     """Run the selected stages in order, skipping those up to date (unless ``force``).
 
-    A failing stage stops the pipeline: its error is in ``result.error`` and the stages that
-    finished keep their outputs and records, so the next run resumes at the failed stage.
+    With ``jobs`` > 1 the copies of a ``foreach`` stage run up to ``jobs`` at a time, each with
+    its share of the CPU cores as threads. A failing stage stops the pipeline: its error is in
+    ``result.error`` and the stages that finished keep their outputs and records, so the next
+    run resumes at the failed stage.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     workdir = Path(workdir)
     plan = select_stages(plan_pipeline(pipeline), only, start)
     state = read_state(workdir, pipeline.name)
     result = PipelineResult(pipeline.name)
     began = time.perf_counter()
-    for index, stage in enumerate(plan):
-        status = (
-            StageStatus(False, "--force")
-            if force
-            else stage_status(stage, workdir, pipeline_file, state)
-        )
-        if status.up_to_date:
-            echo(f"[dim]skip[/] {escape(stage.name)}: {escape(status.reason)}")
-            result.stages.append(
-                StageResult(stage.name, stage.kind, "skipped", reason=status.reason)
-            )
-            continue
-        echo(f"[bold cyan]run[/]  {escape(stage.name)} ({escape(status.reason)})")
-        for command in stage.commands:
-            echo(f"     [dim]$ {escape(display_command(command))}[/]")
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+    def run_one(
+        stage: PlannedStage, reason: str
+    ) -> tuple[PlannedStage, float, SeacastError | None, int]:
         started_ns = time.time_ns()
-        # marked unfinished until it succeeds, so partial outputs of a killed run are not trusted
-        state[stage.name] = {
-            "fingerprint": stage.fingerprint(),
-            "started_ns": started_ns,
-            "unfinished": True,
-        }
-        _write_state(workdir, pipeline.name, state)
         started = time.perf_counter()
         try:
             _execute(
                 stage,
                 workdir,
                 rerun_hint=f"`seacast pipeline run {pipeline.name} --from {stage.base}`",
+                threads=threads,
             )
         except SeacastError as exc:
-            seconds = time.perf_counter() - started
-            result.stages.append(
-                StageResult(stage.name, stage.kind, "failed", seconds, reason=str(exc.problem))
+            return stage, time.perf_counter() - started, exc, started_ns
+        return stage, time.perf_counter() - started, None, started_ns
+
+    for batch in _batches(plan):
+        pending: list[tuple[PlannedStage, str]] = []
+        for stage in batch:
+            status = (
+                StageStatus(False, "--force")
+                if force
+                else stage_status(stage, workdir, pipeline_file, state)
             )
-            result.stages.extend(StageResult(s.name, s.kind, "not run") for s in plan[index + 1 :])
-            result.error = exc
-            break
-        seconds = time.perf_counter() - started
-        state[stage.name] = {
-            "fingerprint": stage.fingerprint(),
-            "started_ns": started_ns,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
+            if status.up_to_date:
+                echo(f"[dim]skip[/] {escape(stage.name)}: {escape(status.reason)}")
+                result.stages.append(
+                    StageResult(stage.name, stage.kind, "skipped", reason=status.reason)
+                )
+                continue
+            echo(f"[bold cyan]run[/]  {escape(stage.name)} ({escape(status.reason)})")
+            for command in stage.commands:
+                echo(f"     [dim]$ {escape(display_command(command))}[/]")
+            # marked unfinished until it succeeds, so partial outputs of a killed run are not trusted
+            state[stage.name] = {
+                "fingerprint": stage.fingerprint(),
+                "started_ns": time.time_ns(),
+                "unfinished": True,
+            }
+            pending.append((stage, status.reason))
+        if not pending:
+            continue
         _write_state(workdir, pipeline.name, state)
-        report = workdir / stage.report.path if stage.report else None
-        result.stages.append(
-            StageResult(stage.name, stage.kind, "ran", seconds, status.reason, report)
-        )
+        if jobs > 1 and len(pending) > 1:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                outcomes = list(pool.map(lambda item: run_one(*item), pending))
+        else:
+            outcomes = []
+            for item in pending:
+                outcomes.append(run_one(*item))
+                if outcomes[-1][2] is not None:
+                    break
+        reasons = dict((stage.name, reason) for stage, reason in pending)
+        failure: SeacastError | None = None
+        for stage, seconds, error, started_ns in outcomes:
+            if error is not None:
+                result.stages.append(
+                    StageResult(
+                        stage.name, stage.kind, "failed", seconds, reason=str(error.problem)
+                    )
+                )
+                failure = failure or error
+                continue
+            state[stage.name] = {
+                "fingerprint": stage.fingerprint(),
+                "started_ns": started_ns,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            report = workdir / stage.report.path if stage.report else None
+            result.stages.append(
+                StageResult(stage.name, stage.kind, "ran", seconds, reasons[stage.name], report)
+            )
+        _write_state(workdir, pipeline.name, state)
+        if failure is not None:
+            done = {s.name for s in result.stages}
+            result.stages.extend(
+                StageResult(s.name, s.kind, "not run") for s in plan if s.name not in done
+            )
+            result.error = failure
+            break
     result.seconds = time.perf_counter() - began
     return result
 

@@ -546,3 +546,30 @@ def test_shipped_pipelines_validate_and_use_real_commands(path):
                     )
     if missing:
         pytest.skip(f"{path.name} uses what is not built yet: " + ", ".join(sorted(set(missing))))
+
+
+def test_jobs_run_foreach_copies_side_by_side_with_a_share_of_the_threads(tmp_path):
+    code = (
+        "import os, sys, time; t = time.time(); time.sleep(0.6); "
+        "open(f'{sys.argv[1]}.txt', 'w').write(f'{t} {time.time()} {os.environ[\"OMP_NUM_THREADS\"]}')"
+    )
+    pipeline = {
+        "name": "par",
+        "stages": [
+            {
+                "name": "work",
+                "kind": "command",
+                "foreach": {"K": ["a", "b"]},
+                "run": [["python", "-c", code, "${K}"]],
+                "outputs": ["${K}.txt"],
+            }
+        ],
+    }
+    path = _write(tmp_path / "pipelines" / "par.yaml", yaml.safe_dump(pipeline))
+    result = _run(tmp_path, path, jobs=2)
+    assert result.error is None
+    (a0, a1, threads), (b0, b1, _) = (
+        (tmp_path / f"{k}.txt").read_text().split() for k in ("a", "b")
+    )
+    assert float(a0) < float(b1) and float(b0) < float(a1), "the two copies did not overlap"
+    assert int(threads) == max(1, (os.cpu_count() or 1) // 2)

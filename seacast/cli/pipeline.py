@@ -86,6 +86,15 @@ def run_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan (as `show`) and run nothing.")
     ] = False,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Run up to N copies of a foreach stage at once (each gets cores/N threads).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the stages of a pipeline in order; a failed stage stops it (finished stages are kept).
 
@@ -107,6 +116,7 @@ def run_command(
         only=only,
         start=start,
         force=force,
+        jobs=jobs,
         echo=lambda msg: console.print(msg, highlight=False, soft_wrap=True),
     )
     _print_summary(result)
