@@ -315,7 +315,7 @@ class NodePerturbationConfig(StrictModel):
     antithetic: bool = Field(True, description="Pair +psi and -psi noise.")
     layerwise: bool = Field(False, description="Perturb one layer per step, cycling.")
     credit: Literal["global", "local"] = Field(
-        "global",
+        "local",
         description="global: each node is credited with its sample's whole loss difference; local: with the "
         "loss difference summed over the output cells near it (pooled to the layer's grid), far less noisy.",
     )

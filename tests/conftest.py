@@ -21,6 +21,7 @@ def fixtures_dir() -> Path:
         pytest.skip(f"real CMEMS fixtures not found at {FIXTURES} (a clone outside the workspace)")
     return FIXTURES
 
+
 # Two cores shared by a test process and its DataLoader workers: one torch thread is
 # several times faster here than two competing ones.
 try:

@@ -106,4 +106,6 @@ def test_readme_config_reference_matches_the_config_models() -> None:
     from seacast.config import with_reference
 
     readme = (CONFIGS.parent / "README.md").read_text()
-    assert with_reference(readme) == readme, "README's config reference is stale: run python -m seacast.config README.md"
+    assert with_reference(readme) == readme, (
+        "README's config reference is stale: run python -m seacast.config README.md"
+    )

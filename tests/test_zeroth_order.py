@@ -12,6 +12,9 @@ from seacast.config import TrainerConfig
 from seacast.training import zeroth_order as zo
 from seacast.training.rules import make_rule
 
+# most tests use a plain per-sample loss: local credit falls back to global credit there, with a warning
+pytestmark = pytest.mark.filterwarnings("ignore:node_perturbation.credit=local")
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

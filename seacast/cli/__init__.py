@@ -12,7 +12,16 @@ from seacast.cli.common import app
 
 # Modules that register commands on `app`. A stage whose module is missing is skipped,
 # so a partial checkout still gives a working CLI for what it has.
-_COMMAND_MODULES = ("data", "store", "models", "train", "forecast", "evaluate", "pipeline", "gradcheck")
+_COMMAND_MODULES = (
+    "data",
+    "store",
+    "models",
+    "train",
+    "forecast",
+    "evaluate",
+    "pipeline",
+    "gradcheck",
+)
 
 for _name in _COMMAND_MODULES:
     try:

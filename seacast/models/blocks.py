@@ -206,8 +206,9 @@ class TimeCompressor(nn.Module):
         self.squeeze = not layers.faithful and not layers.flat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 5 and x.is_contiguous():
+        if x.dim() == 5 and x.is_contiguous() and not self.conv._forward_hooks:
             # as a conv2d over [B, C, T, H*W]: same weights and result, faster than oneDNN's 3D path
+            # (not while hooks watch the conv: node perturbation noises its output through one)
             batch, channels, depth, height, width = x.shape
             flat = x.view(batch, channels, depth, height * width)
             y = F.conv2d(flat, self.conv.weight.squeeze(-1), self.conv.bias).unflatten(
@@ -322,6 +323,11 @@ BLOCKS: dict[str, BlockSpec] = {
         AsymmInceptionResBlock, False, "AsymmInceptionRes-3DDR-UNet"
     ),
 }
+
+
+def he_bound(module: nn.Module) -> float:
+    """He-uniform limit from a conv's live kernel: keeps the activation scale through a ReLU stack."""
+    return math.sqrt(6.0 / (module.in_channels // module.groups * math.prod(module.kernel_size)))
 
 
 def glorot_bound(module: nn.Module) -> float:

@@ -37,7 +37,15 @@ from torch import nn
 from seacast.config import MODEL_NAMES, ModelConfig
 from seacast.errors import ConfigError, DataError
 from seacast.models.attention import ChannelGate, SpatialSelfAttention
-from seacast.models.blocks import BLOCKS, BlockSpec, ConvAct, Layers, TimeCompressor, glorot_bound
+from seacast.models.blocks import (
+    BLOCKS,
+    BlockSpec,
+    ConvAct,
+    Layers,
+    TimeCompressor,
+    glorot_bound,
+    he_bound,
+)
 
 LEVELS = 4
 GRID_MULTIPLE = 2**LEVELS
@@ -179,10 +187,18 @@ class UNet3DDR(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Glorot-uniform weights and zero biases (Keras defaults); the last conv at zero if residual."""
+        """Glorot-uniform weights and zero biases (Keras defaults); the last conv at zero if residual.
+
+        Efficient mode draws convs He-uniform from their live kernels instead: Glorot over the
+        reference's kernels (dead slices included) shrinks the activations about 2x per layer, so
+        after the ~20 convs of a BatchNorm-free U-Net the features reaching the head are ~1e-3 and
+        a residual model barely moves from persistence in a short run (measured on the twin:
+        3ddr_unet validation loss 0.101 -> 0.099 in 75 steps with Glorot).
+        """
+        faithful = self.faithful
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Conv3d):
-                bound = glorot_bound(module)
+                bound = glorot_bound(module) if faithful else he_bound(module)
                 module.weight.uniform_(-bound, bound, generator=generator)
             elif isinstance(module, nn.Linear):
                 bound = (6.0 / (module.in_features + module.out_features)) ** 0.5
