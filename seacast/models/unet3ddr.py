@@ -190,10 +190,10 @@ class UNet3DDR(nn.Module):
         """Glorot-uniform weights and zero biases (Keras defaults); the last conv at zero if residual.
 
         Efficient mode draws convs He-uniform from their live kernels instead: Glorot over the
-        reference's kernels (dead slices included) shrinks the activations about 2x per layer, so
-        after the ~20 convs of a BatchNorm-free U-Net the features reaching the head are ~1e-3 and
-        a residual model barely moves from persistence in a short run (measured on the twin:
-        3ddr_unet validation loss 0.101 -> 0.099 in 75 steps with Glorot).
+        reference's kernels (dead slices included) shrinks the activations at every layer, so the
+        features reaching the head of a BatchNorm-free U-Net are tiny (measured for 3ddr_unet,
+        F=4, unit-variance input: RMS 0.005 with Glorot, 0.75 with He) and a residual model
+        starts learning far more slowly.
         """
         faithful = self.faithful
         for module in self.modules():
