@@ -325,11 +325,6 @@ BLOCKS: dict[str, BlockSpec] = {
 }
 
 
-def he_bound(module: nn.Module) -> float:
-    """He-uniform limit from a conv's live kernel: keeps the activation scale through a ReLU stack."""
-    return math.sqrt(6.0 / (module.in_channels // module.groups * math.prod(module.kernel_size)))
-
-
 def glorot_bound(module: nn.Module) -> float:
     """Keras' Glorot-uniform limit for a conv, from its reference kernel (dead slices included)."""
     kernel = getattr(module, "reference_kernel", module.kernel_size)

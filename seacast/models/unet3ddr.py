@@ -37,15 +37,7 @@ from torch import nn
 from seacast.config import MODEL_NAMES, ModelConfig
 from seacast.errors import ConfigError, DataError
 from seacast.models.attention import ChannelGate, SpatialSelfAttention
-from seacast.models.blocks import (
-    BLOCKS,
-    BlockSpec,
-    ConvAct,
-    Layers,
-    TimeCompressor,
-    glorot_bound,
-    he_bound,
-)
+from seacast.models.blocks import BLOCKS, BlockSpec, ConvAct, Layers, TimeCompressor, glorot_bound
 
 LEVELS = 4
 GRID_MULTIPLE = 2**LEVELS
@@ -187,18 +179,10 @@ class UNet3DDR(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Glorot-uniform weights and zero biases (Keras defaults); the last conv at zero if residual.
-
-        Efficient mode draws convs He-uniform from their live kernels instead: Glorot over the
-        reference's kernels (dead slices included) shrinks the activations at every layer, so the
-        features reaching the head of a BatchNorm-free U-Net are tiny (measured for 3ddr_unet,
-        F=4, unit-variance input: RMS 0.005 with Glorot, 0.75 with He) and a residual model
-        starts learning far more slowly.
-        """
-        faithful = self.faithful
+        """Glorot-uniform weights and zero biases (Keras defaults); the last conv at zero if residual."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Conv3d):
-                bound = glorot_bound(module) if faithful else he_bound(module)
+                bound = glorot_bound(module)
                 module.weight.uniform_(-bound, bound, generator=generator)
             elif isinstance(module, nn.Linear):
                 bound = (6.0 / (module.in_features + module.out_features)) ** 0.5
