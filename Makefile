@@ -38,7 +38,7 @@ paper: setup
 	$(SEACAST) pipeline run paper --set DATA=$(DATA)
 
 paper-quick: setup
-	$(SEACAST) pipeline run paper-quick
+	$(SEACAST) pipeline run paper-quick --jobs 2
 
 clean:
 	rm -rf data runs reports forecasts .seacast .pytest_cache

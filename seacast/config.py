@@ -113,26 +113,45 @@ class DatasetSpec(StrictModel):
     """
 
     id: str = Field(description="Copernicus Marine dataset ID.")
-    version: str | None = Field(None, description="Pinned dataset version, e.g. '202411'; latest if empty.")
+    version: str | None = Field(
+        None, description="Pinned dataset version, e.g. '202411'; latest if empty."
+    )
     variables: list[str] = Field(min_length=1, description="CMEMS variable names to take from it.")
-    step_hours: float = Field(1.0, gt=0, description="Time step of the dataset in hours (24 for daily).")
+    step_hours: float = Field(
+        1.0, gt=0, description="Time step of the dataset in hours (24 for daily)."
+    )
 
 
 class CopernicusSource(StrictModel):
     """Settings for `source: copernicus`."""
 
-    product: str = Field("NWSHELF_ANALYSISFORECAST_PHY_004_013", description="Copernicus product ID (for docs and checks).")
+    product: str = Field(
+        "NWSHELF_ANALYSISFORECAST_PHY_004_013",
+        description="Copernicus product ID (for docs and checks).",
+    )
     datasets: list[DatasetSpec] = Field(default_factory=list, description="Datasets to download.")
-    min_depth: float | None = Field(None, description="Shallowest depth to request (m); surface by default.")
+    min_depth: float | None = Field(
+        None, description="Shallowest depth to request (m); surface by default."
+    )
     max_depth: float | None = Field(None, description="Deepest depth to request (m).")
-    retries: int = Field(4, ge=0, description="Retries of a transient failure, with exponential backoff.")
-    backoff_seconds: float = Field(5.0, ge=0, description="First backoff delay; doubles on each retry.")
+    retries: int = Field(
+        4, ge=0, description="Retries of a transient failure, with exponential backoff."
+    )
+    backoff_seconds: float = Field(
+        5.0, ge=0, description="First backoff delay; doubles on each retry."
+    )
     coordinates_selection_method: Literal["inside", "strict-inside", "nearest", "outside"] = Field(
         "outside",
         description="How the toolbox matches the bbox to grid points; 'outside' adds the ring of points around it, which regridding needs.",
     )
-    netcdf_compression_level: int = Field(1, ge=0, le=9, description="zlib level of the downloaded NetCDF files (0: none).")
-    grid_km: float = Field(1.5, gt=0, description="Approximate grid spacing of the datasets in km; only for --dry-run size estimates.")
+    netcdf_compression_level: int = Field(
+        1, ge=0, le=9, description="zlib level of the downloaded NetCDF files (0: none)."
+    )
+    grid_km: float = Field(
+        1.5,
+        gt=0,
+        description="Approximate grid spacing of the datasets in km; only for --dry-run size estimates.",
+    )
 
 
 class FilesSource(StrictModel):
@@ -143,11 +162,18 @@ class FilesSource(StrictModel):
 
     glob: str = Field(description="Glob of NetCDF files, relative to the working directory.")
     dataset: str = Field("local", description="Name of the dataset folder under data/raw/files/.")
-    rename: dict[str, str] = Field(default_factory=dict, description="Variable and coordinate renames, source -> CMEMS name.")
-    variables: list[str] = Field(default_factory=list, description="CMEMS variables to keep (after renaming); all if empty.")
-    step_hours: float = Field(1.0, gt=0, description="Time step of the files in hours; each month must hold every step.")
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="Variable and coordinate renames, source -> CMEMS name."
+    )
+    variables: list[str] = Field(
+        default_factory=list, description="CMEMS variables to keep (after renaming); all if empty."
+    )
+    step_hours: float = Field(
+        1.0, gt=0, description="Time step of the files in hours; each month must hold every step."
+    )
     partial_months: bool = Field(
-        False, description="Accept months the files cover only in part (regrid then records the gaps); else such a month is an error."
+        False,
+        description="Accept months the files cover only in part (regrid then records the gaps); else such a month is an error.",
     )
 
 
@@ -156,21 +182,33 @@ class TwinSource(StrictModel):
 
     shape: tuple[int, int] = Field((64, 64), description="Grid size (ny, nx).")
     seed: int = Field(0, description="Seed of the weather generator; same seed, same files.")
-    spinup_days: float = Field(5.0, ge=0, description="Days simulated before the first written hour.")
+    spinup_days: float = Field(
+        5.0, ge=0, description="Days simulated before the first written hour."
+    )
     tides: bool = Field(True, description="Force the tidal constituents at the open boundaries.")
     weather: bool = Field(True, description="Run the storm generator (wind stress and pressure).")
     river: bool = Field(True, description="Rhine/Meuse discharge (salinity plume).")
     closed_basin: bool = Field(False, description="Close all boundaries (used by the volume test).")
-    cfl: float = Field(0.8, gt=0, le=1, description="Internal time step as a fraction of the gravity-wave CFL limit.")
-    tide_scale: float = Field(1.0, ge=0, description="Multiplier on the tidal amplitudes forced at the open boundaries.")
+    cfl: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Internal time step as a fraction of the gravity-wave CFL limit.",
+    )
+    tide_scale: float = Field(
+        1.0, ge=0, description="Multiplier on the tidal amplitudes forced at the open boundaries."
+    )
 
 
 class GridConfig(StrictModel):
     """The regular target grid of the store."""
 
-    shape: tuple[int, int] = Field((64, 64), description="Grid size (ny, nx); the U-Nets need multiples of 16.")
+    shape: tuple[int, int] = Field(
+        (64, 64), description="Grid size (ny, nx); the U-Nets need multiples of 16."
+    )
     method: Literal["conservative", "bilinear", "nearest"] = Field(
-        "conservative", description="Regridding method (xarray-regrid); conservative is right when coarsening."
+        "conservative",
+        description="Regridding method (xarray-regrid); conservative is right when coarsening.",
     )
     min_sea_fraction: float = Field(
         0.25,
@@ -184,9 +222,12 @@ class StoreConfig(StrictModel):
     """The Zarr store written by `regrid`."""
 
     path: Path = Field(Path("data/store.zarr"), description="Where the Zarr store goes.")
-    chunk_hours: int = Field(24, ge=1, description="Time steps per chunk; one chunk spans all of space.")
+    chunk_hours: int = Field(
+        24, ge=1, description="Time steps per chunk; one chunk spans all of space."
+    )
     stats_period: tuple[str, str] | None = Field(
-        None, description="Inclusive [start, end] dates for normalisation statistics; all times if empty."
+        None,
+        description="Inclusive [start, end] dates for normalisation statistics; all times if empty.",
     )
 
 
@@ -194,10 +235,14 @@ class DataConfig(StrictModel):
     """A data document (`configs/data/*.yaml`): `fetch` reads the source, `regrid` the grid and store."""
 
     name: str = Field(description="Short name, used in paths and reports.")
-    source: Literal["copernicus", "files", "twin"] = Field("twin", description="Where the raw data come from.")
+    source: Literal["copernicus", "files", "twin"] = Field(
+        "twin", description="Where the raw data come from."
+    )
     bbox: BBox = Field(default_factory=BBox, description="Region to fetch and to grid.")
     months: MonthRange = Field(description="Months to fetch, e.g. 2024-01:2024-12.")
-    variables: list[str] = Field(default_factory=lambda: list(VARIABLES_DEFAULT), description="Variables in the store.")
+    variables: list[str] = Field(
+        default_factory=lambda: list(VARIABLES_DEFAULT), description="Variables in the store."
+    )
     raw_dir: Path = Field(Path("data/raw"), description="Root of the raw NetCDF layout.")
     copernicus: CopernicusSource = Field(default_factory=CopernicusSource)
     files: FilesSource | None = None
@@ -231,7 +276,9 @@ class TimeRange(StrictModel):
         try:
             pd.Timestamp(str(value))
         except ValueError as exc:
-            raise ValueError(f"'{value}' is not a date or datetime (use ISO, e.g. 2024-05-01T06)") from exc
+            raise ValueError(
+                f"'{value}' is not a date or datetime (use ISO, e.g. 2024-05-01T06)"
+            ) from exc
         return str(value)
 
 
@@ -245,22 +292,28 @@ class SplitConfig(StrictModel):
     """
 
     preset: Literal["paper", "seasons", "ranges", "fractions"] = Field(
-        "fractions", description="Split scheme: paper, seasons, ranges or fractions (of the timeline)."
+        "fractions",
+        description="Split scheme: paper, seasons, ranges or fractions (of the timeline).",
     )
     train: TimeRange | None = None
     validation: TimeRange | None = None
     test: TimeRange | None = None
     fractions: tuple[float, float, float] = Field(
-        (0.7, 0.15, 0.15), description="Train/validation/test fractions of the timeline for preset 'fractions'."
+        (0.7, 0.15, 0.15),
+        description="Train/validation/test fractions of the timeline for preset 'fractions'.",
     )
 
 
 class SamplesConfig(StrictModel):
     """What one sample is: lags in, lead times out, normalised."""
 
-    variables: list[str] = Field(default_factory=lambda: list(VARIABLES_DEFAULT), description="Input and output variables.")
+    variables: list[str] = Field(
+        default_factory=lambda: list(VARIABLES_DEFAULT), description="Input and output variables."
+    )
     lags: int = Field(10, ge=1, description="Hourly input frames ending at the init time.")
-    lead_times: list[int] = Field(default_factory=lambda: [6, 12, 24], min_length=1, description="Lead times in hours.")
+    lead_times: list[int] = Field(
+        default_factory=lambda: [6, 12, 24], min_length=1, description="Lead times in hours."
+    )
     normalisation: Literal["minmax", "zscore"] = Field(
         "minmax", description="minmax: the reference's [0.1, 1]; zscore: (x - mean) / std."
     )
@@ -277,13 +330,28 @@ class SamplesConfig(StrictModel):
 class ModelConfig(StrictModel):
     """One of the four 3DDR U-Nets and its options."""
 
-    name: Literal[MODEL_NAMES] = Field("asymm_inception_res_3ddr_unet", description="Architecture: " + ", ".join(MODEL_NAMES) + ".")
-    filters: int = Field(16, ge=1, description="Base filter count F (levels use F, 2F, 4F, 8F, 16F).")
-    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout after level 4 and at the bottleneck.")
-    final_activation: Literal["relu", "none"] = Field("none", description="relu as in the reference, or none.")
-    attention: Literal["none", "self", "global", "both"] = Field("none", description="Optional attention modules.")
-    faithful: bool = Field(False, description="Conv3d everywhere as the reference (exact parameter counts).")
-    residual: bool = Field(True, description="Predict the increment over the last input frame, last layer at zero (starts as persistence).")
+    name: Literal[MODEL_NAMES] = Field(
+        "asymm_inception_res_3ddr_unet", description="Architecture: " + ", ".join(MODEL_NAMES) + "."
+    )
+    filters: int = Field(
+        16, ge=1, description="Base filter count F (levels use F, 2F, 4F, 8F, 16F)."
+    )
+    dropout: float = Field(
+        0.5, ge=0, lt=1, description="Dropout after level 4 and at the bottleneck."
+    )
+    final_activation: Literal["relu", "none"] = Field(
+        "none", description="relu as in the reference, or none."
+    )
+    attention: Literal["none", "self", "global", "both"] = Field(
+        "none", description="Optional attention modules."
+    )
+    faithful: bool = Field(
+        False, description="Conv3d everywhere as the reference (exact parameter counts)."
+    )
+    residual: bool = Field(
+        True,
+        description="Predict the increment over the last input frame, last layer at zero (starts as persistence).",
+    )
 
 
 class OptimizerConfig(StrictModel):
@@ -293,7 +361,9 @@ class OptimizerConfig(StrictModel):
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
-    schedule: Literal["none", "cosine", "plateau"] = Field("cosine", description="Learning-rate schedule.")
+    schedule: Literal["none", "cosine", "plateau"] = Field(
+        "cosine", description="Learning-rate schedule."
+    )
 
 
 class SpsaConfig(StrictModel):
@@ -303,7 +373,9 @@ class SpsaConfig(StrictModel):
     epsilon: float = Field(1e-3, gt=0, description="Perturbation size.")
     noise: Literal["gaussian", "rademacher"] = Field("gaussian", description="Distribution of z.")
     blockwise: bool = Field(False, description="Perturb one parameter block per step, cycling.")
-    inplace_sgd: bool = Field(False, description="Apply SGD in place from the seed (no .grad tensors).")
+    inplace_sgd: bool = Field(
+        False, description="Apply SGD in place from the seed (no .grad tensors)."
+    )
 
 
 class NodePerturbationConfig(StrictModel):
@@ -311,7 +383,9 @@ class NodePerturbationConfig(StrictModel):
 
     sigma: float = Field(1e-2, gt=0, description="Std of the noise on pre-activations.")
     probes: int = Field(1, ge=1, description="Noisy passes per step.")
-    baseline: bool = Field(False, description="Subtract a running loss baseline instead of a clean pass.")
+    baseline: bool = Field(
+        False, description="Subtract a running loss baseline instead of a clean pass."
+    )
     antithetic: bool = Field(True, description="Pair +psi and -psi noise.")
     layerwise: bool = Field(False, description="Perturb one layer per step, cycling.")
     credit: Literal["global", "local"] = Field(
@@ -320,7 +394,9 @@ class NodePerturbationConfig(StrictModel):
         "loss difference summed over the output cells near it (pooled to the layer's grid), far less noisy.",
     )
     credit_radius: int = Field(
-        1, ge=0, description="local credit: half-width, in the layer's own grid cells, of the window summed."
+        1,
+        ge=0,
+        description="local credit: half-width, in the layer's own grid cells, of the window summed.",
     )
     only: list[str] = Field(
         default_factory=list,
@@ -343,19 +419,30 @@ class ForwardGradientConfig(StrictModel):
 class TrainerConfig(StrictModel):
     """The update rule and the budget of the shared training loop."""
 
-    name: Literal[TRAINER_NAMES] = Field("backprop", description="Update rule: " + ", ".join(TRAINER_NAMES) + ".")
+    name: Literal[TRAINER_NAMES] = Field(
+        "backprop", description="Update rule: " + ", ".join(TRAINER_NAMES) + "."
+    )
     batch_size: int = Field(16, ge=1, description="Samples per step.")
     epochs: int = Field(10, ge=1, description="Maximum epochs.")
     max_steps: int | None = Field(None, ge=1, description="Step budget; stops early when reached.")
-    steps_per_epoch: int | None = Field(None, ge=1, description="Cap steps per epoch (sampled), all if empty.")
-    patience: int = Field(5, ge=1, description="Early stopping: epochs without validation improvement.")
-    land_in_loss: bool = Field(False, description="Include land (as 0) in the loss, as the reference did.")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="Cap steps per epoch (sampled), all if empty."
+    )
+    patience: int = Field(
+        5, ge=1, description="Early stopping: epochs without validation improvement."
+    )
+    land_in_loss: bool = Field(
+        False, description="Include land (as 0) in the loss, as the reference did."
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader workers.")
     max_val_samples: int | None = Field(
-        None, ge=1, description="Validate on at most this many samples, evenly spaced over the validation set; all if empty."
+        None,
+        ge=1,
+        description="Validate on at most this many samples, evenly spaced over the validation set; all if empty.",
     )
     deterministic: bool = Field(
-        True, description="Deterministic torch algorithms, so a resumed run gives the same weights as an uninterrupted one."
+        True,
+        description="Deterministic torch algorithms, so a resumed run gives the same weights as an uninterrupted one.",
     )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     spsa: SpsaConfig = Field(default_factory=SpsaConfig)
@@ -426,7 +513,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """Split `a.b.c=value` into a key path and a YAML-parsed value."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override '{text}' is not KEY=VALUE", "write it as --set section.field=value")
+        raise ConfigError(
+            f"override '{text}' is not KEY=VALUE", "write it as --set section.field=value"
+        )
     value = yaml.safe_load(raw) if raw.strip() else None
     # a month range like 2024-01:2024-03 is YAML's sexagesimal-looking string; keep it as text
     if isinstance(value, int | float) and ":" in raw:
@@ -464,17 +553,26 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
     """Read a YAML mapping, with a clear error for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist", "check the path (configs/ holds the shipped ones)")
+        raise ConfigError(
+            f"config file {path} does not exist", "check the path (configs/ holds the shipped ones)"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}", "fix the YAML syntax") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {exc}", "fix the YAML syntax"
+        ) from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} holds a {type(raw).__name__}, not a mapping", "write key: value pairs")
+        raise ConfigError(
+            f"config file {path} holds a {type(raw).__name__}, not a mapping",
+            "write key: value pairs",
+        )
     return raw
 
 
-def load_config(model: type[T], path: Path | str | None, overrides: list[str] | None = None, **base: Any) -> T:
+def load_config(
+    model: type[T], path: Path | str | None, overrides: list[str] | None = None, **base: Any
+) -> T:
     """Load `path` (YAML) into `model`, after applying `--set` overrides.
 
     `base` gives starting values used when no file is given.
@@ -542,9 +640,14 @@ def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, 
 def reference_markdown() -> str:
     """The config reference section of the README, generated from the models above."""
     parts = []
-    for title, model in (("Data config (`configs/data/*.yaml`)", DataConfig), ("Experiment config (`configs/experiments/*.yaml`)", ExperimentConfig)):
+    for title, model in (
+        ("Data config (`configs/data/*.yaml`)", DataConfig),
+        ("Experiment config (`configs/experiments/*.yaml`)", ExperimentConfig),
+    ):
         parts.append(f"#### {title}\n\n| key | default | meaning |\n|---|---|---|")
-        parts.extend(f"| `{key}` | {default} | {doc} |" for key, default, doc in reference_rows(model))
+        parts.extend(
+            f"| `{key}` | {default} | {doc} |" for key, default, doc in reference_rows(model)
+        )
         parts.append("")
     return "\n".join(parts)
 
@@ -562,7 +665,9 @@ def with_reference(readme: str) -> str:
     return f"{head}{start}\n{reference_markdown()}{end}{tail}"
 
 
-if __name__ == "__main__":  # python -m seacast.config [README.md]: print, or rewrite the README's reference
+if (
+    __name__ == "__main__"
+):  # python -m seacast.config [README.md]: print, or rewrite the README's reference
     import sys
 
     if len(sys.argv) > 1:

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from seacast.config import DataConfig
 from seacast.errors import DataError
+from seacast.progress import progress_bar
 from seacast.raw import fetch_lock
 from seacast.sources.base import MarineClient, PlannedFile, ProgressCallback
 
@@ -144,14 +145,8 @@ def _progress_bar(
     total: int, show: bool, console: Console
 ) -> Iterator[tuple[Progress, ProgressCallback, Callable[[str], None]]]:
     """A rich bar over the month files; yields the bar, the advance callback and a logger printing above it."""
-    with Progress(
-        TextColumn("[bold]fetch[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show,
+    with progress_bar(
+        "[bold]fetch[/]", "{task.description}", eta=False, console=console, enabled=show
     ) as bar:
         task = bar.add_task("", total=total)
 

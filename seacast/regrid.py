@@ -33,6 +33,7 @@ import gc
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,12 +162,23 @@ class Unit:
         return np.unique(np.concatenate([f.times for f in self.files]))
 
 
+# HDF5 (under netCDF4) is not thread-safe, and xarray locks reads but not opening a file:
+# months opened side by side by dask threads crashed the process (bus error in get_attrs).
+# Opening, reading and closing a file take this lock; regridding runs in parallel outside it.
+NETCDF_LOCK = threading.RLock()
+
+
 def _open(path: Path) -> xr.Dataset:
     """Open a NetCDF file lazily with CMEMS coordinate names; DataError naming the file."""
     if not path.is_file():
         raise DataError(
             f"input file {path} does not exist", "check the path, or run `seacast fetch` first"
         )
+    with NETCDF_LOCK:
+        return _open_unlocked(path)
+
+
+def _open_unlocked(path: Path) -> xr.Dataset:
     try:
         ds = xr.open_dataset(path)
     except Exception as exc:  # netCDF4/h5netcdf/scipy errors share no base class
@@ -415,7 +427,8 @@ def process_unit(
                     else block
                 )
                 try:
-                    frames = prepared.isel(time=index).load()
+                    with NETCDF_LOCK:
+                        frames = prepared.isel(time=index).load()
                 except Exception as exc:  # truncated files fail on read, not on open
                     raise DataError(
                         f"{source.path} cannot be read ({type(exc).__name__}: {exc})",
@@ -428,7 +441,8 @@ def process_unit(
                 del frames, regridded
                 _release_memory()
         finally:
-            ds.close()
+            with NETCDF_LOCK:
+                ds.close()
     arrays = {}
     for var, parts in pieces.items():
         if not parts:

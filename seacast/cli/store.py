@@ -8,12 +8,12 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from seacast.cli.common import SetOption, app, console, handle_errors, out
 from seacast.config import BBox, DataConfig, load_config
 from seacast.errors import ConfigError
+from seacast.progress import progress_bar
 
 
 @app.command("regrid")
@@ -80,13 +80,7 @@ def regrid_command(
     """
     from seacast.regrid import regrid_config, regrid_files
 
-    with Progress(
-        TextColumn("regrid {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with progress_bar("regrid {task.description}", eta=False, console=console) as bar:
         task = bar.add_task("", total=None)
 
         def progress(key: str, done: int, total: int) -> None:

@@ -17,17 +17,12 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 from seacast.config import DataConfig, fingerprint, to_dict
+from seacast.progress import progress_bar
 from seacast.raw import Manifest, MonthFile, expected_times, write_month_atomic
 from seacast.sources.base import PlannedFile, ProgressCallback
 from seacast.twin import DATASET_NAME, simulate, total_hours
@@ -65,15 +60,7 @@ def plan_twin(cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
 
 
 def _hour_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("simulated hours"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
+    return progress_bar("[bold]{task.description}", "simulated hours")
 
 
 @contextlib.contextmanager

@@ -34,14 +34,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -50,6 +44,7 @@ from torch.utils.data import DistributedSampler, Subset
 import seacast
 from seacast.config import ExperimentConfig, fingerprint, to_dict, to_yaml
 from seacast.errors import ConfigError, DataError, SeacastError
+from seacast.progress import progress_bar
 from seacast.raw import atomic_write_text
 from seacast.training.checkpoint import (
     BEST,
@@ -223,18 +218,11 @@ def _check_resumable(saved: dict[str, Any], cfg: ExperimentConfig, path: Path) -
 
 
 def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[rate]} samples/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
+    return progress_bar(
+        "[bold]{task.description}",
+        "loss {task.fields[loss]}",
+        "{task.fields[rate]} samples/s",
+        enabled=enabled,
     )
 
 
