@@ -276,16 +276,14 @@ def _evaluation_section(
             f for f in files if f.resolve() != own_page.resolve() and not f.name.startswith(".")
         ]
         pages = [f for f in files if f.suffix == ".md"]
-        lines += [f"### {item.name}", ""]
-        if (
-            pages
-        ):  # the evaluation wrote its own page: include it, it already shows its tables and figures
+        if pages:  # the evaluation wrote its own page, headed by its name: include it as it is
             for page in pages:
                 lines += [
                     _demote(_fix_links(page.read_text(), page.parent, report_dir)).strip(),
                     "",
                 ]
             continue
+        lines += [f"### {item.name}", ""]
         tables = [f for f in files if f.suffix == ".csv"]
         figures = [f for f in files if f.suffix in (".png", ".svg", ".jpg")]
         for table in tables:
