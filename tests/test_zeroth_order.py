@@ -252,7 +252,8 @@ def test_spsa_inplace_keeps_no_grad_and_restores_weights_at_zero_lr() -> None:
         # restored to float rounding: each probe adds and removes eps*z (about one ulp per probe)
         torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=5e-7)
     rule.set_lr(1e-2)
-    loss_before = float(mse_per_sample(model.eval()(x), y).mean())
+    with torch.no_grad():
+        loss_before = float(mse_per_sample(model.eval()(x), y).mean())
     model.train()
     for _ in range(30):
         rule.step(model, x, y, mse_per_sample)
