@@ -379,23 +379,7 @@ def test_cli_regrid_and_info(tmp_path):
     assert info.exit_code == 0, info.output
     for word in ("so", "zos", "8 x 8", "every 1 h", "gaps: 0", "sea fraction", "std"):
         assert word in info.output
-    bad = runner.invoke(
-        app,
-        [
-            "regrid",
-            str(src),
-            "--out",
-            str(store),
-            "--bbox",
-            "51",
-            "55",
-            "2.5",
-            "7.5",
-            "--shape",
-            "16",
-            "16",
-        ],
-    )
+    bad = runner.invoke(app, [*args[:-2], "16", "16"])  # same store, another grid
     assert bad.exit_code == 1 and "different config" in bad.output
     missing = runner.invoke(app, ["info", str(tmp_path / "none.zarr")])
     assert missing.exit_code == 1 and "does not exist" in missing.output
