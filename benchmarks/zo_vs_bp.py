@@ -33,11 +33,13 @@ import argparse
 import copy
 import json
 import math
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,13 +55,27 @@ from seacast.training.rules import make_rule
 from seacast.training.zeroth_order import directional_derivative, trainable_parameters
 from seacast.windows import open_samples
 
-# the layers near the output of seacast's U-Nets: the only ones node perturbation trains well
+# the layers near the output of seacast's U-Nets, where local credit is nearly exact
 NEAR_OUTPUT = ["head", "decoder.3", "up.3"]
+# plus the first encoder level, which reaches the output through the skip connection: it learns the
+# lag combinations (the tide's phase) that the 6 h lead needs. Its credit window covers that path.
+NEAR_OUTPUT_AND_SKIP = [*NEAR_OUTPUT, "reducers.0", "encoder.0"]
+SKIP_RADII = {"encoder.0": 4, "reducers.0": 3}
 METHODS: dict[str, dict] = {
     "backprop": {"name": "backprop"},
     "spsa": {"name": "spsa", "spsa": {"probes": 4, "epsilon": 1e-3}},
-    # the rule's defaults (local credit, radius 1) on the layers near the output
+    # local credit on the layers near the output and the first encoder level (the skip path)
     "node-perturbation": {
+        "name": "node-perturbation",
+        "node_perturbation": {
+            "sigma": 1e-2,
+            "probes": 1,
+            "only": NEAR_OUTPUT_AND_SKIP,
+            "credit_radius_by_layer": SKIP_RADII,
+        },
+    },
+    # the ablation: the same without the skip path (session 1's best)
+    "node-perturbation-near": {
         "name": "node-perturbation",
         "node_perturbation": {"sigma": 1e-2, "probes": 1, "only": NEAR_OUTPUT},
     },
@@ -75,6 +91,7 @@ LR_GRID = {
     "backprop": [3e-3, 1e-2, 1e-3],
     "spsa": [3e-4, 1e-4, 1e-3],
     "node-perturbation": [1e-2, 3e-3, 3e-2],
+    "node-perturbation-near": [1e-2, 3e-3, 3e-2],
     "node-perturbation-global": [1e-3, 3e-4, 1e-2],
     "forward-gradient": [3e-4, 1e-4, 1e-3],
 }
@@ -229,6 +246,34 @@ def train(
                     copy.deepcopy(model.state_dict()),
                 )
     return trace
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    _WORKER["args"], _WORKER["data"] = args, load_data(args, Path(tempfile.gettempdir()))
+
+
+def _train_job(job: tuple) -> Trace:
+    return train(_WORKER["args"], _WORKER["data"], *job)
+
+
+def train_all(args, data: Data, jobs: list[tuple]) -> list[Trace]:
+    """``train(args, data, *job)`` for each job, ``--jobs`` at a time (one process each, same data)."""
+    if args.jobs <= 1:
+        return [train(args, data, *job) for job in jobs]
+    worker_args = copy.copy(args)
+    worker_args.store = Path(data.store)  # the synthetic store main wrote, not a fresh one each
+    context = multiprocessing.get_context("spawn")  # fork after torch's thread pools start can hang
+    with ProcessPoolExecutor(
+        args.jobs, mp_context=context, initializer=_init_worker, initargs=(worker_args,)
+    ) as pool:
+        # longest first, so the last runs to finish are short ones
+        order = sorted(range(len(jobs)), key=lambda i: -jobs[i][3])
+        futures = {i: pool.submit(_train_job, jobs[i]) for i in order}
+        return [futures[i].result() for i in range(len(jobs))]
 
 
 def test_mse(args, data: Data, state: dict | None, seed: int) -> np.ndarray:
@@ -424,6 +469,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared).")
     parser.add_argument(
+        "--jobs", type=int, default=1, help="Training runs at a time (processes of --threads each)."
+    )
+    parser.add_argument(
         "--memory-size",
         type=int,
         default=64,
@@ -507,20 +555,26 @@ def main(argv: list[str] | None = None) -> None:
         persistence = test_mse(args, data, None, 0)
         bp_budget = args.bp_steps * 3.0
         zo_steps = int(args.bp_steps * args.zo_step_factor)
+        jobs = [
+            (method, lr, seed, args.bp_steps if method == "backprop" else zo_steps, bp_budget)
+            for method in args.methods
+            for lr in LR_GRID[method][: args.lrs]
+            for seed in range(args.seeds)
+        ]
+        print(f"\ntraining {len(jobs)} runs, {args.jobs} at a time:")
+        done = iter(train_all(args, data, jobs))
         results: dict[str, list[Trace]] = {}
         for method in args.methods:
             steps = args.bp_steps if method == "backprop" else zo_steps
             traces = []
             for lr in LR_GRID[method][: args.lrs]:
-                runs = [
-                    train(args, data, method, lr, seed, steps, bp_budget)
-                    for seed in range(args.seeds)
-                ]
+                runs = [next(done) for _ in range(args.seeds)]
                 traces.append(runs)
                 vals = [r.best_val for r in runs]
                 print(
-                    f"  trained {method:18s} lr {lr:.0e}: best val MSE {np.mean(vals):.4g} "
-                    f"({steps} steps, {np.mean([r.seconds for r in runs]):.0f} s/run)"
+                    f"  trained {method:24s} lr {lr:.0e}: best val MSE {np.mean(vals):.4g} "
+                    f"(seeds {', '.join(f'{v:.4g}' for v in vals)}; {steps} steps, "
+                    f"{np.mean([r.seconds for r in runs]):.0f} s/run)"
                 )
             # pick the lr on validation (mean over seeds)
             results[method] = min(

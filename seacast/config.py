@@ -25,7 +25,15 @@ from typing import Any, Literal, TypeVar
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from seacast.errors import ConfigError
 
@@ -397,6 +405,13 @@ class NodePerturbationConfig(StrictModel):
         1,
         ge=0,
         description="local credit: half-width, in the layer's own grid cells, of the window summed.",
+    )
+    credit_radius_by_layer: dict[str, NonNegativeInt] = Field(
+        default_factory=dict,
+        description="local credit: the half-width for the layers whose module name starts with a key (the longest "
+        "key wins), e.g. {encoder.0: 4}; it should cover the layer's influence on the output along its shortest "
+        "path (a U-Net's first encoder level reaches the output through the skip connection and about four 3x3 "
+        "convs). Other layers use credit_radius.",
     )
     only: list[str] = Field(
         default_factory=list,

@@ -467,3 +467,41 @@ def test_only_restricts_node_perturbation_to_the_named_layers() -> None:
             model,
             trainer("node-perturbation", node_perturbation={"only": ["head"]}),
         )
+
+
+def test_credit_radius_by_layer_covering_the_influence_field_recovers_a_hidden_layer_gradient() -> (
+    None
+):
+    torch.manual_seed(0)
+    # layer "0" reaches the output through one 3x3 conv: its influence field has radius 1
+    model = nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(6, 6, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(6, 2, 1),
+    )
+    x, y = torch.randn(8, 2, 16, 16), torch.randn(8, 2, 16, 16)
+    model.zero_grad(set_to_none=True)
+    mse_with_cells(model(x), y).mean().backward()
+    true_first = torch.cat([p.grad.flatten() for p in model[0].parameters()]).clone()
+    cosines = {}
+    for radius in (0, 1):
+        cfg = trainer(
+            "node-perturbation",
+            node_perturbation={
+                "only": ["0"],
+                "credit_radius": 0,
+                "credit_radius_by_layer": {"0": radius},
+                "probes": 4,
+            },
+        )
+        rule = make_rule("node-perturbation", model, cfg)
+        torch.manual_seed(1)
+        total = torch.zeros_like(true_first)
+        for _ in range(20):
+            rule.step(model, x, y, mse_with_cells)
+            total += torch.cat([p.grad.flatten() for p in model[0].parameters()])
+        cosines[radius] = cosine(total, true_first)
+    assert cosines[1] > 0.8, cosines
+    assert cosines[0] < cosines[1] - 0.2, cosines  # a window smaller than the field is biased

@@ -360,12 +360,10 @@ class NodePerturbationRule(UpdateRule):
         super().__init__(model, cfg)
         self.opts = cfg.node_perturbation
         self.layers = local_layers(model)
+        names = {m: n for n, m in model.named_modules()}
         if self.opts.only:
-            names = {m: n for n, m in model.named_modules()}
             self.layers = [
-                m
-                for m in self.layers
-                if any(names[m] == p or names[m].startswith(p + ".") for p in self.opts.only)
+                m for m in self.layers if _longest_prefix(names[m], self.opts.only) is not None
             ]
         if not self.layers:
             from seacast.errors import ConfigError
@@ -376,12 +374,17 @@ class NodePerturbationRule(UpdateRule):
                 "fix trainer.node_perturbation.only (module names as in model.named_modules()), "
                 "or use spsa / forward-gradient for this model",
             )
+        self.radius = {m: self._radius_of(names[m]) for m in self.layers}
         self.params = [p for _, p in trainable_parameters(model)]
         self.layer_cursor = 0
         self.baseline_value: float | None = None
         self.baseline_momentum = 0.9
         self.sample_masks: dict[nn.Module, torch.Tensor] | None = None
         self.warned_no_cells = False
+
+    def _radius_of(self, name: str) -> int:
+        key = _longest_prefix(name, list(self.opts.credit_radius_by_layer))
+        return self.opts.credit_radius if key is None else self.opts.credit_radius_by_layer[key]
 
     def state_dict(self) -> dict:
         return {"layer_cursor": self.layer_cursor, "baseline": self.baseline_value}
@@ -543,7 +546,7 @@ class NodePerturbationRule(UpdateRule):
                     self.sample_masks,
                     delta / sigma2,
                     None if delta_map is None else delta_map / sigma2,
-                    self.opts.credit_radius,
+                    self.radius,
                 )
                 self._accumulate(records, credit, sums)
             passes.finish()
@@ -586,10 +589,11 @@ class _Credit:
     Global credit: the sample's whole loss difference δ_b, the same for every node.
     Local credit: the loss-difference map over output cells, summed into the
     layer's grid (a layer at 1/f resolution gets the sum over each f×f block)
-    and then over a window of ``2·radius+1`` of its cells around each node. A
-    node's noise changes the loss only inside its influence field, so the cells
-    outside add variance and no signal: dropping them is exact when the window
-    covers the field (a 1x1 head: radius 0), a small bias otherwise.
+    and then over a window of ``2·radius+1`` of its cells around each node
+    (``radius`` per layer). A node's noise changes the loss only inside its
+    influence field, so the cells outside add variance and no signal: dropping
+    them is exact when the window covers the field (a 1x1 head: radius 0), a
+    small bias otherwise.
     Layers whose output is not on a grid that divides the output grid
     (Linear layers, odd shapes) fall back to global credit.
     """
@@ -599,13 +603,13 @@ class _Credit:
         sample_share: dict[nn.Module, torch.Tensor] | None,
         delta: torch.Tensor,
         delta_map: torch.Tensor | None,
-        radius: int,
+        radius: dict[nn.Module, int],
     ) -> None:
         self.sample_share = sample_share  # layer -> [B] bool: the samples that noise it
         self.delta = delta  # [B]
         self.delta_map = delta_map  # [B, H, W] or None
         self.radius = radius
-        self.cache: dict[tuple[int, int], torch.Tensor] = {}
+        self.cache: dict[tuple[int, int, int], torch.Tensor] = {}
 
     def for_output(self, module: nn.Module, psi: torch.Tensor) -> torch.Tensor:
         """A tensor broadcastable to ``psi`` (the layer's output noise)."""
@@ -616,17 +620,24 @@ class _Credit:
         h, w = psi.shape[-2:]
         if height % h or width % w:
             return global_credit
-        if (h, w) not in self.cache:
+        radius = self.radius[module]
+        if (h, w, radius) not in self.cache:
             fh, fw = height // h, width // w
             summed = nn.functional.avg_pool2d(self.delta_map.unsqueeze(1), (fh, fw)) * (fh * fw)
-            if self.radius:
-                size = 2 * self.radius + 1
+            if radius:
+                size = 2 * radius + 1
                 summed = nn.functional.avg_pool2d(
-                    summed, size, stride=1, padding=self.radius, count_include_pad=True
+                    summed, size, stride=1, padding=radius, count_include_pad=True
                 ) * (size * size)
-            self.cache[(h, w)] = summed  # [B, 1, h, w]
-        local = self.cache[(h, w)].to(psi.dtype)
+            self.cache[(h, w, radius)] = summed  # [B, 1, h, w]
+        local = self.cache[(h, w, radius)].to(psi.dtype)
         return local.view(local.shape[0], 1, *([1] * (psi.dim() - 4)), h, w)
+
+
+def _longest_prefix(name: str, prefixes: list[str]) -> str | None:
+    """The longest of ``prefixes`` that is ``name`` or a module path above it (``a.b`` for ``a.b.c``)."""
+    matches = [p for p in prefixes if name == p or name.startswith(p + ".")]
+    return max(matches, key=len, default=None)
 
 
 def _add(
