@@ -550,6 +550,7 @@ def main(argv: list[str] | None = None) -> None:
         for row in rows:
             print(
                 f"  {row.rule:18s} cosine {row.cosine:+.3f}  cost {row.forwards:g} forwards  |est|/|g| {row.norm_ratio:.3g}"
+                f"  covers {row.coverage:.0%} of the parameters"
             )
 
         persistence = test_mse(args, data, None, 0)
@@ -608,6 +609,16 @@ def main(argv: list[str] | None = None) -> None:
                 fmt = lambda a: np.array2string(a, precision=3, separator=",")  # noqa: E731
                 print(
                     f"{method:24s} {runs[0].lr:6.0e} {per_step:8.2f} {sec:7.3f} {label:>10s} {fmt(mse):>30s} {fmt(vs_p):>18s} {fmt(vs_bp):>18s}"
+                )
+        print(
+            "\nper seed, at the lr picked (test MSE / persistence per lead; best checkpoint on validation):"
+        )
+        for method, runs in results.items():
+            for r in runs:
+                ratio = test_mse(args, data, r.best, r.seed) / persistence
+                print(
+                    f"  {method:24s} seed {r.seed}: {np.array2string(ratio, precision=3, separator=',')}"
+                    f"  (best val {r.best_val:.4g})"
                 )
         print(
             "\nZO steps budget = "
