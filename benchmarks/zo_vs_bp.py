@@ -50,6 +50,7 @@ from torch import nn
 from seacast.config import ModelConfig, SamplesConfig, TrainerConfig
 from seacast.models import build_model
 from seacast.training.gradcheck import gradient_check
+from seacast.training.loop import step_schedule
 from seacast.training.losses import make_loss
 from seacast.training.rules import make_rule
 from seacast.training.zeroth_order import directional_derivative, trainable_parameters
@@ -218,7 +219,7 @@ def train(
     cfg = TrainerConfig.model_validate({**METHODS[method], "batch_size": args.batch})
     rule = make_rule(cfg.name, model, cfg)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    schedule = step_schedule(optimiser, "cosine", steps, round(args.warmup * steps))
     trace = Trace(method, lr, seed)
     batches = torch.Generator().manual_seed(seed + 1000)
     evaluate_at = set(
@@ -455,6 +456,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--zo-step-factor", type=float, default=100.0, help="ZO steps = factor x backprop steps."
     )
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.1,
+        help="Linear lr warm-up over this fraction of each run's steps (then cosine), every method.",
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
         "--lrs", type=int, default=2, help="Learning rates tried per method (from LR_GRID)."

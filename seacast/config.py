@@ -372,6 +372,22 @@ class OptimizerConfig(StrictModel):
     schedule: Literal["none", "cosine", "plateau"] = Field(
         "cosine", description="Learning-rate schedule."
     )
+    warmup_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Linear warm-up of the lr over this fraction of the steps, then the schedule "
+        "(cosine or none). Zeroth-order rules gain most: their first estimates are mostly noise.",
+    )
+
+    @model_validator(mode="after")
+    def _warmup_needs_a_step_schedule(self) -> OptimizerConfig:
+        if self.warmup_fraction and self.schedule == "plateau":
+            raise ValueError(
+                "warmup_fraction works with schedule cosine or none (plateau steps once per epoch): "
+                "set schedule: cosine, or warmup_fraction: 0"
+            )
+        return self
 
 
 class SpsaConfig(StrictModel):

@@ -307,3 +307,26 @@ def test_ddp_two_processes(store, tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs" / "ddp").iterdir()) == sorted(
         ["checkpoint_best.pt", "checkpoint_last.pt", "config.yaml", "meta.json", "metrics.csv"]
     )
+
+
+def test_warmup_ramps_the_lr_up_then_decays_it_with_the_cosine():
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
+    schedule = loop_module.step_schedule(optimizer, "cosine", total_steps=10, warmup_steps=4)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(a > b for a, b in zip(lrs[4:], lrs[5:], strict=False))  # then strictly down
+    assert lrs[-1] < 0.1
+
+
+def test_warmup_runs_through_the_loop_and_is_refused_with_a_plateau_schedule(store, tmp_path):
+    optimizer = {"name": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_fraction": 0.7}
+    result = train(_config(store, tmp_path, "warm", optimizer=optimizer), progress=False)
+    lrs = [row["lr"] for row in result.history]  # the lr at the end of each of the 3 epochs
+    assert lrs[0] < lrs[1] and lrs[2] < lrs[1]
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        _config(store, tmp_path, optimizer={**optimizer, "schedule": "plateau"})

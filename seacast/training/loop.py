@@ -136,10 +136,32 @@ def _optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer
     )
 
 
+def step_schedule(
+    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_steps: int = 0
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-step lr schedule: linear warm-up over ``warmup_steps``, then cosine to 0 (or flat)."""
+    if not warmup_steps:
+        if schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+        return None
+    decay_steps = max(total_steps - warmup_steps, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule != "cosine":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, decay_steps) / decay_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig, total_steps: int) -> Any:
-    schedule = cfg.trainer.optimizer.schedule
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    opts = cfg.trainer.optimizer
+    schedule = opts.schedule
+    if schedule in ("cosine", "none"):
+        warmup = round(opts.warmup_fraction * total_steps)
+        return step_schedule(optimizer, schedule, total_steps, warmup)
     if schedule == "plateau":
         patience = max(cfg.trainer.patience // 2, 1)
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=patience)
@@ -477,7 +499,7 @@ def _train(
                 )
                 if not rule.applies_update:
                     optimizer.step()
-                if scheduler is not None and cfg.trainer.optimizer.schedule == "cosine":
+                if scheduler is not None and cfg.trainer.optimizer.schedule != "plateau":
                     scheduler.step()
                 step += 1
                 epoch_steps += 1
