@@ -1,8 +1,8 @@
 """Zeroth-order rules against backprop on the same data and model, measured side by side.
 
-For backprop and each ZO rule (spsa, node-perturbation, forward-gradient; plus
-node-perturbation-global, the rule with global credit on every layer, for comparison)
-it prints:
+For backprop and each ZO rule (spsa, node-perturbation, forward-gradient; plus, for
+comparison, node-perturbation-near without the first encoder level and
+node-perturbation-global with global credit on every layer) it prints:
 
 * cost per step in forward-pass equivalents (the rules' accounting) and measured
   wall-clock per step, plus a plain forward and a jvp timed in forward units;
@@ -11,20 +11,27 @@ it prints:
   allocations) at ``--memory-size`` x ``--memory-filters`` (64, 8: big enough
   activations to tell the methods apart), with rows for inference, backprop with activation checkpointing
   (``torch.utils.checkpoint``) and MeZO's in-place SGD;
-* the cosine of each rule's estimate to the true gradient on a fixed batch;
+* the cosine of each rule's estimate to the true gradient on a fixed batch, and the
+  share of the parameters it updates;
 * test MSE (physical units, sea only) per lead time of the checkpoint picked on
   validation, (a) within backprop's forward budget and (b) within the ZO step
   budget (``--zo-step-factor`` x backprop's steps), with its ratio to
-  persistence and to backprop.
+  persistence and to backprop, for the mean over seeds and for each seed.
 
 Data: the twin store given by ``--store``; without it a synthetic tidal store
 (``seacast.schema.synthetic_store``) is written to a temporary folder, because
 the twin/regrid pipeline is a separate stage. Every method gets the same model
 (residual start: an untrained model is persistence), the same batches (seeded),
-Adam with a cosine schedule, and the same number of learning rates tried.
+Adam with a linear warm-up (``--warmup``) then a cosine decay, and the same number
+of learning rates tried. ``node-perturbation`` uses the node_perturbation section of
+``configs/experiments/zo_vs_bp.yaml`` (the same setting as an experiment for
+``seacast train``).
 
-Run: ``python benchmarks/zo_vs_bp.py --quick`` (a few minutes on 2 shared cores) or
-``python benchmarks/zo_vs_bp.py --store data/twin.zarr --bp-steps 300 --zo-step-factor 100``.
+Run: ``python benchmarks/zo_vs_bp.py --quick`` (about 12 min on 2 cores) or, the
+README's main setting (~21 min with ``--jobs 2``),
+``python benchmarks/zo_vs_bp.py --store /tmp/zo/twin.zarr --variables zos uo --lags 3
+--filters 4 --bp-steps 300 --zo-step-factor 5 --seeds 3 --lrs 2
+--methods backprop node-perturbation --jobs 2``.
 """
 
 from __future__ import annotations
@@ -47,7 +54,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from seacast.config import ModelConfig, SamplesConfig, TrainerConfig
+from seacast.config import (
+    ExperimentConfig,
+    ModelConfig,
+    SamplesConfig,
+    TrainerConfig,
+    load_config,
+)
 from seacast.models import build_model
 from seacast.training.gradcheck import gradient_check
 from seacast.training.loop import step_schedule
@@ -58,23 +71,15 @@ from seacast.windows import open_samples
 
 # the layers near the output of seacast's U-Nets, where local credit is nearly exact
 NEAR_OUTPUT = ["head", "decoder.3", "up.3"]
-# plus the first encoder level, which reaches the output through the skip connection: it learns the
-# lag combinations (the tide's phase) that the 6 h lead needs. Its credit window covers that path.
-NEAR_OUTPUT_AND_SKIP = [*NEAR_OUTPUT, "reducers.0", "encoder.0"]
-SKIP_RADII = {"encoder.0": 4, "reducers.0": 3}
+# the experiment with the benchmark's setting: its node-perturbation section (near-output layers plus the
+# first encoder level, which reaches the output through the skip connection; its credit window covers that)
+EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "zo_vs_bp.yaml"
+SKIP_PATH_SETTING = load_config(ExperimentConfig, EXPERIMENT).trainer.node_perturbation.model_dump()
 METHODS: dict[str, dict] = {
     "backprop": {"name": "backprop"},
     "spsa": {"name": "spsa", "spsa": {"probes": 4, "epsilon": 1e-3}},
     # local credit on the layers near the output and the first encoder level (the skip path)
-    "node-perturbation": {
-        "name": "node-perturbation",
-        "node_perturbation": {
-            "sigma": 1e-2,
-            "probes": 1,
-            "only": NEAR_OUTPUT_AND_SKIP,
-            "credit_radius_by_layer": SKIP_RADII,
-        },
-    },
+    "node-perturbation": {"name": "node-perturbation", "node_perturbation": SKIP_PATH_SETTING},
     # the ablation: the same without the skip path (session 1's best)
     "node-perturbation-near": {
         "name": "node-perturbation",
