@@ -74,7 +74,7 @@ def matmul_gflops(size: int, repeats: int) -> float:
 
 
 def make(name: str, faithful: bool) -> nn.Module:
-    cfg = ModelConfig(name=name, filters=FILTERS, faithful=faithful, residual=False)
+    cfg = ModelConfig(name=name, filters=FILTERS, faithful=faithful, base="none")
     return build_model(cfg, CHANNELS, CHANNELS, LAGS, 1, SHAPE, seed=0)
 
 

@@ -356,10 +356,28 @@ class ModelConfig(StrictModel):
     faithful: bool = Field(
         False, description="Conv3d everywhere as the reference (exact parameter counts)."
     )
-    residual: bool = Field(
-        True,
-        description="Predict the increment over the last input frame, last layer at zero (starts as persistence).",
+    base: Literal["none", "persistence", "tide"] = Field(
+        "persistence",
+        description="The reference the network corrects, its last layer at zero so an untrained model "
+        "equals it: none (the paper's plain output), persistence (the last input frame) or tide (the "
+        "harmonic tide at the valid time plus the damped anomaly of the init time; the inputs are the "
+        "anomaly lags, obs - tide). Old configs' `residual: true/false` means persistence/none.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _residual_is_base(cls, data: Any) -> Any:
+        # runs and configs written before model.base said `residual: true/false`
+        if isinstance(data, dict) and "residual" in data:
+            data = dict(data)
+            residual = data.pop("residual")
+            data.setdefault("base", "persistence" if residual else "none")
+        return data
+
+    @property
+    def residual(self) -> bool:
+        """True when the network corrects a reference (any base but none)."""
+        return self.base != "none"
 
 
 class OptimizerConfig(StrictModel):
@@ -481,6 +499,19 @@ class TrainerConfig(StrictModel):
     forward_gradient: ForwardGradientConfig = Field(default_factory=ForwardGradientConfig)
 
 
+class TidesConfig(StrictModel):
+    """The harmonic tide fit: tide-aware models (`model.base: tide`) and the tide references of `evaluate`."""
+
+    constituents: Literal["auto"] | list[str] = Field(
+        "auto",
+        description="auto: every utide constituent the training period resolves (Rayleigh criterion); "
+        "or a list of names, e.g. [M2, S2, N2, K2, K1, O1, P1, Q1, M4, MS4, M6].",
+    )
+    rayleigh: float = Field(
+        1.0, gt=0, description="Rayleigh factor: constituents closer than this / record length are not fitted."
+    )
+
+
 class ExperimentConfig(StrictModel):
     """An experiment document (`configs/experiments/*.yaml`) for `seacast train`."""
 
@@ -491,6 +522,7 @@ class ExperimentConfig(StrictModel):
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    tides: TidesConfig = Field(default_factory=TidesConfig)
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
 
 

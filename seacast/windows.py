@@ -6,8 +6,10 @@ A sample with init time t0 holds
 * ``y`` ``[n_lead, C, H, W]``: the frames at t0 + each lead time;
 * ``sea_mask`` ``[H, W]`` bool (True on sea) and ``init_time`` (int64 hours since 1970).
 
-``x`` and ``y`` are normalised with the store's statistics, and land is 0 in both. Frames
-are read lazily, only those a sample needs; each DataLoader worker opens its own handle.
+``x`` and ``y`` are model values made by the run's :class:`~seacast.encoding.SampleEncoding`:
+fields normalised with the store's statistics, or (tide-aware runs) anomalies obs - tide
+normalised by their std; land is 0 in both. Frames are read lazily, only those a sample
+needs; each DataLoader worker opens its own handle.
 
 Offered:
 
@@ -210,7 +212,10 @@ class WindowDataset(Dataset):
         normaliser: Normaliser,
         sea_mask: np.ndarray,
         skipped: int = 0,
+        encoding: Any = None,
     ) -> None:
+        from seacast.encoding import SampleEncoding
+
         self.store_path = Path(store_path)
         self.variables = list(variables)
         self.lags = lags
@@ -220,7 +225,7 @@ class WindowDataset(Dataset):
         self.normaliser = normaliser
         self.sea_mask = np.asarray(sea_mask, dtype=bool)
         self.skipped = skipped
-        self._land = torch.from_numpy(~self.sea_mask)
+        self.encoding: SampleEncoding = encoding or SampleEncoding(normaliser, self.sea_mask)
         self._mask_tensor = torch.from_numpy(self.sea_mask)
         self._ds: xr.Dataset | None = None
         self._pid: int | None = None
@@ -248,6 +253,7 @@ class WindowDataset(Dataset):
             self.normaliser,
             self.sea_mask,
             self.skipped,
+            self.encoding,
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -273,9 +279,8 @@ class WindowDataset(Dataset):
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         t0 = int(self.init_indices[item])
         wanted = np.concatenate([np.arange(t0 - self.lags + 1, t0 + 1), t0 + self.lead_steps])
-        frames = torch.from_numpy(self.frames(wanted))  # [lags + n_lead, C, H, W]
-        frames = self.normaliser.normalise(frames, channel_dim=1)
-        frames = torch.nan_to_num(frames, nan=0.0).masked_fill(self._land, 0.0)
+        # [lags + n_lead, C, H, W] model values
+        frames = self.encoding.encode(self.frames(wanted), self.hours[wanted])
         x = frames[: self.lags].permute(1, 0, 2, 3).contiguous()  # [C, lags, H, W]
         y = frames[self.lags :].contiguous()  # [n_lead, C, H, W]
         return {
@@ -307,6 +312,45 @@ class SampleSets:
     @property
     def shape(self) -> tuple[int, int]:
         return (int(self.sea_mask.shape[0]), int(self.sea_mask.shape[1]))
+
+    @property
+    def encoding(self) -> Any:
+        return self.train.encoding
+
+    def with_tides(self, tides: Any) -> SampleSets:
+        """The same splits as anomaly samples (obs - tide, scaled by the anomaly std of ``tides``)."""
+        from seacast.encoding import SampleEncoding, anomaly_normaliser
+
+        normaliser = anomaly_normaliser(tides, self.normaliser.variables)
+        encoding = SampleEncoding(normaliser, self.sea_mask, tides)
+        encoding.precompute(self.timeline.hours)
+
+        def convert(ds: WindowDataset) -> WindowDataset:
+            return WindowDataset(
+                ds.store_path,
+                ds.variables,
+                ds.lags,
+                ds.lead_steps,
+                ds.init_indices,
+                ds.hours,
+                normaliser,
+                ds.sea_mask,
+                ds.skipped,
+                encoding,
+            )
+
+        return SampleSets(
+            train=convert(self.train),
+            validation=convert(self.validation),
+            test=convert(self.test),
+            test_groups={name: convert(ds) for name, ds in self.test_groups.items()},
+            normaliser=normaliser,
+            sea_mask=self.sea_mask,
+            timeline=self.timeline,
+            plan=self.plan,
+            fingerprint=self.fingerprint,
+            store_path=self.store_path,
+        )
 
     @property
     def skipped(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Reference forecasts that every model must beat: persistence and climatology.
+"""Reference forecasts that every model must beat: persistence, climatology and the tide.
 
 Offers:
 
@@ -6,6 +6,8 @@ Offers:
 * :class:`Climatology` - hour-of-day by calendar-month means, built from the training
   period only (:meth:`Climatology.from_store`), and its forecast for any valid time
   (:meth:`Climatology.predict`).
+* :class:`TideReferences` - the harmonic tide at the valid time, plus the anomaly of the init
+  time persisted or damped (``shared/design/tides.md``); the damped one is the strongest.
 
 Climatology choice (documented, as the issue asks): the mean of each variable at
 each grid point over all training times with the same calendar month and hour of
@@ -26,6 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from seacast.errors import DataError
+from seacast.tides import TidalConstants
 
 READ_CHUNK_HOURS = 24 * 31
 
@@ -107,3 +110,40 @@ class Climatology:
     def months_covered(self) -> list[int]:
         """Calendar months (1..12) that had training data."""
         return [m + 1 for m in range(12) if np.isfinite(self.mean[m]).any()]
+
+
+REFERENCE_TITLES = {
+    "persistence": "persistence",
+    "climatology": "climatology",
+    "tide": "tide",
+    "tide_persisted": "tide + persisted anomaly",
+    "tide_damped": "tide + damped anomaly",
+}
+TIDE_REFERENCES = ("tide", "tide_persisted", "tide_damped")
+
+
+@dataclass
+class TideReferences:
+    """The harmonic references: ``tide(t0+L)``, ``+ a(t0)`` and ``+ alpha a(t0)``, with ``a = obs - tide``.
+
+    ``damping [n_lead, C]`` is alpha per lead time and variable, fitted on the training period
+    with the tide (:func:`seacast.tides.fit_tides`); ``source`` says where the constants came from.
+    """
+
+    tides: TidalConstants
+    damping: np.ndarray
+    source: str
+
+    def forecasts(
+        self, last: np.ndarray, init_hours: np.ndarray, valid_hours: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """``last [B, C, H, W]`` physical init-time frames -> each reference ``[B, n_lead, C, H, W]``."""
+        tide_valid = self.tides.predict(np.asarray(valid_hours).reshape(-1))
+        tide_valid = tide_valid.reshape(*np.shape(valid_hours), *tide_valid.shape[1:])
+        anomaly = (np.asarray(last) - self.tides.predict(np.asarray(init_hours)))[:, None]
+        alpha = self.damping.astype(np.float32)[None, :, :, None, None]
+        return {
+            "tide": tide_valid,
+            "tide_persisted": tide_valid + anomaly,
+            "tide_damped": tide_valid + alpha * anomaly,
+        }

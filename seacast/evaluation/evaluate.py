@@ -1,12 +1,15 @@
-"""Score trained runs on a split of their store, against persistence and climatology.
+"""Score trained runs on a split of their store, against persistence, climatology and the tide.
 
 Offers:
 
 * :func:`evaluate_runs` - the library entry point (the CLI and the pipeline call it): score
   each run on its ``test`` (or ``validation``) split, grouped by season, and write tables
   and figures to ``reports/<name>/``. Returns :class:`EvaluationResults`.
-* :func:`score_model` - stream one model over a dataset into three accumulators (model,
-  persistence, climatology); memory does not depend on the number of samples.
+* :func:`score_model` - stream one model over a dataset into accumulators for the model and
+  every reference (persistence, climatology, tide, tide + persisted anomaly, tide + damped
+  anomaly); memory does not depend on the number of samples.
+* :func:`reference_tides` - the tide references of a run: its own ``tides.nc`` or, for a run
+  without one, a fit on the run's training period (never on its validation or test times).
 * :class:`RunScores`, :class:`EvaluationResults` - what comes back, with a long-form table.
 * :func:`default_report_name` - the report folder name derived from the run names.
 
@@ -16,6 +19,7 @@ All scores are on physical (de-normalised) values over sea points only.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +32,12 @@ import xarray as xr
 from torch import nn
 
 from seacast.errors import ConfigError, DataError
-from seacast.evaluation.baselines import Climatology, persistence
+from seacast.evaluation.baselines import (
+    TIDE_REFERENCES,
+    Climatology,
+    TideReferences,
+    persistence,
+)
 from seacast.evaluation.metrics import (
     ErrorAccumulator,
     error_accum,
@@ -43,7 +52,7 @@ log = logging.getLogger("seacast.evaluate")
 
 SPLITS = ("test", "validation")
 GROUPINGS = ("season", "all", "split")
-REFERENCES = ("persistence", "climatology")
+REFERENCES = ("persistence", "climatology", *TIDE_REFERENCES)
 
 
 @dataclass
@@ -71,6 +80,8 @@ class RunScores:
     sea_mask: np.ndarray
     sample: SampleForecast | None = None
     climatology_period: tuple[str, str] | None = None
+    tide_source: str | None = None
+    tide_period: tuple[str, str] | None = None
 
 
 @dataclass
@@ -106,12 +117,16 @@ class EvaluationResults:
 
 
 def _accumulators(
-    variables: list[str], lead_hours: list[int], groups: tuple[str, ...], shape: tuple[int, int]
+    variables: list[str],
+    lead_hours: list[int],
+    groups: tuple[str, ...],
+    shape: tuple[int, int],
+    tides: bool,
 ):
+    references = REFERENCES if tides else REFERENCES[:2]
     return {
         "model": error_init(variables, lead_hours, groups, shape=shape),
-        "persistence": error_init(variables, lead_hours, groups),
-        "climatology": error_init(variables, lead_hours, groups),
+        **{ref: error_init(variables, lead_hours, groups) for ref in references},
     }
 
 
@@ -127,42 +142,38 @@ def score_model(
     batch_size: int = 8,
     device: str = "cpu",
     keep_sample: int | None = None,
+    tide_references: TideReferences | None = None,
 ) -> tuple[dict[str, ErrorAccumulator], SampleForecast | None]:
-    """Stream ``model`` over ``dataset`` (a window dataset) and accumulate model and baseline errors.
+    """Stream ``model`` over ``dataset`` (a window dataset) and accumulate model and reference errors.
 
-    ``labels`` gives the group of each sample (array as long as the dataset) or one label for all.
-    ``keep_sample`` is the index of a sample whose forecast and truth are kept for a figure.
+    Model values are decoded with the dataset's encoding (the tide added back for tide-aware
+    runs). ``labels`` gives the group of each sample (array as long as the dataset) or one label
+    for all. ``keep_sample`` is the index of a sample whose forecast and truth are kept for a
+    figure. Without ``tide_references`` only persistence and climatology are scored.
     """
     from seacast.windows import make_loader
 
     variables = list(normaliser.variables)
     sea_mask = np.asarray(dataset.sea_mask, dtype=bool)
-    land = torch.from_numpy(~sea_mask)
-    accs = _accumulators(variables, lead_hours, groups, sea_mask.shape)
+    encoding = dataset.encoding
+    accs = _accumulators(
+        variables, lead_hours, groups, sea_mask.shape, tides=tide_references is not None
+    )
     sample = None
     model.eval()
     seen = 0
     lead = np.array([np.timedelta64(int(h), "h") for h in lead_hours])
+    lead_h = np.asarray(lead_hours, dtype=np.int64)
     for batch in make_loader(dataset, batch_size, device=device):
         x, y = batch["x"].to(device), batch["y"]
         with torch.no_grad():
             prediction = model(x).float().cpu()
+        init_hours = batch["init_time"].numpy().astype(np.int64)
+        valid_hours = init_hours[:, None] + lead_h[None, :]
         # physical values, NaN on land (the metrics skip NaN)
-        forecast = (
-            normaliser.denormalise(prediction, channel_dim=-3)
-            .masked_fill(land, float("nan"))
-            .numpy()
-        )
-        truth = (
-            normaliser.denormalise(y.float(), channel_dim=-3)
-            .masked_fill(land, float("nan"))
-            .numpy()
-        )
-        last = (
-            normaliser.denormalise(x[:, :, -1].float().cpu(), channel_dim=-3)
-            .masked_fill(land, float("nan"))
-            .numpy()
-        )
+        forecast = encoding.decode(prediction, valid_hours)
+        truth = encoding.decode(y, valid_hours)
+        last = encoding.decode(x[:, :, -1], init_hours)
         n = len(x)
         batch_labels = [labels] * n if isinstance(labels, str) else list(labels[seen : seen + n])
         error_accum(accs["model"], forecast, truth, batch_labels, sea_mask)
@@ -174,12 +185,66 @@ def score_model(
             valid = (init[:, None] + lead[None, :]).reshape(-1)
             clim = climatology.predict(valid).reshape(n, len(lead_hours), *forecast.shape[2:])
             error_accum(accs["climatology"], clim, truth, batch_labels, sea_mask)
+        if tide_references is not None:
+            for ref, values in tide_references.forecasts(last, init_hours, valid_hours).items():
+                error_accum(accs[ref], values, truth, batch_labels, sea_mask)
         if keep_sample is not None and seen <= keep_sample < seen + n:
             k = keep_sample - seen
             stamp = pd.Timestamp(int(batch["init_time"][k]), unit="h")
             sample = SampleForecast(stamp, forecast[k].copy(), truth[k].copy())
         seen += n
     return accs, sample
+
+
+def reference_tides(
+    run: Any,
+    sets: Any,
+    store_path: Path,
+    cache: dict[Any, TideReferences] | None = None,
+) -> TideReferences:
+    """The run's tide references: its ``tides.nc`` when it has one, else a fit on its training period.
+
+    Both see the training period only. Runs on the same store, variables, split and tide
+    settings share one fit through ``cache``.
+    """
+    from seacast.store import open_store
+    from seacast.tides import fit_tides, train_periods
+
+    cfg = run.config
+    variables, leads = list(cfg.samples.variables), list(cfg.samples.lead_times)
+    if run.tides is not None and all(h in run.tides.damping_lead_times for h in leads):
+        tides = run.tides.select(variables)
+        return TideReferences(tides, tides.damping_for(leads), "the run's tides.nc")
+    periods = train_periods(sets.plan)
+    key = (
+        "tides",
+        str(Path(store_path).resolve()),
+        tuple(variables),
+        tuple(leads),
+        tuple(periods),
+        json.dumps(cfg.tides.model_dump(), sort_keys=True),
+    )
+    cache = cache if cache is not None else {}
+    if key not in cache:
+        log.info("fitting tide references on the training period of %s", cfg.name)
+        store = open_store(store_path)
+        try:
+            tides = fit_tides(
+                store,
+                variables,
+                periods,
+                constituents=cfg.tides.constituents,
+                rayleigh=cfg.tides.rayleigh,
+                lead_times=leads,
+            )
+        finally:
+            store.close()
+        cache[key] = TideReferences(
+            tides,
+            tides.damping_for(leads),
+            "fitted at evaluation on the run's training period (the run has no tides.nc)",
+        )
+    return cache[key]
 
 
 def _train_periods(plan: Any) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
@@ -203,7 +268,7 @@ def evaluate_run(
     batch_size: int = 8,
     which: str = "best",
     device: str = "cpu",
-    climatology_cache: dict[Any, Climatology] | None = None,
+    climatology_cache: dict[Any, Any] | None = None,
     every_hours: int = 1,
 ) -> RunScores:
     """Score one run (see :func:`evaluate_runs`)."""
@@ -216,6 +281,8 @@ def evaluate_run(
     cfg = run.config
     store_path = Path(store_path or cfg.store)
     sets = open_samples(store_path, cfg.samples)
+    if run.tides is not None:
+        sets = sets.with_tides(run.tides)
     if split == "test":
         datasets = dict(sets.test_groups) if by == "split" else {"": sets.test}
     else:
@@ -243,6 +310,7 @@ def evaluate_run(
         cache[key] = Climatology.from_store(store, cfg.samples.variables, periods)
         store.close()
     climatology = cache[key]
+    tides = reference_tides(run, sets, store_path, cache)
 
     lead_hours = list(cfg.samples.lead_times)
     merged: dict[str, ErrorAccumulator] | None = None
@@ -267,6 +335,7 @@ def evaluate_run(
             batch_size=batch_size,
             device=device,
             keep_sample=len(dataset) // 2 if sample is None else None,
+            tide_references=tides,
         )
         sample = sample or kept
         merged = accs if merged is None else {k: error_merge(merged[k], accs[k]) for k in accs}
@@ -282,6 +351,7 @@ def evaluate_run(
         {
             f"skill_{ref}": skill_score(metrics["model"]["mse"], metrics[ref]["mse"])
             for ref in REFERENCES
+            if ref in metrics
         }
     )
     model_name, trainer = _run_label(cfg)
@@ -298,6 +368,8 @@ def evaluate_run(
         sea_mask=np.asarray(sets.sea_mask, dtype=bool),
         sample=sample,
         climatology_period=climatology.period,
+        tide_source=tides.source,
+        tide_period=tides.tides.period,
     )
 
 
@@ -346,7 +418,7 @@ def evaluate_runs(
         raise ConfigError(
             f"unknown grouping '{by}'", f"use --by with one of: {', '.join(GROUPINGS)}"
         )
-    cache: dict[Any, Climatology] = {}
+    cache: dict[Any, Any] = {}
     runs = []
     for run_dir in run_dirs:
         log.info("evaluating %s on the %s split", run_dir, split)

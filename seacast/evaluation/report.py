@@ -2,7 +2,9 @@
 
 Offers:
 
-* :func:`comparison_table` - the paper's layout: rows model x trainer (and the baselines),
+* :func:`best_reference_table` - "skill vs the best reference": per variable and lead time,
+  the strongest reference and whether each model beats it, season by season.
+* :func:`comparison_table` - the paper's layout: rows model x trainer (and the references),
   columns variable x season, for one metric and lead time.
 * :func:`markdown_table` - a DataFrame as a GitHub Markdown table (no extra dependency).
 * :func:`markdown_fragment` - the Markdown of an evaluation (tables and figure links),
@@ -28,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from seacast.evaluation.baselines import REFERENCE_TITLES  # noqa: E402
 from seacast.plots import color_limits, draw_field, units_of  # noqa: E402
 from seacast.raw import atomic_write_text  # noqa: E402
 
@@ -38,12 +41,17 @@ METRIC_TITLES = {
     "rmse": "RMSE",
     "mae": "MAE",
     "bias": "Bias (forecast - truth)",
-    "skill_persistence": "Skill vs persistence (1 - MSE/MSE_persistence)",
-    "skill_climatology": "Skill vs climatology (1 - MSE/MSE_climatology)",
+    **{
+        f"skill_{ref}": f"Skill vs {title} (1 - MSE/MSE_{ref})"
+        for ref, title in REFERENCE_TITLES.items()
+    },
 }
 BASELINE_STYLE = {
     "persistence": dict(color="0.35", ls="--"),
     "climatology": dict(color="0.6", ls=":"),
+    "tide": dict(color="tab:cyan", ls="-.", lw=1.2),
+    "tide_persisted": dict(color="tab:olive", ls="--", lw=1.2),
+    "tide_damped": dict(color="k", ls="-", lw=1.6),
 }
 
 
@@ -108,13 +116,98 @@ def comparison_table(
     for label, run in zip(row_labels(results), results.runs, strict=True):
         rows[label] = pick(run, "model")
     if not metric.startswith("skill_"):
-        # baselines do not depend on the model: take them from the first run with the lead time
-        for reference in ("persistence", "climatology"):
+        # references do not depend on the model: take them from the first run with the lead time
+        for reference in references_of(results):
             for run in results.runs:
-                if lead_time is None or lead_time in run.metrics[reference]["lead_time"].values:
-                    rows[reference] = pick(run, reference)
+                if reference in run.metrics and (
+                    lead_time is None or lead_time in run.metrics[reference]["lead_time"].values
+                ):
+                    rows[REFERENCE_TITLES[reference]] = pick(run, reference)
                     break
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+
+def references_of(results: EvaluationResults) -> list[str]:
+    """The references scored for these runs, weakest first (as in REFERENCE_TITLES)."""
+    return [r for r in REFERENCE_TITLES if any(r in run.metrics for run in results.runs)]
+
+
+def skill_metrics(results: EvaluationResults) -> list[str]:
+    return [f"skill_{r}" for r in references_of(results)]
+
+
+def _pooled_mse(ds, variable: str, lead: int, groups: list[str]) -> float:
+    cell = ds.sel(variable=variable, lead_time=lead, group=groups)
+    count = cell["count"].values
+    return float((cell["mse"].values * count).sum() / count.sum()) if count.sum() > 0 else np.nan
+
+
+def best_reference_rows(results: EvaluationResults) -> pd.DataFrame:
+    """Long form of "skill vs the best reference": one row per run x variable x lead time x group.
+
+    The best reference of a cell is the one with the lowest MSE there (group ``all`` pools the
+    groups); ``beats`` is model MSE < that MSE; ``skill`` is ``1 - MSE / MSE_best``.
+    """
+    references = references_of(results)
+    rows = []
+    for run in results.runs:
+        model = run.metrics["model"]
+        groups = [g for g in results.groups if _has_samples(run, g)]
+        for variable in model["variable"].values.tolist():
+            for lead in model["lead_time"].values.tolist():
+                for group in [*groups, "all"]:
+                    chosen = groups if group == "all" else [group]
+                    scores = {
+                        ref: _pooled_mse(run.metrics[ref], variable, lead, chosen)
+                        for ref in references
+                        if ref in run.metrics
+                    }
+                    best = min(scores, key=lambda r: scores[r] if np.isfinite(scores[r]) else np.inf)
+                    mse = _pooled_mse(model, variable, lead, chosen)
+                    rows.append(
+                        {
+                            "run": run.name,
+                            "variable": variable,
+                            "lead_time": int(lead),
+                            "group": group,
+                            "best_reference": best,
+                            "reference_rmse": float(np.sqrt(scores[best])),
+                            "model_rmse": float(np.sqrt(mse)),
+                            "skill": 1.0 - mse / scores[best] if scores[best] > 0 else np.nan,
+                            "beats": bool(mse < scores[best]),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def best_reference_table(results: EvaluationResults) -> pd.DataFrame:
+    """Rows variable x lead time; the strongest reference (all groups pooled) and, per run, the
+    model's RMSE, its skill against that reference and in how many groups it beats the best
+    reference of the group."""
+    long = best_reference_rows(results)
+    labels = dict(zip((r.name for r in results.runs), row_labels(results), strict=True))
+    first = results.runs[0].name
+    table: dict[str, dict[str, str]] = {}
+    for (variable, lead), cell in long.groupby(["variable", "lead_time"], sort=False):
+        pooled = cell[cell["group"] == "all"]
+        ref_row = pooled[pooled["run"] == first].iloc[0]
+        row = {
+            "best reference": REFERENCE_TITLES[ref_row["best_reference"]],
+            "its RMSE": f"{ref_row['reference_rmse']:.4g}",
+        }
+        for run_name, label in labels.items():
+            mine = cell[cell["run"] == run_name]
+            overall = mine[mine["group"] == "all"]
+            if overall.empty:
+                row[label] = "–"
+                continue
+            seasons = mine[mine["group"] != "all"]
+            won, n = int(seasons["beats"].sum()), len(seasons)
+            o = overall.iloc[0]
+            mark = "✅" if won == n and o["beats"] else ("❌" if won == 0 else "⚠️")
+            row[label] = f"{mark} {o['model_rmse']:.4g} ({o['skill']:+.0%}, {won}/{n})"
+        table[f"{variable} +{int(lead)} h"] = row
+    return pd.DataFrame.from_dict(table, orient="index")
 
 
 def _has_samples(run: RunScores, group: str) -> bool:
@@ -179,8 +272,10 @@ def plot_rmse_vs_lead(results: EvaluationResults, path: Path) -> Path:
                 ax.plot(rmse["lead_time"], rmse, marker="o", ms=3, label=label)
             first = results.runs[0]
             for reference, style in BASELINE_STYLE.items():
+                if reference not in first.metrics:
+                    continue
                 rmse = first.metrics[reference]["rmse"].sel(variable=var, group=group)
-                ax.plot(rmse["lead_time"], rmse, label=reference, **style)
+                ax.plot(rmse["lead_time"], rmse, label=REFERENCE_TITLES[reference], **style)
             ax.set_title(f"{var} {group}", fontsize=9)
             ax.set_xlabel("lead time (h)", fontsize=8)
             ax.set_ylabel(f"RMSE ({units_of(var)})", fontsize=8)
@@ -297,6 +392,17 @@ def markdown_fragment(
     parts = [
         f"{h} Evaluation on the {results.split} split",
         "",
+        f"{h}# Skill vs the best reference",
+        "",
+        "Per variable and lead time: the strongest reference over the whole split and, for each "
+        "model, its RMSE, its skill against that reference (1 − MSE / MSE_reference: above 0 is "
+        f"better) and in how many {'seasons' if results.by == 'season' else 'groups'} it beats the "
+        "strongest reference of that season. ✅ beats it everywhere, ⚠️ in some, ❌ nowhere.",
+        "",
+        markdown_table(best_reference_table(results)),
+        "",
+        _tide_note(results),
+        "",
         f"Runs: {', '.join(f'`{r.name}` ({r.samples} samples)' for r in results.runs)}. "
         "Scores on physical values over sea points only; seasons by init time. "
         "Climatology: hour-of-day by month means over each run's training period"
@@ -310,7 +416,7 @@ def markdown_fragment(
     ]
     for lead in lead_times_of(results):
         parts += [f"{h}# Lead time +{lead} h", ""]
-        for metric in ("rmse", "skill_persistence", "skill_climatology"):
+        for metric in ("rmse", *skill_metrics(results)):
             parts += [
                 f"**{METRIC_TITLES[metric]}**",
                 "",
@@ -329,6 +435,22 @@ def markdown_fragment(
     return "\n".join(parts)
 
 
+def _tide_note(results: EvaluationResults) -> str:
+    sources = {(r.tide_source, r.tide_period) for r in results.runs if r.tide_source}
+    if not sources:
+        return "No tide references: these runs' stores or configs allow no tide fit."
+    notes = []
+    for source, period in sorted(sources, key=str):
+        span = f" ({period[0][:10]} to {period[1][:10]})" if period else ""
+        notes.append(f"{source}{span}")
+    return (
+        "References: persistence obs(t0); climatology (hour-of-day by month means); tide, the "
+        "harmonic prediction at the valid time; tide + persisted anomaly, tide(t0+L) + "
+        "(obs(t0) − tide(t0)); tide + damped anomaly, the anomaly scaled by a factor per variable "
+        "and lead time fitted on the training split. Tidal constants: " + "; ".join(notes) + "."
+    )
+
+
 def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
     atomic_write_text(path, frame.to_csv())
     return path
@@ -343,7 +465,10 @@ def write_report(results: EvaluationResults, out_dir: Path, figures: bool = True
     atomic_write_text(out_dir / "metrics.csv", long.to_csv(index=False))
     files.append(out_dir / "metrics.csv")
     # the Markdown tables live in index.md only (a pipeline report includes every .md it finds)
-    for metric in ("rmse", "skill_persistence", "skill_climatology"):
+    files.append(
+        _write_frame(best_reference_rows(results).set_index("run"), out_dir / "skill_vs_best.csv")
+    )
+    for metric in ("rmse", *skill_metrics(results)):
         frames = []
         for lead in lead_times_of(results):
             table = comparison_table(results, metric, lead)

@@ -47,7 +47,7 @@ def summarise_models(
         for mode in (faithful, not faithful):
             # residual/final activation do not change the counts; residual needs C_in == C_out
             cfg = ModelConfig(
-                name=name, filters=filters, attention=attention, faithful=mode, residual=False
+                name=name, filters=filters, attention=attention, faithful=mode, base="none"
             )
             model = build_model(
                 cfg, in_channels, out_channels, lags, lead_times, shape, device="meta"

@@ -21,9 +21,12 @@ slice with 2D convs, time-only kernels there become pointwise, and the conv bias
 that BatchNorm cancels are dropped. Both compute the same function class;
 :func:`seacast.models.convert.efficient_state_from_faithful` maps one onto the other.
 
-Residual (``ModelConfig.residual``): output = last input frame + head output, with
-the head's last conv at zero, so an untrained model is persistence. It needs
-``C_in == C_out`` and ``final_activation='none'``.
+Base (``ModelConfig.base``): output = ``base_weight[lead, variable]`` x last input frame +
+head output, with the head's last conv at zero, so an untrained model equals its reference.
+``persistence``: the weight is 1 (the last frame repeated). ``tide``: the inputs are anomalies
+(obs - tide) and the weight is the fitted damping alpha of the persisted anomaly, so in physical
+units the model starts at ``tide(t0+L) + alpha a(t0)`` (:mod:`seacast.encoding` adds the tide
+back). It needs ``C_in == C_out`` and ``final_activation='none'``.
 """
 
 from __future__ import annotations
@@ -105,20 +108,21 @@ class UNet3DDR(nn.Module):
         final_activation: str = "relu",
         attention: str = "none",
         faithful: bool = False,
-        residual: bool = False,
+        base: str = "none",
     ) -> None:
         super().__init__()
+        residual = base != "none"
         if residual and in_channels != out_channels:
             raise ConfigError(
-                f"model.residual adds the last input frame to the output, but there are {in_channels} "
+                f"model.base={base} adds the last input frame to the output, but there are {in_channels} "
                 f"input and {out_channels} output channels",
-                "use the same variables in and out, or set model.residual=false",
+                "use the same variables in and out, or set model.base=none",
             )
         if residual and final_activation != "none":
             raise ConfigError(
-                f"model.residual=true with final_activation='{final_activation}': the activation "
-                "would clip the increment, so the model could not start as persistence",
-                "set model.final_activation=none (or model.residual=false)",
+                f"model.base={base} with final_activation='{final_activation}': the activation "
+                "would clip the correction, so the model could not start as its reference",
+                "set model.final_activation=none (or model.base=none)",
             )
         self.spec = spec
         self.in_channels, self.out_channels, self.lags, self.n_lead = (
@@ -127,7 +131,13 @@ class UNet3DDR(nn.Module):
             lags,
             n_lead,
         )
-        self.faithful, self.residual = faithful, residual
+        self.faithful, self.residual, self.base = faithful, residual, base
+        if residual:
+            # the tide's damping is fitted data and travels in the state dict; persistence's 1 does not,
+            # so runs saved before model.base load unchanged
+            self.register_buffer(
+                "base_weight", torch.ones(n_lead, out_channels), persistent=base == "tide"
+            )
         widths = [filters * 2**i for i in range(LEVELS)]
         deep = filters * 2**LEVELS
         full = Layers(faithful, lags)
@@ -228,7 +238,8 @@ class UNet3DDR(nn.Module):
             h = h.squeeze(2)
         out = h.reshape(batch, self.n_lead, self.out_channels, height, width)
         if self.residual:
-            out = out + x[:, :, -1].unsqueeze(1)
+            weight = self.base_weight.to(out.dtype)[None, :, :, None, None]
+            out = out + weight * x[:, :, -1].unsqueeze(1)
         return out
 
 
@@ -270,7 +281,7 @@ def build_model(
             final_activation=cfg.final_activation,
             attention=cfg.attention,
             faithful=cfg.faithful,
-            residual=cfg.residual,
+            base=cfg.base,
         )
     if seed is not None and str(device or "cpu") != "meta":
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)

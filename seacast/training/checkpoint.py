@@ -108,6 +108,13 @@ class LoadedRun:
     step: int
     best_val: float
     model_args: dict[str, Any]
+    tides: Any = None  # TidalConstants of a tide-aware run (runs/<name>/tides.nc), else None
+
+    def encoding_for(self, sea_mask: np.ndarray) -> Any:
+        """The run's :class:`~seacast.encoding.SampleEncoding` on a grid with ``sea_mask``."""
+        from seacast.encoding import SampleEncoding
+
+        return SampleEncoding(self.normaliser, sea_mask, self.tides)
 
 
 def build_from_args(config: ExperimentConfig, model_args: dict[str, Any]) -> nn.Module:
@@ -143,14 +150,21 @@ def load_run(
     model.to(device).eval()
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    normaliser = Normaliser.from_dict(state["normaliser"])
+    tides = None
+    if config.model.base == "tide":
+        from seacast.tides import TIDES_FILE, load_tides
+
+        tides = load_tides(run_dir / TIDES_FILE)  # a tide-aware model cannot forecast without its tide
     return LoadedRun(
         model=model,
         config=config,
-        normaliser=Normaliser.from_dict(state["normaliser"]),
+        normaliser=normaliser,
         meta=meta,
         checkpoint_path=path,
         epoch=int(state["epoch"]),
         step=int(state["step"]),
         best_val=float(state["best_val"]),
         model_args=dict(state["model_args"]),
+        tides=tides,
     )

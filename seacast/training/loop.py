@@ -224,7 +224,7 @@ def _prepare_run_dir(cfg: ExperimentConfig, resume: bool, overwrite: bool, info:
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if overwrite and not resume:
-            for name in (BEST, LAST, "metrics.csv", "meta.json"):
+            for name in (BEST, LAST, "metrics.csv", "meta.json", "tides.nc"):
                 (run_dir / name).unlink(missing_ok=True)
     return run_dir
 
@@ -270,6 +270,36 @@ def _stop_on_bad_loss(
     )
 
 
+def run_tides(
+    cfg: ExperimentConfig, sets: SampleSets, run_dir: Path, *, reuse: bool, save: bool
+) -> Any:
+    """The run's tidal constants, fitted on its training period only and saved as ``tides.nc``.
+
+    A resumed run reuses the file it wrote, so its samples do not change mid-run.
+    """
+    from seacast.store import open_store
+    from seacast.tides import TIDES_FILE, fit_tides, load_tides, train_periods
+
+    path = run_dir / TIDES_FILE
+    if reuse and path.is_file():
+        return load_tides(path)
+    store = open_store(cfg.store)
+    try:
+        tides = fit_tides(
+            store,
+            cfg.samples.variables,
+            train_periods(sets.plan),
+            constituents=cfg.tides.constituents,
+            rayleigh=cfg.tides.rayleigh,
+            lead_times=cfg.samples.lead_times,
+        )
+    finally:
+        store.close()
+    if save:
+        tides.save(path)
+    return tides
+
+
 def train(
     cfg: ExperimentConfig,
     resume: bool = False,
@@ -307,6 +337,11 @@ def _train(
                 "use a longer store, shorter lags or lead times, or other split ranges",
             )
 
+    tides = None
+    if cfg.model.base == "tide":
+        tides = run_tides(cfg, sets, run_dir, reuse=resume, save=info.is_main)
+        sets = sets.with_tides(tides)
+
     n_vars = len(cfg.samples.variables)
     model_args = {
         "in_channels": n_vars,
@@ -324,6 +359,11 @@ def _train(
         sets.shape,
         seed=cfg.seed,
     )
+    if tides is not None:
+        # the untrained model is tide(t0+L) + alpha a(t0): training starts from the strongest tide reference
+        damping = tides.select(cfg.samples.variables).damping_for(cfg.samples.lead_times)
+        with torch.no_grad():
+            model.base_weight.copy_(torch.from_numpy(damping))
     model.to(info.device)
     rule: UpdateRule = make_rule(cfg.trainer.name, model, cfg.trainer)
     if info.distributed and rule.applies_update:
@@ -384,6 +424,7 @@ def _train(
         "world_size": info.world_size,
         "device": str(info.device),
         "samples": sets.summary(),
+        "tides": tides.provenance() if tides is not None else None,
         "steps_per_epoch": steps_per_epoch,
         "status": "running",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
