@@ -508,7 +508,9 @@ class TidesConfig(StrictModel):
         "or a list of names, e.g. [M2, S2, N2, K2, K1, O1, P1, Q1, M4, MS4, M6].",
     )
     rayleigh: float = Field(
-        1.0, gt=0, description="Rayleigh factor: constituents closer than this / record length are not fitted."
+        1.0,
+        gt=0,
+        description="Rayleigh factor: constituents closer than this / record length are not fitted.",
     )
 
 

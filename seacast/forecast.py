@@ -286,14 +286,10 @@ def _reference_grid(run: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def model_input(frames: np.ndarray, normaliser: Any, sea_mask: np.ndarray) -> torch.Tensor:
-    """Physical ``frames [lags, C, H, W]`` -> model input ``[1, C, lags, H, W]`` (normalised, land 0)."""
-    tensor = normaliser.normalise(
-        torch.from_numpy(np.asarray(frames, dtype=np.float32)), channel_dim=1
-    )
-    tensor = torch.nan_to_num(tensor, nan=0.0).masked_fill(
-        torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0
-    )
+def model_input(frames: np.ndarray, encoding: Any, hours: np.ndarray) -> torch.Tensor:
+    """Physical ``frames [lags, C, H, W]`` at ``hours`` -> model input ``[1, C, lags, H, W]``
+    (the run's encoding: normalised, the tide removed for tide-aware runs, land 0)."""
+    tensor = encoding.encode(frames, hours)
     return tensor.permute(1, 0, 2, 3).unsqueeze(0).contiguous()
 
 
@@ -362,14 +358,11 @@ def adapt_zo(
         window = _read_frames(
             store, list(cfg.samples.variables), np.arange(first_frame, last_frame + 1)
         )
-    # in place where possible: the window is the one thing adaptation holds beyond inference
-    window_t = run.normaliser.normalise(
-        torch.from_numpy(np.asarray(window, dtype=np.float32)), channel_dim=1
+    # the window is the one thing adaptation holds beyond inference
+    window_t = run.encoding_for(sea_mask).encode(
+        window, np.asarray(hours[first_frame : last_frame + 1])
     )
     del window
-    window_t.nan_to_num_(nan=0.0).masked_fill_(
-        torch.from_numpy(~np.asarray(sea_mask, dtype=bool)), 0.0
-    )
     log.debug("adaptation window read: peak RSS %.1f MiB", peak_rss_mb())
     device = next(run.model.parameters()).device
     offsets = np.asarray(lead_steps)
@@ -586,12 +579,15 @@ def forecast(
         )
 
     run.model.eval()
-    x = model_input(frames, run.normaliser, sea_mask).to(device)
+    encoding = run.encoding_for(sea_mask)
+    lead_hours = list(cfg.samples.lead_times)
+    valid_hours = int(hours[init_index]) + np.asarray(lead_hours, dtype=np.int64)
+    x = model_input(frames, encoding, hours[frame_indices]).to(device)
     log.debug("before the forecast pass: peak RSS %.1f MiB", peak_rss_mb())
     with torch.no_grad():
         prediction = run.model(x)  # [1, n_lead, C, H, W] normalised
     log.debug("after the forecast pass: peak RSS %.1f MiB", peak_rss_mb())
-    physical = run.normaliser.denormalise(prediction.float().cpu(), channel_dim=-3)[0].numpy()
+    physical = encoding.decode(prediction[0], valid_hours)
     peak = peak_rss_mb()
     if adaptation is not None:
         adaptation["peak_rss_mb"] = round(peak, 1)
@@ -609,6 +605,8 @@ def forecast(
         "seacast_store_fingerprint": str(store.attrs.get("seacast_fingerprint", "")).strip('"'),
         "seacast_trained_store_fingerprint": str(run.meta.get("store_fingerprint", "")),
         "seacast_lags": lags,
+        "seacast_base": cfg.model.base,
+        "seacast_tides": run.tides.provenance() if run.tides is not None else {},
         "seacast_adapted": "true" if adaptation else "false",
         "seacast_adaptation": adaptation or {},
         "history": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} seacast forecast --run {run_dir} --init-time {init:%Y-%m-%dT%H}"
@@ -633,6 +631,19 @@ def forecast(
         variable_attrs=variable_attrs,
         provenance=provenance,
     )
+    if run.tides is not None:
+        # what a tide table says at the valid times, next to the forecast that starts from it
+        tide = encoding.tide(valid_hours)
+        for k, var in enumerate(variables):
+            ds[f"{var}_tide"] = (
+                ds[var].dims,
+                np.where(sea_mask, tide[:, k], np.nan)[None].astype(np.float32),
+                {
+                    **{a: ds[var].attrs[a] for a in ("units",) if a in ds[var].attrs},
+                    "long_name": f"harmonic tide prediction of {var} at the valid time",
+                    "comment": "from the run's tides.nc (" + ", ".join(run.tides.period) + ")",
+                },
+            )
     store.close()
 
     tmp_dir = out_dir / f".tmp-{final.stem}-{uuid.uuid4().hex[:8]}"
@@ -643,7 +654,7 @@ def forecast(
         if plots:
             from seacast.plots import forecast_maps
 
-            plot_paths = forecast_maps(ds, tmp_dir, final.stem.split(".")[0])
+            plot_paths = forecast_maps(ds, tmp_dir, final.stem.split(".")[0], variables)
         published = []
         for path in plot_paths:
             target = out_dir / path.name

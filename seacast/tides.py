@@ -495,7 +495,9 @@ def anomaly_statistics(
     partner = {}
     for lead in lead_times:
         pos = np.searchsorted(fit_hours, fit_hours + lead)
-        ok = (pos < len(fit_hours)) & (fit_hours[np.minimum(pos, len(fit_hours) - 1)] == fit_hours + lead)
+        ok = (pos < len(fit_hours)) & (
+            fit_hours[np.minimum(pos, len(fit_hours) - 1)] == fit_hours + lead
+        )
         partner[lead] = np.where(ok, pos, -1)
     sum_sq = np.zeros(n_var)
     count = np.zeros(n_var)

@@ -38,7 +38,7 @@ def experiment(
     lead_times: list[int],
     variables,
     steps: int,
-    residual: bool = True,
+    base: str = "persistence",
     lr: float = 3e-3,
     split: dict | None = None,
     seed: int = 0,
@@ -58,7 +58,7 @@ def experiment(
             "runs_dir": str(runs_dir),
             "seed": seed,
             "samples": samples,
-            "model": {"name": "3ddr_unet", "filters": 2, "dropout": 0.0, "residual": residual},
+            "model": {"name": "3ddr_unet", "filters": 2, "dropout": 0.0, "base": base},
             "trainer": {
                 "name": "backprop",
                 "batch_size": 4,

@@ -88,6 +88,9 @@ def test_scores_tables_and_files(results, runs):
         "3ddr_unet × backprop (tiny-b)",
         "persistence",
         "climatology",
+        "tide",
+        "tide + persisted anomaly",
+        "tide + damped anomaly",
     ]
     assert list(table.columns) == [("zos", "MAM"), ("uo", "MAM")]
     assert table.iloc[0, 0] == pytest.approx(
@@ -96,12 +99,21 @@ def test_scores_tables_and_files(results, runs):
     assert table.iloc[0, 0] == pytest.approx(table.iloc[1, 0])  # same weights, same scores
 
     long = results.table()
-    assert set(long["reference"]) == {"model", "persistence", "climatology"}
+    assert set(long["reference"]) == {
+        "model",
+        "persistence",
+        "climatology",
+        "tide",
+        "tide_persisted",
+        "tide_damped",
+    }
     names = {p.name for p in results.files}
     for expected in (
         "metrics.csv",
         "comparison_rmse.csv",
         "comparison_skill_persistence.csv",
+        "comparison_skill_tide_damped.csv",
+        "skill_vs_best.csv",
         "rmse_vs_lead.png",
         "mean_error_tiny.png",
         "sample_tiny.png",
@@ -112,6 +124,8 @@ def test_scores_tables_and_files(results, runs):
     assert (
         "| 3ddr_unet × backprop (tiny) |" in index and "![rmse_vs_lead](rmse_vs_lead.png)" in index
     )
+    # the first table a forecaster reads is the one against the strongest reference
+    assert index.index("Skill vs the best reference") < index.index("Lead time +1 h")
     fragment = markdown_fragment(results, base=results.out_dir.parent, heading_level=3)
     assert "(cmp/rmse_vs_lead.png)" in fragment and fragment.startswith("### ")
 

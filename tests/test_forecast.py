@@ -172,7 +172,7 @@ def _digest(path: Path) -> str:
 def test_zo_adaptation_reduces_error_on_a_shifted_period(tmp_path):
     """Synthetic twin stand-in: a store whose last week sits 0.6 m higher (a surge set-up).
 
-    A non-residual model trained before the shift is biased after it; adapting on the 48 h
+    A model with no base trained before the shift is biased after it; adapting on the 48 h
     before the init time must cut the error of the forecast against the (held-out) truth.
     """
     from seacast.training.loop import train
@@ -193,7 +193,7 @@ def test_zo_adaptation_reduces_error_on_a_shifted_period(tmp_path):
         lead_times=[1],
         variables=["zos"],
         steps=30,
-        residual=False,
+        base="none",
         lr=1e-2,
         split=split,
     )

@@ -44,7 +44,7 @@ REFERENCE_RES_TOTAL = {15: 8_327_834, 16: 9_474_284}
 
 
 def config(name: str, **options) -> ModelConfig:
-    options.setdefault("residual", False)
+    options.setdefault("base", "none")
     return ModelConfig(name=name, **options)
 
 
@@ -223,7 +223,7 @@ def test_forward_refuses_input_of_the_wrong_shape() -> None:
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_residual_model_starts_as_persistence(name: str) -> None:
-    cfg = config(name, filters=2, residual=True, final_activation="none")
+    cfg = config(name, filters=2, base="persistence", final_activation="none")
     model = build_model(cfg, 3, 3, 4, [1, 6], (16, 32), seed=0)
     x = torch.randn(2, 3, 4, 16, 32)
     y = model(x)
@@ -236,10 +236,10 @@ def test_residual_model_starts_as_persistence(name: str) -> None:
 def test_residual_needs_no_final_activation_and_matching_channels() -> None:
     with pytest.raises(ConfigError, match="final_activation"):
         build_model(
-            config("3ddr_unet", residual=True, final_activation="relu"), 4, 4, 3, 1, (16, 16)
+            config("3ddr_unet", base="persistence", final_activation="relu"), 4, 4, 3, 1, (16, 16)
         )
     with pytest.raises(SeacastError, match="4 input and 2 output"):
-        build_model(config("3ddr_unet", residual=True), 4, 2, 3, 1, (16, 16))
+        build_model(config("3ddr_unet", base="persistence"), 4, 2, 3, 1, (16, 16))
 
 
 def test_relu_head_gives_nonnegative_output() -> None:

@@ -54,7 +54,7 @@ def _config(store: Path, runs: Path, name: str = "run", **trainer) -> Experiment
         "runs_dir": str(runs),
         "seed": 11,
         "samples": {"variables": VARIABLES, "lags": 3, "lead_times": [2]},
-        "model": {"name": "3ddr_unet", "filters": 2, "dropout": 0.2, "residual": True},
+        "model": {"name": "3ddr_unet", "filters": 2, "dropout": 0.2, "base": "persistence"},
         "trainer": {
             "batch_size": 4,
             "epochs": 3,
@@ -88,7 +88,7 @@ def test_loss_is_de_normalised_mse_over_sea_points():
 def test_backprop_loss_falls_clearly(store, tmp_path):
     # no persistence start: the untrained model is far off, so learning shows within a few steps
     cfg = _config(store, tmp_path, epochs=2, steps_per_epoch=8, patience=5)
-    cfg.model.residual = False
+    cfg.model.base = "none"
     cfg.model.dropout = 0.0
     cfg.trainer.optimizer.lr = 2e-2
     result = train(cfg, progress=False)

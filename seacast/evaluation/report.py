@@ -162,7 +162,9 @@ def best_reference_rows(results: EvaluationResults) -> pd.DataFrame:
                         for ref in references
                         if ref in run.metrics
                     }
-                    best = min(scores, key=lambda r: scores[r] if np.isfinite(scores[r]) else np.inf)
+                    best = min(
+                        scores, key=lambda r: scores[r] if np.isfinite(scores[r]) else np.inf
+                    )
                     mse = _pooled_mse(model, variable, lead, chosen)
                     rows.append(
                         {

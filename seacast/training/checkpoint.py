@@ -155,7 +155,9 @@ def load_run(
     if config.model.base == "tide":
         from seacast.tides import TIDES_FILE, load_tides
 
-        tides = load_tides(run_dir / TIDES_FILE)  # a tide-aware model cannot forecast without its tide
+        tides = load_tides(
+            run_dir / TIDES_FILE
+        )  # a tide-aware model cannot forecast without its tide
     return LoadedRun(
         model=model,
         config=config,

@@ -1,0 +1,281 @@
+"""Harmonic tides: the fit against utide, the tide references, tide-aware models and runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import utide
+import xarray as xr
+from helpers_forecast import experiment
+from helpers_tides import known_constituents, tidal_store
+
+from seacast.config import ModelConfig
+from seacast.errors import DataError
+from seacast.evaluation.baselines import TideReferences, persistence
+from seacast.models import build_model
+from seacast.schema import synthetic_store
+from seacast.store import finalise_store, open_store, store_config, time_hours, write_new_store
+from seacast.tides import fit_tides, load_tides, select_constituents, train_periods
+from seacast.windows import open_samples
+
+LEADS = [1, 6]
+
+
+@pytest.fixture(scope="module")
+def pure_tide(tmp_path_factory) -> Path:
+    return tidal_store(tmp_path_factory.mktemp("tide") / "pure.zarr", hours=24 * 40)
+
+
+@pytest.fixture(scope="module")
+def surge(tmp_path_factory) -> Path:
+    """A known tide plus an AR(1) surge with coefficient 0.9 per hour."""
+    return tidal_store(
+        tmp_path_factory.mktemp("surge") / "surge.zarr", hours=24 * 60, anomaly_ar=0.9
+    )
+
+
+def _all_hours(store_path: Path) -> list[tuple[int, int]]:
+    with open_store(store_path) as store:
+        hours = time_hours(store["time"].values)
+    return [(int(hours[0]), int(hours[-1]))]
+
+
+def _fit(store_path: Path, periods=None, **options):
+    with open_store(store_path) as store:
+        return fit_tides(
+            store,
+            ["zos", "uo"],
+            periods or _all_hours(store_path),
+            lead_times=options.pop("lead_times", LEADS),
+            **options,
+        )
+
+
+def test_rayleigh_criterion_resolves_more_constituents_with_a_longer_record() -> None:
+    month, _, _ = select_constituents(24 * 20)
+    year, _, _ = select_constituents(24 * 366)
+    assert {"M2", "S2", "K1", "O1", "M4"} <= set(month)
+    assert (
+        "N2" not in month and "N2" in year
+    )  # N2 beats against M2 over 27.6 days: 20 days cannot split them
+    assert len(month) < 40 < len(year)
+
+
+def test_a_synthetic_tide_with_known_constituents_is_recovered(pure_tide: Path) -> None:
+    tides = _fit(pure_tide)
+    with open_store(pure_tide) as store:
+        sea = store["sea_mask"].values.astype(bool)
+    for v in range(2):
+        for name, (amplitude, phase) in known_constituents(sea.shape, v).items():
+            k = tides.constituents.index(name)
+            np.testing.assert_allclose(tides.amplitude[k, v][sea], amplitude[sea], rtol=1e-3)
+            wrapped = (tides.phase[k, v][sea] - phase[sea] + 180) % 360 - 180
+            assert np.abs(wrapped).max() < 0.1
+    # constituents absent from the data come out (nearly) empty
+    k = tides.constituents.index("M4")
+    assert np.nanmax(tides.amplitude[k]) < 1e-3
+
+
+def test_amplitudes_and_phases_match_utide_solve_at_grid_points(tmp_path: Path) -> None:
+    """On fields with a tide, a slow drift and noise (not a pure tide), as utide would fit them."""
+    store_path = synthetic_store(
+        tmp_path / "s.zarr", shape=(16, 16), hours=24 * 45, variables=("zos",)
+    )
+    with open_store(store_path) as store:
+        hours = time_hours(store["time"].values)
+        periods = [(int(hours[0]), int(hours[24 * 35]))]  # a training period, not the whole store
+        tides = fit_tides(store, ["zos"], periods)
+        zos = store["zos"].values
+        sea = store["sea_mask"].values.astype(bool)
+    points = [tuple(p) for p in np.argwhere(sea)[[0, len(np.argwhere(sea)) // 2, -1]]]
+    t = hours[: 24 * 35 + 1].astype("datetime64[h]")
+    for i, j in points:
+        solved = utide.solve(
+            t,
+            zos[: 24 * 35 + 1, i, j].astype(np.float64),
+            lat=tides.nodal_latitude,
+            method="ols",
+            conf_int="none",
+            trend=False,
+            nodal=True,
+            constit=tides.constituents,
+            verbose=False,
+        )
+        for name in ("M2", "S2", "K1", "O1"):
+            k, m = tides.constituents.index(name), list(solved.name).index(name)
+            if solved.A[m] < 0.01:
+                continue
+            assert tides.amplitude[k, 0, i, j] == pytest.approx(solved.A[m], rel=0.02), name
+            diff = (tides.phase[k, 0, i, j] - solved.g[m] + 180) % 360 - 180
+            assert abs(diff) < 2.0, name
+
+
+def test_tide_only_reference_is_exact_on_a_pure_tide(pure_tide: Path) -> None:
+    tides = _fit(pure_tide)
+    with open_store(pure_tide) as store:
+        hours = time_hours(store["time"].values)
+        truth = np.stack([store[v].values for v in ("zos", "uo")], axis=1)
+    references = TideReferences(tides, tides.damping_for(LEADS), "test")
+    init = np.array([100, 300, 500])
+    valid = init[:, None] + np.array(LEADS)[None]
+    refs = references.forecasts(truth[init], hours[init], hours[valid])
+    error = refs["tide"] - truth[valid]
+    assert np.nanmax(np.abs(error)) < 1e-4
+    assert np.nanmax(np.abs(refs["tide_persisted"] - truth[valid])) < 1e-4
+
+
+def test_persisted_anomaly_equals_persistence_when_the_tide_is_zero(pure_tide: Path) -> None:
+    tides = _fit(pure_tide)
+    tides.mean[:], tides.cos[:], tides.sin[:] = 0.0, 0.0, 0.0
+    rng = np.random.default_rng(0)
+    last = rng.standard_normal((2, 2, 16, 16)).astype(np.float32)
+    init = np.array([473352, 473400])
+    refs = TideReferences(tides, np.full((2, 2), 0.5), "zero").forecasts(
+        last, init, init[:, None] + np.array(LEADS)[None]
+    )
+    np.testing.assert_array_equal(refs["tide_persisted"], persistence(last, 2))
+    np.testing.assert_allclose(refs["tide_damped"], 0.5 * persistence(last, 2))
+
+
+def test_damping_recovers_the_decay_of_an_ar1_anomaly(surge: Path) -> None:
+    tides = _fit(surge, lead_times=[1, 6])
+    # the anomaly is 0.9**L correlated L hours apart; the fit absorbs a little of it
+    np.testing.assert_allclose(tides.damping_for([1, 6])[:, 0], [0.9, 0.9**6], atol=0.06)
+    assert tides.anomaly_std[0] == pytest.approx(0.1, rel=0.25)
+
+
+def test_tides_are_fitted_on_the_training_period_only(pure_tide: Path, tmp_path: Path) -> None:
+    """Changing what lies outside the fit period changes nothing in the constants."""
+    hours = _all_hours(pure_tide)[0]
+    period = [(hours[0], hours[0] + 24 * 30)]
+    before = _fit(pure_tide, period)
+    with xr.open_zarr(pure_tide, consolidated=False, zarr_format=3) as ds:
+        data = ds[["zos", "uo", "sea_mask"]].load()
+        config = store_config(ds)
+    later = data["time"] > np.datetime64(int(period[0][1]), "h")
+    data["zos"] = (data["zos"] + 3.0 * later).astype(np.float32)  # a surge the fit must not see
+    changed = write_new_store(tmp_path / "changed.zarr", data, chunk_hours=24)
+    finalise_store(changed, config=config, step_hours=1.0)
+    after = _fit(changed, period)
+    np.testing.assert_array_equal(before.cos, after.cos)
+    np.testing.assert_array_equal(before.mean, after.mean)
+    np.testing.assert_array_equal(before.damping, after.damping)
+
+
+def test_constants_survive_a_round_trip_through_tides_nc(pure_tide: Path, tmp_path: Path) -> None:
+    tides = _fit(pure_tide)
+    loaded = load_tides(tides.save(tmp_path / "tides.nc"))
+    hours = np.arange(480000, 480048)  # 2024-10: beyond the store, the nodal phase still applies
+    np.testing.assert_allclose(loaded.predict(hours), tides.predict(hours), atol=1e-6)
+    assert loaded.constituents == tides.constituents and loaded.period == tides.period
+    with pytest.raises(DataError, match="do not exist"):
+        load_tides(tmp_path / "none.nc")
+
+
+def test_zero_initialised_tide_aware_model_equals_the_damped_reference(surge: Path) -> None:
+    cfg = experiment(
+        "t", surge, surge.parent, lags=3, lead_times=LEADS, variables=("zos", "uo"), steps=1
+    )
+    sets = open_samples(surge, cfg.samples)
+    tides = _fit(surge, train_periods(sets.plan))
+    sets = sets.with_tides(tides)
+    model = build_model(
+        ModelConfig(name="res_3ddr_unet", filters=2, base="tide"), 2, 2, 3, LEADS, (16, 16), seed=0
+    )
+    with torch.no_grad():
+        model.base_weight.copy_(torch.from_numpy(tides.damping_for(LEADS)))
+    model.eval()
+    batch = [sets.test[k] for k in (0, 5)]
+    x = torch.stack([b["x"] for b in batch])
+    init = np.array([int(b["init_time"]) for b in batch])
+    valid = init[:, None] + np.array(LEADS)[None]
+    with torch.no_grad():
+        forecast = sets.encoding.decode(model(x), valid)
+    last = sets.encoding.decode(x[:, :, -1], init)
+    reference = TideReferences(tides, tides.damping_for(LEADS), "t").forecasts(last, init, valid)
+    np.testing.assert_allclose(forecast, reference["tide_damped"], atol=1e-5, equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def tide_run(surge: Path, tmp_path_factory) -> Path:
+    from seacast.training.loop import train
+
+    cfg = experiment(
+        "tide-aware",
+        surge,
+        tmp_path_factory.mktemp("runs"),
+        lags=3,
+        lead_times=LEADS,
+        variables=("zos", "uo"),
+        steps=3,
+        base="tide",
+    )
+    return train(cfg, progress=False).run_dir
+
+
+def test_a_tide_aware_run_saves_its_constants_fitted_on_its_training_period(tide_run: Path) -> None:
+    from seacast.training.checkpoint import load_run
+
+    run = load_run(tide_run)
+    tides = load_tides(tide_run / "tides.nc")
+    sets = open_samples(run.config.store, run.config.samples)
+    train_end = max(hi for _, hi in train_periods(sets.plan))
+    assert np.datetime64(tides.period[1]) <= np.datetime64(int(train_end), "h")
+    np.testing.assert_allclose(run.model.base_weight.numpy(), tides.damping_for(LEADS), rtol=1e-6)
+    assert run.meta["tides"]["constituents"] == tides.constituents
+
+
+def test_a_forecast_from_a_tide_aware_run_carries_the_tide_at_its_valid_times(
+    tide_run: Path, tmp_path: Path
+) -> None:
+    from seacast.forecast import forecast
+
+    result = forecast(tide_run, init_time="latest", out_dir=tmp_path)
+    tides = load_tides(tide_run / "tides.nc")
+    with xr.open_zarr(result.path, consolidated=False) as ds:
+        valid = time_hours(ds["valid_time"].values.reshape(-1))
+        np.testing.assert_allclose(
+            ds["zos_tide"].values[0], tides.predict(valid)[:, 0], atol=1e-5, equal_nan=True
+        )
+        assert "M2" in ds.attrs["seacast_tides"]
+        # the forecast is the tide plus a small correction, not a field far from it
+        gap = np.nanmax(np.abs(ds["zos"].values - ds["zos_tide"].values))
+        assert gap < 0.6
+
+
+def test_a_tide_aware_run_without_its_tides_nc_is_a_clear_error(
+    tide_run: Path, tmp_path: Path
+) -> None:
+    from seacast.training.checkpoint import load_run
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tide_run, copy)
+    (copy / "tides.nc").unlink()
+    with pytest.raises(DataError, match="tides.nc"):
+        load_run(copy)
+
+
+def test_a_run_without_tide_constants_is_scored_against_tides_fitted_on_its_training_period(
+    surge: Path, tmp_path: Path
+) -> None:
+    from seacast.evaluation.evaluate import evaluate_runs
+    from seacast.training.loop import train
+
+    cfg = experiment(
+        "old", surge, tmp_path, lags=3, lead_times=LEADS, variables=("zos", "uo"), steps=2
+    )
+    run_dir = train(cfg, progress=False).run_dir
+    assert not (run_dir / "tides.nc").exists()
+    results = evaluate_runs([run_dir], by="all", out_dir=tmp_path / "report", figures=False)
+    run = results.runs[0]
+    assert "fitted at evaluation" in run.tide_source
+    assert {"tide", "tide_persisted", "tide_damped"} <= set(run.metrics)
+    # on a known tide plus a surge the damped anomaly is the strongest reference
+    mse = {r: float(run.metrics[r]["mse"].mean()) for r in ("persistence", "tide", "tide_damped")}
+    assert mse["tide_damped"] < mse["tide"] and mse["tide_damped"] < mse["persistence"]
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert "fitted at evaluation on the run's training period" in index
