@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "train",
     "forecast",
     "evaluate",
+    "tides",
     "pipeline",
     "gradcheck",
 )

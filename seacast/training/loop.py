@@ -493,6 +493,17 @@ def _train(
             return "max_steps"
         return "epochs"
 
+    if not resume and cfg.model.residual:
+        # an untrained model with a base *is* its reference: score it, and keep it as the best
+        # checkpoint until training beats it on validation, so training can only improve on it
+        reference_val = validation_loss(model, val_loader, loss_fn, info)
+        _stop_on_bad_loss(reference_val, "validation (untrained)", run_dir, current_lr(), info, meta)
+        best_val, best_epoch = reference_val, 0
+        meta.update(reference_val=reference_val, best_epoch=0, best_val=reference_val)
+        if info.is_main:
+            save_checkpoint(checkpoint_state(), run_dir / BEST)
+            _write_meta(run_dir / "meta.json", meta)
+
     stopped = stop_reason()
     run_started, first_step = time.perf_counter(), step
     with _progress(progress and info.is_main) as bar:
