@@ -169,7 +169,11 @@ def load_data(args: argparse.Namespace, workdir: Path) -> Data:
 
 def new_model(args: argparse.Namespace, data: Data, seed: int) -> nn.Module:
     cfg = ModelConfig(
-        name=args.model, filters=args.filters, dropout=0.0, base="persistence", final_activation="none"
+        name=args.model,
+        filters=args.filters,
+        dropout=0.0,
+        base="persistence",
+        final_activation="none",
     )
     n = len(data.variables)
     shape = tuple(data.sea_mask.shape)

@@ -39,6 +39,7 @@ from seacast.errors import ConfigError, DataError
 UTIDE_EPOCH_DAYS = 719163  # utide's day numbers count from 0000-12-31; 1970-01-01 is this one
 READ_CHUNK_HOURS = 24 * 14
 BASIS_BLOCK_HOURS = 24 * 31
+LONG_PERIOD_CPH = 1 / (24 * 2)  # below: SA, SSA, MSM, MM, MSF, MF (weather on a shelf, not tide)
 TIDES_FILE = "tides.nc"
 METHOD = "ordinary least squares on utide's basis (exact nodal corrections, no trend)"
 MAIN_CONSTITUENTS = ("M2", "S2", "N2", "K2", "K1", "O1", "P1", "Q1", "M4", "MS4", "M6")
@@ -50,12 +51,16 @@ def utide_days(hours: np.ndarray | Sequence[int]) -> np.ndarray:
 
 
 def select_constituents(
-    record_hours: float, constituents: str | Sequence[str] = "auto", rayleigh: float = 1.0
+    record_hours: float,
+    constituents: str | Sequence[str] = "auto",
+    rayleigh: float = 1.0,
+    long_period: bool = True,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Names, frequencies (cycles per hour) and utide indices of the constituents to fit.
 
     ``auto`` keeps every constituent whose separation from its neighbours is at least
-    ``rayleigh`` / record length (the Rayleigh criterion, as ``utide.solve`` does).
+    ``rayleigh`` / record length (the Rayleigh criterion, as ``utide.solve`` does), without
+    the long-period ones (below ``LONG_PERIOD_CPH``) unless ``long_period``.
     """
     from utide._ut_constants import constit_index_dict, ut_constants
     from utide.harmonics import linearized_freqs
@@ -73,7 +78,8 @@ def select_constituents(
                 "use tides.constituents: auto, or a list such as [M2, S2, N2, K1, O1]",
             )
         minres = rayleigh / record_hours
-        index = np.flatnonzero((const.df >= minres) & (const.freq > 0))
+        lowest = 0.0 if long_period else LONG_PERIOD_CPH
+        index = np.flatnonzero((const.df >= minres) & (const.freq > lowest))
     else:
         unknown = [c for c in constituents if c.upper() not in constit_index_dict]
         if unknown:
@@ -365,6 +371,7 @@ def fit_tides(
     *,
     constituents: str | Sequence[str] = "auto",
     rayleigh: float = 1.0,
+    long_period: bool = False,
     lead_times: Sequence[int] = (),
     nodal_latitude: float | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
@@ -393,7 +400,7 @@ def fit_tides(
         )
     fit_hours = hours[chosen]
     record = float(fit_hours[-1] - fit_hours[0])
-    names, frequencies, lind = select_constituents(record, constituents, rayleigh)
+    names, frequencies, lind = select_constituents(record, constituents, rayleigh, long_period)
     latitude = np.asarray(store["latitude"].values)
     longitude = np.asarray(store["longitude"].values)
     nodal_lat = float(np.mean(latitude)) if nodal_latitude is None else float(nodal_latitude)
@@ -458,6 +465,7 @@ def fit_tides(
         fit_hours=int(chosen.size),
         selection=(
             f"Rayleigh criterion {rayleigh:g} over {record / 24:.1f} days"
+            + ("" if long_period else ", no long-period constituents")
             if isinstance(constituents, str)
             else "named in the config"
         ),

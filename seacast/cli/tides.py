@@ -235,6 +235,13 @@ def tides_command(
             help="'auto' (those the period resolves, Rayleigh criterion) or a comma list, e.g. M2,S2,K1,O1.",
         ),
     ] = "auto",
+    long_period: Annotated[
+        bool,
+        typer.Option(
+            "--long-period/--no-long-period",
+            help="With auto: also fit SA, SSA, MSM, MM, MSF, MF (weather-dominated on a shelf).",
+        ),
+    ] = False,
     lead_times: Annotated[
         str,
         typer.Option(
@@ -300,7 +307,13 @@ def tides_command(
             bar.update(task, completed=done, total=total)
 
         tides = fit_tides(
-            ds, chosen, periods, constituents=names, lead_times=leads, on_chunk=on_chunk
+            ds,
+            chosen,
+            periods,
+            constituents=names,
+            long_period=long_period,
+            lead_times=leads,
+            on_chunk=on_chunk,
         )
 
     units = {var: units_of(var, dict(ds[var].attrs)) for var in chosen}

@@ -235,6 +235,7 @@ def reference_tides(
                 periods,
                 constituents=cfg.tides.constituents,
                 rayleigh=cfg.tides.rayleigh,
+                long_period=cfg.tides.long_period,
                 lead_times=leads,
             )
         finally:

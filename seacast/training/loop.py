@@ -291,6 +291,7 @@ def run_tides(
             train_periods(sets.plan),
             constituents=cfg.tides.constituents,
             rayleigh=cfg.tides.rayleigh,
+            long_period=cfg.tides.long_period,
             lead_times=cfg.samples.lead_times,
         )
     finally:
@@ -497,7 +498,9 @@ def _train(
         # an untrained model with a base *is* its reference: score it, and keep it as the best
         # checkpoint until training beats it on validation, so training can only improve on it
         reference_val = validation_loss(model, val_loader, loss_fn, info)
-        _stop_on_bad_loss(reference_val, "validation (untrained)", run_dir, current_lr(), info, meta)
+        _stop_on_bad_loss(
+            reference_val, "validation (untrained)", run_dir, current_lr(), info, meta
+        )
         best_val, best_epoch = reference_val, 0
         meta.update(reference_val=reference_val, best_epoch=0, best_val=reference_val)
         if info.is_main:
