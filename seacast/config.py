@@ -483,6 +483,12 @@ class TrainerConfig(StrictModel):
     land_in_loss: bool = Field(
         False, description="Include land (as 0) in the loss, as the reference did."
     )
+    loss_units: Literal["physical", "normalised"] = Field(
+        "physical",
+        description="physical: MSE in the variables' units, so a variable with larger errors weighs more; "
+        "normalised: MSE of the model's values (z-scores, or anomalies over their std for model.base tide), "
+        "every variable weighted alike.",
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader workers.")
     max_val_samples: int | None = Field(
         None,

@@ -373,7 +373,7 @@ def adapt_zo(
         y = window_t[j + offsets][None].to(device)
         return x, y
 
-    loss_fn = make_loss(run.normaliser, sea_mask)
+    loss_fn = make_loss(run.normaliser, sea_mask, units=cfg.trainer.loss_units)
     model = run.model
     model.eval()
     spsa = cfg.trainer.spsa.model_copy(

@@ -164,7 +164,9 @@ def batch_from_experiment(
         seed=config.seed,
         device=config.device,
     )
-    loss_fn = make_loss(sets.normaliser, sets.sea_mask, config.trainer.land_in_loss)
+    loss_fn = make_loss(
+        sets.normaliser, sets.sea_mask, config.trainer.land_in_loss, config.trainer.loss_units
+    )
     return model, x, y, loss_fn
 
 

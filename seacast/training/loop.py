@@ -380,7 +380,9 @@ def _train(
         )
 
     optimizer = _optimizer(model, cfg)
-    loss_fn = make_loss(sets.normaliser, sets.sea_mask, cfg.trainer.land_in_loss)
+    loss_fn = make_loss(
+        sets.normaliser, sets.sea_mask, cfg.trainer.land_in_loss, cfg.trainer.loss_units
+    )
 
     tcfg = cfg.trainer
     sampler = DistributedSampler(

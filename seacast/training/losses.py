@@ -16,12 +16,16 @@ from seacast.windows import Normaliser
 
 
 def make_loss(
-    normaliser: Normaliser, sea_mask: np.ndarray | torch.Tensor, land_in_loss: bool = False
+    normaliser: Normaliser,
+    sea_mask: np.ndarray | torch.Tensor,
+    land_in_loss: bool = False,
+    units: str = "physical",
 ) -> LossFn:
     """``loss_fn(pred, target)`` for tensors ``[B, n_lead, C, H, W]`` -> per-sample loss ``[B]``.
 
-    Each (lead time, variable) field gets its mean squared error in physical units over the
-    counted points; the sample's loss is the mean of those over lead times and variables.
+    Each (lead time, variable) field gets its mean squared error over the counted points, in
+    physical units (``units="physical"``) or in the model's normalised units (``"normalised"``:
+    every variable weighs alike); the sample's loss is the mean over lead times and variables.
     """
     mask = torch.as_tensor(np.asarray(sea_mask), dtype=torch.bool)
     if land_in_loss:
@@ -36,9 +40,12 @@ def make_loss(
         if key not in cache:
             cache[key] = mask.to(device=prediction.device, dtype=prediction.dtype)
         weight = cache[key]
-        error = normaliser.denormalise(prediction, channel_dim=-3) - normaliser.denormalise(
-            target, channel_dim=-3
-        )
+        if units == "normalised":
+            error = prediction - target
+        else:
+            error = normaliser.denormalise(prediction, channel_dim=-3) - normaliser.denormalise(
+                target, channel_dim=-3
+            )
         n_fields = prediction[0, ..., 0, 0].numel()  # n_lead * C
         return error.square() * weight / (n_points * n_fields)
 
