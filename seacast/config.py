@@ -495,6 +495,12 @@ class TrainerConfig(StrictModel):
         ge=1,
         description="Validate on at most this many samples, evenly spaced over the validation set; all if empty.",
     )
+    preload_gb: float = Field(
+        4.0,
+        ge=0,
+        description="Load each split's frames into memory once (encoded, as the model sees them) when they "
+        "take at most this many GB; larger splits, or 0, read each sample's frames from the store.",
+    )
     deterministic: bool = Field(
         True,
         description="Deterministic torch algorithms, so a resumed run gives the same weights as an uninterrupted one.",

@@ -413,11 +413,9 @@ def plan_pipeline(pipeline: Pipeline) -> list[PlannedStage]:
                     "rename the foreach variable (for example MODEL instead of a var called MODEL)",
                 )
             values = {**base_values, **combo}
-            name = (
-                f"{stage.name}[{','.join(combo.values())}]"
-                if stage.foreach is not None
-                else stage.name
-            )
+            # labels name a copy; empty values and argument strings (with spaces) do not
+            labels = [v for v in combo.values() if v and " " not in v]
+            name = f"{stage.name}[{','.join(labels)}]" if stage.foreach is not None else stage.name
             where = f"stage '{name}'"
 
             def sub(

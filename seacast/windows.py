@@ -23,6 +23,7 @@ Offered:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ from seacast.errors import ConfigError, DataError
 from seacast.splits import Selection, SplitPlan, plan_split, season_of_hours
 
 MINMAX_LOW = 0.1  # the reference scales to [0.1, 1], keeping 0 free for land
+PRELOAD_CHUNK_FRAMES = (
+    168  # frames encoded at a time while preloading (bounds the float64 tide temporaries)
+)
+log = logging.getLogger("seacast.windows")
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -229,6 +234,7 @@ class WindowDataset(Dataset):
         self._mask_tensor = torch.from_numpy(self.sea_mask)
         self._ds: xr.Dataset | None = None
         self._pid: int | None = None
+        self._memory: tuple[int, torch.Tensor] | None = None  # (first time index, encoded frames)
 
     def __len__(self) -> int:
         return len(self.init_indices)
@@ -237,6 +243,35 @@ class WindowDataset(Dataset):
     def init_hours(self) -> np.ndarray:
         """Init times of the samples, int64 hours since 1970."""
         return self.hours[self.init_indices]
+
+    @property
+    def frame_span(self) -> tuple[int, int]:
+        """First and last store time index any sample reads (inclusive)."""
+        first = int(self.init_indices.min()) - self.lags + 1
+        return first, int(self.init_indices.max()) + int(self.lead_steps.max())
+
+    def preload(self, max_gb: float = 4.0) -> bool:
+        """Read and encode every frame the samples need once, if that takes at most ``max_gb``.
+
+        Returns whether it did; otherwise (or with ``max_gb`` 0) samples keep reading lazily.
+        """
+        if self._memory is not None or len(self) == 0 or max_gb <= 0:
+            return self._memory is not None
+        first, last = self.frame_span
+        n_frames = last - first + 1
+        size = n_frames * len(self.variables) * self.sea_mask.size * 4
+        if size > max_gb * 1e9:
+            log.info(
+                "split of %.1f GB > preload_gb %.1f: reading frames lazily", size / 1e9, max_gb
+            )
+            return False
+        encoded = torch.empty((n_frames, len(self.variables), *self.sea_mask.shape))
+        for lo in range(0, n_frames, PRELOAD_CHUNK_FRAMES):
+            hi = min(lo + PRELOAD_CHUNK_FRAMES, n_frames)
+            index = np.arange(first + lo, first + hi)
+            encoded[lo:hi] = self.encoding.encode(self.frames(index), self.hours[index])
+        self._memory = (first, encoded)
+        return True
 
     def thinned(self, every_hours: int) -> WindowDataset:
         """The samples whose init time is a multiple of ``every_hours`` (hours since 1970), for cheaper scoring."""
@@ -254,7 +289,16 @@ class WindowDataset(Dataset):
             self.sea_mask,
             self.skipped,
             self.encoding,
-        )
+        ).sharing_memory(self)
+
+    def sharing_memory(self, other: WindowDataset) -> WindowDataset:
+        """Use ``other``'s preloaded frames when they cover this dataset's samples."""
+        if other._memory is not None and len(self):
+            first, frames = other._memory
+            lo, hi = self.frame_span
+            if lo >= first and hi < first + len(frames):
+                self._memory = other._memory
+        return self
 
     def __getstate__(self) -> dict[str, Any]:
         # a worker opens its own handle: never pickle an open store
@@ -273,14 +317,21 @@ class WindowDataset(Dataset):
     def frames(self, time_indices: np.ndarray) -> np.ndarray:
         """Raw physical frames ``[len(time_indices), C, H, W]`` (NaN on land)."""
         ds = self._handle()
-        stacked = [ds[var].variable[time_indices].values for var in self.variables]
+        index = np.asarray(time_indices)
+        if index.size and index[-1] - index[0] == index.size - 1:
+            index = slice(int(index[0]), int(index[-1]) + 1)  # contiguous: one slice read
+        stacked = [ds[var].variable[index].values for var in self.variables]
         return np.stack(stacked, axis=1)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         t0 = int(self.init_indices[item])
         wanted = np.concatenate([np.arange(t0 - self.lags + 1, t0 + 1), t0 + self.lead_steps])
         # [lags + n_lead, C, H, W] model values
-        frames = self.encoding.encode(self.frames(wanted), self.hours[wanted])
+        if self._memory is not None:
+            first, memory = self._memory
+            frames = memory[torch.from_numpy(wanted - first)]
+        else:
+            frames = self.encoding.encode(self.frames(wanted), self.hours[wanted])
         x = frames[: self.lags].permute(1, 0, 2, 3).contiguous()  # [C, lags, H, W]
         y = frames[self.lags :].contiguous()  # [n_lead, C, H, W]
         return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -234,3 +236,23 @@ def test_loader_workers_give_the_same_batches(store):
     serial = next(iter(make_loader(sets.train, 6, num_workers=0)))
     parallel = next(iter(make_loader(sets.train, 6, num_workers=2)))
     assert torch.equal(serial["x"], parallel["x"]) and torch.equal(serial["y"], parallel["y"])
+
+
+def test_preloaded_samples_equal_the_lazily_read_ones(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path / "s.zarr", shape=(16, 16), hours=24 * 6)
+    sets = open_samples(store, _samples(store))
+    lazy = [sets.train[k] for k in (0, 7, len(sets.train) - 1)]
+    assert sets.train.preload(max_gb=1.0)
+    for k, sample in zip((0, 7, len(sets.train) - 1), lazy, strict=True):
+        preloaded = sets.train[k]
+        torch.testing.assert_close(preloaded["x"], sample["x"], rtol=0, atol=0)
+        torch.testing.assert_close(preloaded["y"], sample["y"], rtol=0, atol=0)
+    assert sets.train.thinned(3)._memory is not None  # a thinned copy shares the frames
+
+
+def test_a_split_larger_than_preload_gb_is_read_lazily(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path / "s.zarr", shape=(16, 16), hours=24 * 6)
+    sets = open_samples(store, _samples(store))
+    assert not sets.train.preload(max_gb=1e-6)
+    assert not sets.validation.preload(max_gb=0)
+    assert sets.train[0]["x"].shape[0] == len(sets.train.variables)

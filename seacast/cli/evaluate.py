@@ -1,4 +1,4 @@
-"""``seacast evaluate``: score runs on their test split against persistence and climatology."""
+"""``seacast evaluate``: score runs on their test split against persistence, climatology and the tide."""
 
 from __future__ import annotations
 
@@ -68,15 +68,21 @@ def evaluate_command(
         ),
     ] = 1,
 ) -> None:
-    """Score runs on the store's test period: MSE, RMSE, MAE, bias per variable, lead time and season.
+    """Score runs on the store's test period against persistence, climatology and the tide.
 
-    Writes Markdown and CSV tables (one comparison table in the paper's layout: rows
-    model x trainer, columns variable x season), figures and index.md to reports/<name>/.
+    MSE, RMSE, MAE, bias per variable, lead time and season. Writes "skill vs the best
+    reference", comparison tables in the paper's layout (rows model x trainer and the
+    references, columns variable x season), figures and index.md to reports/<name>/.
 
-    Example: seacast evaluate runs/demo-unet-backprop runs/demo-unet-spsa --split test --by season
+    Example: seacast evaluate runs/demo-res_3ddr_unet-backprop --split test --by season
     """
     from seacast.evaluation.evaluate import evaluate_runs
-    from seacast.evaluation.report import comparison_table, lead_times_of, markdown_table
+    from seacast.evaluation.report import (
+        best_reference_table,
+        comparison_table,
+        lead_times_of,
+        markdown_table,
+    )
 
     all_runs = [*(runs or []), *(run_options or [])]
     if not all_runs:
@@ -96,6 +102,16 @@ def evaluate_command(
         which=which,
         figures=figures,
         every_hours=every,
+    )
+    out.print(
+        f"Skill vs the best reference ({split} split; RMSE, skill 1 - MSE/MSE_best, seasons won):",
+        highlight=False,
+    )
+    out.print(
+        markdown_table(best_reference_table(results)),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     lead = lead_times_of(results)[0]
     out.print(f"RMSE at +{lead} h ({split} split):", highlight=False)

@@ -163,31 +163,33 @@ def _summary(
         highlight=False,
     )
     out.print(
-        f"amplitude A and Greenwich phase lag g of the main constituents at "
+        f"amplitude A and Greenwich phase lag g (as 'A g°') of the main constituents at "
         f"{_point_text(lat, lon)} (row {i}, column {j}):",
         highlight=False,
     )
-    table = Table()
-    table.add_column("constituent", no_wrap=True)
-    for var in tides.variables:
-        unit = f" ({units[var]})" if units[var] else ""
-        table.add_column(f"{var} A{unit}", justify="right", no_wrap=True)
-        table.add_column(f"{var} g (°)", justify="right", no_wrap=True)
     rows = [tides.constituents.index(name) for name in shown]
     amplitude, phase = tides.amplitude[rows, :, i, j], tides.phase[rows, :, i, j]
-    columns = []
-    for c in range(len(tides.variables)):
+    cells: dict[str, list[str]] = {}
+    for c, var in enumerate(tides.variables):
         digits = _decimals(amplitude[:, c])
-        texts = [f"{a:.{digits}f}" for a in amplitude[:, c]]
-        # a phase is only meaningful where there is an amplitude to speak of
-        phases = [
-            f"{g:.1f}" if np.isfinite(a) and float(t) != 0.0 else "-"
-            for t, a, g in zip(texts, amplitude[:, c], phase[:, c], strict=True)
-        ]
-        columns += [texts, phases]
-    for r, name in enumerate(shown):
-        table.add_row(name, *(column[r] for column in columns))
-    out.print(table)
+        cells[var] = []
+        for a, g in zip(amplitude[:, c], phase[:, c], strict=True):
+            text = f"{a:.{digits}f}"
+            # a phase is only meaningful where there is an amplitude to speak of
+            shown_phase = f"{g:5.1f}°" if np.isfinite(a) and float(text) != 0.0 else "     -"
+            cells[var].append(f"{text} {shown_phase}")
+    # as many variables per table as the console's width holds
+    per_table = max(1, (out.width - 14) // 22)
+    for start in range(0, len(tides.variables), per_table):
+        chosen = tides.variables[start : start + per_table]
+        table = Table()
+        table.add_column("constituent", no_wrap=True)
+        for var in chosen:
+            unit = f" ({units[var]})" if units[var] else ""
+            table.add_column(f"{var}{unit}", justify="right", no_wrap=True)
+        for r, name in enumerate(shown):
+            table.add_row(name, *(cells[var][r] for var in chosen))
+        out.print(table)
     if tides.damping_lead_times:
         out.print(
             "anomaly (obs - tide) over the fit: its std, and the damping α of the persisted "
@@ -271,7 +273,7 @@ def tides_command(
 
     Draws cotidal_<variable>.png (M2 amplitude, phase lines) for zos, else the first variable.
 
-    Example: seacast tides data/demo.zarr --period 2024-01-01:2024-09-13 --point 52.5,4.2
+    Example: seacast tides data/twin_dutch_coast.zarr --period 2024-01-01:2024-09-13 --point 52.5,4.2
     """
     from seacast.plots import units_of
     from seacast.progress import progress_bar

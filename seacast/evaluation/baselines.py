@@ -82,9 +82,12 @@ class Climatology:
             stamp = times[index]
             finite = np.isfinite(block)
             block = np.where(finite, block, 0.0)
-            # np.add.at accumulates repeated (month, hour) pairs correctly
-            np.add.at(sums, (stamp.month - 1, stamp.hour), block)
-            np.add.at(counts, (stamp.month - 1, stamp.hour), finite)
+            # one sum per (month, hour) bin in the chunk: np.add.at over every hour is ~20x slower
+            bins = (stamp.month.to_numpy() - 1) * 24 + stamp.hour.to_numpy()
+            for b in np.unique(bins):
+                here = bins == b
+                sums[b // 24, b % 24] += block[here].sum(0)
+                counts[b // 24, b % 24] += finite[here].sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / np.where(counts > 0, counts, np.nan)
             hour_mean = sums.sum(0) / np.where(counts.sum(0) > 0, counts.sum(0), np.nan)

@@ -290,6 +290,8 @@ def evaluate_run(
         datasets = {"validation" if by == "split" else "": sets.validation}
     # scoring every few hours keeps the tide's phases sampled evenly at a fraction of the cost
     datasets = {name: dataset.thinned(every_hours) for name, dataset in datasets.items()}
+    for dataset in datasets.values():
+        dataset.preload(cfg.trainer.preload_gb)
     total = sum(len(d) for d in datasets.values())
     if total == 0:
         raise DataError(

@@ -343,6 +343,10 @@ def _train(
         tides = run_tides(cfg, sets, run_dir, reuse=resume, save=info.is_main)
         sets = sets.with_tides(tides)
 
+    for dataset in (sets.train, sets.validation):
+        # a store this size fits in memory: read and encode each frame once, not once per sample
+        dataset.preload(cfg.trainer.preload_gb)
+
     n_vars = len(cfg.samples.variables)
     model_args = {
         "in_channels": n_vars,
