@@ -159,3 +159,13 @@ def test_cli_and_bad_options(runs, tmp_path):
     assert "persistence" in result.output and (tmp_path / "x" / "index.md").exists()
     with pytest.raises(ConfigError, match="unknown split"):
         evaluate_runs(runs[:1], split="train", out_dir=tmp_path / "y")
+
+
+def test_runs_on_the_same_samples_share_reference_scores_equal_to_scoring_alone(
+    results, runs, tmp_path
+):
+    alone = evaluate_runs(runs[1:], by="season", out_dir=tmp_path / "alone", figures=False)
+    for reference in ("persistence", "climatology", "tide", "tide_damped"):
+        shared = results.runs[1].metrics[reference]["mse"].values
+        np.testing.assert_allclose(shared, results.runs[0].metrics[reference]["mse"].values)
+        np.testing.assert_allclose(shared, alone.runs[0].metrics[reference]["mse"].values, rtol=1e-6)

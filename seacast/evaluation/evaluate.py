@@ -143,13 +143,15 @@ def score_model(
     device: str = "cpu",
     keep_sample: int | None = None,
     tide_references: TideReferences | None = None,
+    references: bool = True,
 ) -> tuple[dict[str, ErrorAccumulator], SampleForecast | None]:
     """Stream ``model`` over ``dataset`` (a window dataset) and accumulate model and reference errors.
 
     Model values are decoded with the dataset's encoding (the tide added back for tide-aware
     runs). ``labels`` gives the group of each sample (array as long as the dataset) or one label
     for all. ``keep_sample`` is the index of a sample whose forecast and truth are kept for a
-    figure. Without ``tide_references`` only persistence and climatology are scored.
+    figure. Without ``tide_references`` only persistence and climatology are scored;
+    ``references=False`` scores the model alone (the references came from another run).
     """
     from seacast.windows import make_loader
 
@@ -159,10 +161,11 @@ def score_model(
     accs = _accumulators(
         variables, lead_hours, groups, sea_mask.shape, tides=tide_references is not None
     )
+    if not references:
+        accs = {"model": accs["model"]}
     sample = None
     model.eval()
     seen = 0
-    lead = np.array([np.timedelta64(int(h), "h") for h in lead_hours])
     lead_h = np.asarray(lead_hours, dtype=np.int64)
     for batch in make_loader(dataset, batch_size, device=device):
         x, y = batch["x"].to(device), batch["y"]
@@ -177,23 +180,47 @@ def score_model(
         n = len(x)
         batch_labels = [labels] * n if isinstance(labels, str) else list(labels[seen : seen + n])
         error_accum(accs["model"], forecast, truth, batch_labels, sea_mask)
-        error_accum(
-            accs["persistence"], persistence(last, len(lead_hours)), truth, batch_labels, sea_mask
-        )
-        if climatology is not None:
-            init = batch["init_time"].numpy().astype("datetime64[h]").astype("datetime64[ns]")
-            valid = (init[:, None] + lead[None, :]).reshape(-1)
-            clim = climatology.predict(valid).reshape(n, len(lead_hours), *forecast.shape[2:])
-            error_accum(accs["climatology"], clim, truth, batch_labels, sea_mask)
-        if tide_references is not None:
-            for ref, values in tide_references.forecasts(last, init_hours, valid_hours).items():
-                error_accum(accs[ref], values, truth, batch_labels, sea_mask)
+        if references:
+            _score_references(
+                accs,
+                last,
+                truth,
+                init_hours,
+                valid_hours,
+                batch_labels,
+                sea_mask,
+                climatology,
+                tide_references,
+            )
         if keep_sample is not None and seen <= keep_sample < seen + n:
             k = keep_sample - seen
             stamp = pd.Timestamp(int(batch["init_time"][k]), unit="h")
             sample = SampleForecast(stamp, forecast[k].copy(), truth[k].copy())
         seen += n
     return accs, sample
+
+
+def _score_references(
+    accs: dict[str, ErrorAccumulator],
+    last: np.ndarray,
+    truth: np.ndarray,
+    init_hours: np.ndarray,
+    valid_hours: np.ndarray,
+    labels: list[str],
+    sea_mask: np.ndarray,
+    climatology: Climatology | None,
+    tide_references: TideReferences | None,
+) -> None:
+    """Accumulate every reference's errors for one batch (physical ``truth [B, n_lead, C, H, W]``)."""
+    n_lead = valid_hours.shape[1]
+    error_accum(accs["persistence"], persistence(last, n_lead), truth, labels, sea_mask)
+    if climatology is not None:
+        valid = valid_hours.reshape(-1).astype("datetime64[h]").astype("datetime64[ns]")
+        clim = climatology.predict(valid).reshape(truth.shape)
+        error_accum(accs["climatology"], clim, truth, labels, sea_mask)
+    if tide_references is not None:
+        for ref, values in tide_references.forecasts(last, init_hours, valid_hours).items():
+            error_accum(accs[ref], values, truth, labels, sea_mask)
 
 
 def reference_tides(
@@ -316,6 +343,22 @@ def evaluate_run(
     tides = reference_tides(run, sets, store_path, cache)
 
     lead_hours = list(cfg.samples.lead_times)
+    # runs scored on the same samples share their references' scores: compute them once
+    samples_key = hashlib.sha256(
+        b"".join(d.init_hours.astype(np.int64).tobytes() for d in datasets.values())
+    ).hexdigest()
+    scores_key = (
+        "reference-scores",
+        key,
+        tuple(lead_hours),
+        by,
+        tuple(datasets),
+        samples_key,
+        tides.tides.period,
+        tuple(tides.tides.constituents),
+        tides.damping.tobytes(),
+    )
+    known = cache.get(scores_key)
     merged: dict[str, ErrorAccumulator] | None = None
     sample = None
     for name, dataset in datasets.items():
@@ -339,11 +382,14 @@ def evaluate_run(
             device=device,
             keep_sample=len(dataset) // 2 if sample is None else None,
             tide_references=tides,
+            references=known is None,
         )
         sample = sample or kept
         merged = accs if merged is None else {k: error_merge(merged[k], accs[k]) for k in accs}
     assert merged is not None
-    metrics = {reference: error_compute(acc) for reference, acc in merged.items()}
+    if known is None:
+        known = cache[scores_key] = {k: acc for k, acc in merged.items() if k != "model"}
+    metrics = {reference: error_compute(acc) for reference, acc in {**merged, **known}.items()}
     with xr.open_zarr(store_path, consolidated=False, zarr_format=3) as store:
         lat, lon = store["latitude"].values, store["longitude"].values
     for ds in metrics.values():
