@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -390,17 +390,13 @@ class SampleSets:
                 encoding,
             )
 
-        return SampleSets(
+        return replace(
+            self,
             train=convert(self.train),
             validation=convert(self.validation),
             test=convert(self.test),
             test_groups={name: convert(ds) for name, ds in self.test_groups.items()},
             normaliser=normaliser,
-            sea_mask=self.sea_mask,
-            timeline=self.timeline,
-            plan=self.plan,
-            fingerprint=self.fingerprint,
-            store_path=self.store_path,
         )
 
     @property
