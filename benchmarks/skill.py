@@ -75,6 +75,8 @@ def train_and_score(
 ) -> tuple[str, float]:
     name = f"skill-{store_name}-{model}-{base}"
     started = time.perf_counter()
+    if args.reuse and (args.reports / name / "skill_vs_best.csv").is_file():
+        return name, 0.0
     epochs = max(1, args.steps // args.steps_per_epoch)
     run(
         [
@@ -166,6 +168,9 @@ def main() -> None:
     parser.add_argument("--bases", nargs="+", default=["tide", "persistence"])
     parser.add_argument("--stores", nargs="+", default=list(STORES), choices=list(STORES))
     parser.add_argument("--jobs", type=int, default=2, help="trainings side by side")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep runs already scored in --reports (resume)"
+    )
     parser.add_argument("--runs", default="runs/skill")
     parser.add_argument("--reports", type=Path, default=Path("reports/skill"))
     parser.add_argument("--logs", type=Path, default=Path("reports/skill/logs"))
