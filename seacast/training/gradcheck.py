@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -140,6 +141,15 @@ def batch_from_experiment(
     from seacast.windows import open_samples
 
     sets = open_samples(config.store, config.samples)
+    tides = None
+    if config.model.base == "tide":
+        from seacast.training.loop import run_tides
+
+        # the samples a tide-aware run trains on: anomalies of a tide fitted on the training period
+        tides = run_tides(
+            config, sets, Path(config.runs_dir) / config.name, reuse=False, save=False
+        )
+        sets = sets.with_tides(tides)
     size = batch_size or config.trainer.batch_size
     if len(sets.train) == 0:
         raise DataError(
@@ -164,6 +174,10 @@ def batch_from_experiment(
         seed=config.seed,
         device=config.device,
     )
+    if tides is not None:
+        from seacast.training.loop import start_at_tide_reference
+
+        start_at_tide_reference(model, tides, config)
     loss_fn = make_loss(
         sets.normaliser, sets.sea_mask, config.trainer.land_in_loss, config.trainer.loss_units
     )

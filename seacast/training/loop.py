@@ -301,6 +301,13 @@ def run_tides(
     return tides
 
 
+def start_at_tide_reference(model: nn.Module, tides: Any, cfg: ExperimentConfig) -> None:
+    """Set a tide-aware model's base to the fitted damping: untrained, it is tide(t0+L) + alpha a(t0)."""
+    damping = tides.select(cfg.samples.variables).damping_for(cfg.samples.lead_times)
+    with torch.no_grad():
+        model.base_weight.copy_(torch.from_numpy(damping))
+
+
 def train(
     cfg: ExperimentConfig,
     resume: bool = False,
@@ -365,10 +372,7 @@ def _train(
         seed=cfg.seed,
     )
     if tides is not None:
-        # the untrained model is tide(t0+L) + alpha a(t0): training starts from the strongest tide reference
-        damping = tides.select(cfg.samples.variables).damping_for(cfg.samples.lead_times)
-        with torch.no_grad():
-            model.base_weight.copy_(torch.from_numpy(damping))
+        start_at_tide_reference(model, tides, cfg)
     model.to(info.device)
     rule: UpdateRule = make_rule(cfg.trainer.name, model, cfg.trainer)
     if info.distributed and rule.applies_update:
