@@ -168,4 +168,6 @@ def test_runs_on_the_same_samples_share_reference_scores_equal_to_scoring_alone(
     for reference in ("persistence", "climatology", "tide", "tide_damped"):
         shared = results.runs[1].metrics[reference]["mse"].values
         np.testing.assert_allclose(shared, results.runs[0].metrics[reference]["mse"].values)
-        np.testing.assert_allclose(shared, alone.runs[0].metrics[reference]["mse"].values, rtol=1e-6)
+        np.testing.assert_allclose(
+            shared, alone.runs[0].metrics[reference]["mse"].values, rtol=1e-6
+        )
