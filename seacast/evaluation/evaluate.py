@@ -234,8 +234,8 @@ def reference_tides(
     Both see the training period only. Runs on the same store, variables, split and tide
     settings share one fit through ``cache``.
     """
-    from seacast.store import open_store
-    from seacast.tides import fit_tides, train_periods
+    from seacast.tides import train_periods
+    from seacast.training.loop import run_tides
 
     cfg = run.config
     variables, leads = list(cfg.samples.variables), list(cfg.samples.lead_times)
@@ -254,19 +254,9 @@ def reference_tides(
     cache = cache if cache is not None else {}
     if key not in cache:
         log.info("fitting tide references on the training period of %s", cfg.name)
-        store = open_store(store_path)
-        try:
-            tides = fit_tides(
-                store,
-                variables,
-                periods,
-                constituents=cfg.tides.constituents,
-                rayleigh=cfg.tides.rayleigh,
-                long_period=cfg.tides.long_period,
-                lead_times=leads,
-            )
-        finally:
-            store.close()
+        tides = run_tides(
+            cfg, sets, Path(store_path), reuse=False, save=False, store_path=Path(store_path)
+        )
         cache[key] = TideReferences(
             tides,
             tides.damping_for(leads),

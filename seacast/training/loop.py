@@ -271,11 +271,18 @@ def _stop_on_bad_loss(
 
 
 def run_tides(
-    cfg: ExperimentConfig, sets: SampleSets, run_dir: Path, *, reuse: bool, save: bool
+    cfg: ExperimentConfig,
+    sets: SampleSets,
+    run_dir: Path,
+    *,
+    reuse: bool,
+    save: bool,
+    store_path: Path | None = None,
 ) -> Any:
     """The run's tidal constants, fitted on its training period only and saved as ``tides.nc``.
 
     A resumed run reuses the file it wrote, so its samples do not change mid-run.
+    ``store_path`` fits on another store than the config's (``evaluate --store``).
     """
     from seacast.store import open_store
     from seacast.tides import TIDES_FILE, fit_tides, load_tides, train_periods
@@ -283,7 +290,7 @@ def run_tides(
     path = run_dir / TIDES_FILE
     if reuse and path.is_file():
         return load_tides(path)
-    store = open_store(cfg.store)
+    store = open_store(store_path or cfg.store)
     try:
         tides = fit_tides(
             store,
