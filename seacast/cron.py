@@ -4,8 +4,9 @@ Offers:
 
 * :class:`ExitCode` - what a scheduled run tells cron or systemd: success, no new data,
   locked (another run is busy) and failure.
-* :class:`RunLock` - an exclusive, non-blocking lock file (``fcntl.flock``). The kernel
-  drops the lock when the holder dies, so a crashed run never leaves a stale lock.
+* :class:`RunLock` - the forecast folder's exclusive, non-blocking lock (the project's one
+  lock helper, :mod:`seacast.locks`). A store update also takes the store's lock, so a
+  manual regrid and a cron update never write the store at once.
 * :func:`setup_file_logging` - send seacast's log records to a file (one line per record).
 * :func:`scheduled_forecast` - lock, optionally fetch and append what is new, then forecast
   from the newest complete init time; returns an :class:`ExitCode`.
@@ -19,16 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import fcntl
 import logging
-import os
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from seacast.errors import SeacastError
+from seacast.locks import LockHeld, exclusive_lock
 
 log = logging.getLogger("seacast")
 
@@ -48,44 +47,22 @@ class ExitCode(enum.IntEnum):
     """Another scheduled run holds the lock; this one did nothing."""
 
 
-class LockHeld(SeacastError):
-    """Another process holds the forecast lock."""
-
-
 class RunLock:
-    """An exclusive lock on ``path``; use as a context manager.
-
-    The file stays in place (removing it would race with a waiting process); the lock is
-    the ``flock`` on it, not its existence. The holder's pid is written into it for humans.
-    """
+    """The forecast folder's lock (:func:`seacast.locks.exclusive_lock`) as an object with acquire/release."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._fd: int | None = None
+        self._held: contextlib.ExitStack | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = ""
-            with contextlib.suppress(OSError):
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise LockHeld(
-                f"another seacast forecast is running (lock {self.path} held by pid {holder or '?'})",
-                "wait for it to finish; the lock is released automatically when it exits",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        stack = contextlib.ExitStack()
+        stack.enter_context(exclusive_lock(self.path, "forecast is running"))
+        self._held = stack
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -138,7 +115,11 @@ def scheduled_forecast(
     try:
         store = resolve_store_path(run_dir, store_path)
         if update:
-            (update_store or update_store_from_sources)(store)
+            try:
+                (update_store or update_store_from_sources)(store)
+            except LockHeld as exc:  # a manual regrid is appending to the store: try next hour
+                log.warning("%s", exc.problem)
+                return ExitCode.LOCKED
         result = forecast(
             run_dir,
             store_path=store,

@@ -47,6 +47,7 @@ import xarray_regrid  # noqa: F401  (registers the .regrid accessor)
 
 from seacast.config import BBox, DataConfig, FilesSource, GridConfig, StoreConfig, to_dict
 from seacast.errors import DataError
+from seacast.interrupts import check_interrupt, safe_points
 from seacast.raw import expected_times
 from seacast.store import (
     ATTR_CONFIG,
@@ -55,7 +56,10 @@ from seacast.store import (
     finalise_store,
     open_store,
     replace_store,
+    staged_copy,
+    store_gaps,
     store_step_hours,
+    store_write_lock,
     temporary_store_path,
 )
 
@@ -418,6 +422,7 @@ def process_unit(
             frame_bytes = 4 * prepared.sizes["latitude"] * prepared.sizes["longitude"]
             block_frames = max(8, BLOCK_BYTES // frame_bytes)
             for start in range(0, len(keep), block_frames):
+                check_interrupt()
                 block = keep[start : start + block_frames]
                 block = np.sort(block)
                 # a contiguous run reads as one slice; NetCDF reads of index lists go element by element
@@ -641,6 +646,25 @@ def regrid_units(
         for f in unit.files:
             report.grids.setdefault(f.grid, []).append(f.path.name)
 
+    with store_write_lock(path), safe_points():
+        _regrid_locked(units, config, report, overwrite, dask_address, workers, span, progress)
+    _coverage_warning(report, path)
+    return report
+
+
+def _regrid_locked(
+    units: list[Unit],
+    config: DataConfig,
+    report: RegridReport,
+    overwrite: bool,
+    dask_address: str | None,
+    workers: int | None,
+    span: tuple[Any, Any] | None,
+    progress: ProgressFn | None,
+) -> None:
+    """:func:`regrid_units` holding the store lock: every write goes to a sibling, swapped in last."""
+    path = Path(config.store.path)
+    variables = list(config.variables)
     existing: xr.Dataset | None = None
     stored_config: dict[str, Any] | None = None
     if path.exists() and not overwrite:
@@ -669,13 +693,14 @@ def regrid_units(
             )
             report.gaps = attrs["seacast_gaps"]
         else:
-            report.gaps = json.loads(existing.attrs["seacast_gaps"])
-        return report
+            report.gaps = store_gaps(existing)
+        return
 
     todo = [u for u in units if np.isin(u.times, new_times).any()]
     rebuild = existing is not None and len(have) > 0 and bool((new_times < have[-1]).any())
     fresh = existing is None or rebuild
-    target_path = temporary_store_path(path) if fresh else path
+    # an append goes to a hard-linked copy that is swapped in whole: a kill never leaves half of it
+    target_path = temporary_store_path(path) if fresh else staged_copy(path)
     report.created = existing is None
     report.rebuilt = rebuild
     target = target_grid(config.bbox, config.grid.shape)
@@ -685,6 +710,7 @@ def regrid_units(
         # months may come on different source grids with different coasts: sea is where
         # every month has data, so no month leaves NaN on a sea cell
         for unit in todo:
+            check_interrupt()
             unit_mask = _first_valid_frame_mask(
                 unit, variables, target, config.grid.method, config.grid.min_sea_fraction
             )
@@ -707,6 +733,7 @@ def regrid_units(
     written = False
     try:
         for done, key in enumerate(keys, start=1):
+            check_interrupt()
             parts = []
             if rebuild:
                 month = pd.Period(key, freq="M")
@@ -757,9 +784,15 @@ def regrid_units(
                 append_to_store(target_path, data)
             written = True
         if not written:
+            nan_frames = report.all_nan_frames
+            listed = ", ".join(nan_frames[:3]) + (
+                f" and {len(nan_frames) - 3} more" if len(nan_frames) > 3 else ""
+            )
             raise DataError(
-                "every frame of the inputs is NaN or already in the store: nothing to write",
-                "check the inputs (all-NaN frames are listed above) and the bbox",
+                "every frame of the inputs is NaN or already in the store: nothing to write"
+                + (f" ({len(nan_frames)} all-NaN frame(s): {listed})" if nan_frames else ""),
+                "check that the files hold data inside the bbox "
+                f"{config.bbox.model_dump()} (e.g. ncdump -h, or xarray), and fetch them again if not",
             )
         attrs = finalise_store(
             target_path,
@@ -769,15 +802,12 @@ def regrid_units(
             span=span,
         )
         report.gaps = attrs["seacast_gaps"]
-        if fresh:
-            if existing is not None:
-                existing.close()
-            replace_store(target_path, path)
+        if existing is not None:
+            existing.close()
+        replace_store(target_path, path)
     finally:
-        if fresh and target_path.exists():
+        if target_path.exists():
             shutil.rmtree(target_path, ignore_errors=True)
-    _coverage_warning(report, path)
-    return report
 
 
 def _coverage_warning(report: RegridReport, path: Path) -> None:

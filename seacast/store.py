@@ -25,12 +25,15 @@ Public functions:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,8 @@ import xarray as xr
 import zarr
 
 from seacast.errors import DataError
+from seacast.interrupts import check_interrupt
+from seacast.locks import exclusive_lock
 
 TIME_UNITS = "hours since 1970-01-01"
 STORE_DIMS = ("time", "latitude", "longitude")
@@ -61,6 +66,9 @@ def open_store(path: Path | str) -> xr.Dataset:
     Raises DataError naming what is wrong (missing store, wrong dims, dtypes, attrs...).
     """
     path = Path(path)
+    if not path.exists() and _siblings(path, "old"):
+        with store_write_lock(path):  # a killed swap left the store aside: put it back
+            pass
     if not path.exists():
         raise DataError(
             f"store {path} does not exist",
@@ -243,6 +251,7 @@ def compute_stats(
         count, mean, m2 = 0, 0.0, 0.0
         low, high = np.inf, -np.inf
         for begin in range(0, selected.sizes["time"], block):
+            check_interrupt()
             values = np.asarray(
                 selected[var].isel(time=slice(begin, begin + block)).values, dtype=np.float64
             )
@@ -355,22 +364,110 @@ def temporary_store_path(path: Path | str) -> Path:
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
+def _siblings(path: Path, kind: str) -> list[Path]:
+    """Leftovers of earlier writes next to ``path``: ``kind`` is ``tmp`` or ``old``."""
+    return sorted(path.parent.glob(f".{path.name}.{kind}-*"), key=lambda p: p.stat().st_mtime)
+
+
+def staged_copy(path: Path | str) -> Path:
+    """A sibling copy of the store ``path`` made of hard links, to append to and then swap in.
+
+    Cheap (one link per chunk file) and safe: zarr replaces every file it writes through
+    a temporary name and a rename, which breaks the link, so the original never changes.
+    """
+    path = Path(path)
+    tmp = temporary_store_path(path)
+    try:
+        shutil.copytree(path, tmp, copy_function=os.link)
+    except OSError:  # another file system under the store, or no hard links: copy instead
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(path, tmp)
+    return tmp
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where that is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def replace_store(tmp: Path | str, path: Path | str) -> Path:
     """Move the finished store ``tmp`` to ``path``, replacing any store there.
 
-    The old store is renamed aside first and deleted only after the new one is in
-    place, so a failure never leaves ``path`` half-written.
+    Where the file system can swap two directories atomically, that is one step, so a
+    reader or a kill sees either the old store or the new one. Elsewhere the old store is
+    renamed aside first and deleted after the new one is in place; a kill between the two
+    renames leaves it aside, and :func:`recover_store` puts it back.
     """
     tmp, path = Path(tmp), Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
+    if not path.exists():
+        os.replace(tmp, path)
+    elif _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old store
+    else:
         trash = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(path, trash)
         os.replace(tmp, path)
         shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
     return path
+
+
+def recover_store(path: Path | str) -> list[Path]:
+    """Undo what a killed write left next to the store ``path``; call it holding the store lock.
+
+    A store renamed aside by an unfinished swap is put back (the state before that write),
+    and unfinished temporary stores are deleted. Returns the paths removed or restored.
+    """
+    path = Path(path)
+    touched: list[Path] = []
+    old = _siblings(path, "old")
+    if old and not path.exists():
+        os.replace(old.pop(), path)
+        touched.append(path)
+    for leftover in old + _siblings(path, "tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
+        touched.append(leftover)
+    return touched
+
+
+def store_lock_path(path: Path | str) -> Path:
+    """The lock file every writer of the store ``path`` holds: a sibling, so swaps keep it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def store_write_lock(path: Path | str) -> Iterator[Path]:
+    """Hold the store's lock (regrid, forecast --update) and clear what a killed write left."""
+    path = Path(path)
+    with exclusive_lock(
+        store_lock_path(path),
+        f"regrid or forecast --update is writing the store {path}",
+        "wait for it to finish (the lock is released when it exits), then run again",
+    ) as lock:
+        recover_store(path)
+        yield lock
 
 
 def write_new_store(

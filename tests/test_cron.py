@@ -61,7 +61,7 @@ def test_lock_is_exclusive_across_processes_and_released_on_exit(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from seacast.cron import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "import sys, time; from seacast.cron import RunLock; lock = RunLock(sys.argv[1]); lock.acquire(); "
             "print('held', flush=True); time.sleep(30)",
             str(lock_path),
         ],

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from helpers_regrid import BOX, SRC_LAT, SRC_LON, coast, data_config, write_raw_month
 from typer.testing import CliRunner
 
 from seacast.cli import app
-from seacast.config import BBox, DataConfig
+from seacast.config import BBox
 from seacast.errors import DataError
 from seacast.regrid import regrid_config, regrid_files, target_grid
 from seacast.schema import cmems_like_file, smooth_field
@@ -24,49 +25,6 @@ GLO = FIXTURES / "cmems_mod_glo_phy-so_anfc_P1D_northsea.nc"
 needs_fixtures = pytest.mark.skipif(
     not MED.exists() or not GLO.exists(), reason=f"CMEMS fixtures absent ({FIXTURES})"
 )
-
-BOX = BBox(lat_min=51.0, lat_max=55.0, lon_min=2.5, lon_max=7.5)
-SRC_LAT = np.arange(50.8, 55.21, 0.2)
-SRC_LON = np.arange(2.3, 7.71, 0.25)
-
-
-def coast(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Land east of a wiggly line near 6.6 E."""
-    la, lo = np.meshgrid(lat, lon, indexing="ij")
-    return lo > 6.6 + 0.3 * np.sin(2 * la)
-
-
-def month_times(month: str, step_hours: float = 1.0) -> pd.DatetimeIndex:
-    start = pd.Timestamp(f"{month}-01")
-    return pd.date_range(
-        start,
-        start + pd.offsets.MonthBegin(1),
-        freq=pd.Timedelta(hours=step_hours),
-        inclusive="left",
-    )
-
-
-def write_raw_month(raw_dir: Path, month: str, lat=SRC_LAT, lon=SRC_LON) -> None:
-    """Two CMEMS-like datasets for one month in the raw layout: currents, and salinity plus sea level."""
-    land = coast(lat, lon)
-    times = month_times(month)
-    root = raw_dir / "copernicus"
-    cmems_like_file(
-        root / "cur" / f"{month}.nc",
-        times=times,
-        latitude=lat,
-        longitude=lon,
-        variables=("uo", "vo"),
-        land=land,
-    )
-    cmems_like_file(
-        root / "phy" / f"{month}.nc",
-        times=times,
-        latitude=lat,
-        longitude=lon,
-        variables=("so", "zos"),
-        land=land,
-    )
 
 
 def expected_values(
@@ -88,26 +46,6 @@ def expected_values(
         target_grid(BOX, shape), latitude_coord="latitude", skipna=True, nan_threshold=0.75
     )
     return out[var].values
-
-
-def data_config(tmp_path: Path, months: str, **extra) -> DataConfig:
-    raw = {
-        "name": "test",
-        "source": "copernicus",
-        "months": months,
-        "raw_dir": str(tmp_path / "raw"),
-        "bbox": BOX.model_dump(),
-        "copernicus": {
-            "datasets": [
-                {"id": "cur", "variables": ["uo", "vo"]},
-                {"id": "phy", "variables": ["so", "zos"]},
-            ]
-        },
-        "grid": {"shape": [8, 8]},
-        "store": {"path": str(tmp_path / "store.zarr"), "chunk_hours": 24},
-        **extra,
-    }
-    return DataConfig.model_validate(raw)
 
 
 # --------------------------------------------------------------------------- real fixtures
@@ -199,7 +137,8 @@ def test_config_layout_appends_rebuilds_and_is_idempotent(tmp_path):
         data_config(tmp_path, "2024-01", grid={"shape": [16, 16]}), overwrite=True
     )
     assert redone.created and open_store(store).sizes["latitude"] == 16
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp stores left
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.suffix != ".lock"]
+    assert not leftovers  # no temp stores left (the lock file stays: see seacast.locks)
 
 
 def _synthetic_file(

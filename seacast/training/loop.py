@@ -208,6 +208,25 @@ def _write_meta(path: Path, meta: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(meta, indent=2, default=str) + "\n")
 
 
+def _mark_interrupted(run_dir: Path) -> None:
+    """Record a Ctrl-C in this run's meta.json (only a run this process marked ``running``)."""
+    path = run_dir / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    if meta.get("status") != "running":
+        return
+    meta["status"] = "interrupted"
+    meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    meta["resume"] = (
+        f"seacast train ... --resume continues from {run_dir / LAST}"
+        if (run_dir / LAST).is_file()
+        else "no epoch had finished: start the run again"
+    )
+    _write_meta(path, meta)
+
+
 def _prepare_run_dir(cfg: ExperimentConfig, resume: bool, overwrite: bool, info: DistInfo) -> Path:
     run_dir = Path(cfg.runs_dir) / cfg.name
     last = run_dir / LAST
@@ -329,6 +348,10 @@ def train(
     cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
         return _train(cfg, info, resume=resume, progress=progress, overwrite=overwrite)
+    except KeyboardInterrupt:
+        if info.is_main:
+            _mark_interrupted(Path(cfg.runs_dir) / cfg.name)
+        raise
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.backends.cudnn.benchmark = cudnn_benchmark
