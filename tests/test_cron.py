@@ -23,7 +23,13 @@ from seacast.cron import (
     systemd_units,
 )
 from seacast.schema import synthetic_dataset
-from seacast.store import append_to_store, finalise_store, open_store, store_config
+from seacast.store import (
+    append_to_store,
+    finalise_store,
+    open_store,
+    store_config,
+    store_write_lock,
+)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +127,21 @@ def test_failure_midway_leaves_no_forecast_and_frees_the_lock(run_dir, store, tm
         scheduled_forecast(run_dir, out, update=True, store_path=store, update_store=broken_update)
     assert not list(out.glob("*.zarr")) and not list(out.glob(".tmp-*"))
     assert scheduled_forecast(run_dir, out, store_path=store) == ExitCode.SUCCESS
+
+
+def test_an_update_while_a_manual_regrid_holds_the_store_exits_locked(run_dir, store, tmp_path):
+    out = tmp_path / "forecasts"
+
+    def update_like_regrid(path: Path) -> None:
+        with store_write_lock(path):  # what regrid_units takes before writing
+            raise AssertionError("the store lock should have been refused")
+
+    with store_write_lock(store):
+        code = scheduled_forecast(
+            run_dir, out, update=True, store_path=store, update_store=update_like_regrid
+        )
+    assert code == ExitCode.LOCKED
+    assert not list(out.glob("*.zarr"))
 
 
 def test_cli_exit_codes_and_log_file(run_dir, store, tmp_path):
