@@ -230,6 +230,29 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert "nan" in json.loads((tmp_path / "run" / "meta.json").read_text())["status"]
 
 
+def test_ctrl_c_records_interrupted_keeps_the_checkpoint_and_resume_finishes(
+    store, tmp_path, monkeypatch
+):
+    real = loop_module.validation_loss
+    calls = {"n": 0}
+
+    def ctrl_c_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the untrained reference, then epoch 1
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "validation_loss", ctrl_c_in_epoch_two)
+    cfg = _config(store, tmp_path, epochs=2, steps_per_epoch=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and meta["epochs_completed"] == 1
+    assert "--resume" in meta["resume"]
+    assert train(cfg, resume=True, progress=False).epochs == 2
+
+
 def test_train_help_lists_models_and_trainers():
     result = CliRunner().invoke(
         app, ["train", "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
