@@ -32,6 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from seacast.errors import DataError
+from seacast.locks import exclusive_lock
 
 
 @dataclass(frozen=True)
@@ -116,29 +117,18 @@ def temporary_path(final: Path) -> Path:
 
 @contextlib.contextmanager
 def fetch_lock(raw_dir: Path, source: str) -> Iterator[Path]:
-    """Hold ``<raw_dir>/<source>/.fetch.lock`` so two fetches (say, overlapping cron runs) never interleave."""
+    """Hold ``<raw_dir>/<source>/.fetch.lock`` so two fetches (say, overlapping cron runs) never interleave.
+
+    A thin wrapper of :func:`seacast.locks.exclusive_lock`: a busy folder raises
+    :class:`seacast.locks.LockHeld` naming the holder's pid.
+    """
     folder = Path(raw_dir) / source
-    folder.mkdir(parents=True, exist_ok=True)
-    lock_path = folder / ".fetch.lock"
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks, carry on unlocked
+    with exclusive_lock(
+        folder / ".fetch.lock",
+        f"fetch is writing to {folder}",
+        "wait for it to finish; complete months are skipped when you run again",
+    ) as lock_path:
         yield lock_path
-        return
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise DataError(
-                f"another fetch is writing to {folder} (lock {lock_path} is held)",
-                "wait for it to finish; complete months are skipped when you run again",
-            ) from None
-        try:
-            handle.write(str(os.getpid()))
-            handle.flush()
-            yield lock_path
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_month_file(

@@ -28,6 +28,7 @@ from seacast.cli import app
 from seacast.config import DataConfig, load_config
 from seacast.errors import CredentialsError, DataError
 from seacast.fetch import fetch, plan
+from seacast.locks import LockHeld
 from seacast.raw import Manifest, MonthFile, expected_times, fetch_lock, temporary_path
 from seacast.sources import copernicus
 from seacast.sources.copernicus import (
@@ -324,8 +325,18 @@ def test_current_month_is_fetched_up_to_now_and_stays_in_progress(tmp_path: Path
 
 def test_a_second_fetch_of_the_same_source_is_refused(tmp_path: Path, credentials: None) -> None:
     cfg = med_config(tmp_path / "raw", months="2024-01")
-    with fetch_lock(cfg.raw_dir, "copernicus"), pytest.raises(DataError, match="another fetch"):
+    folder = cfg.raw_dir / "copernicus"
+    with (
+        fetch_lock(cfg.raw_dir, "copernicus"),
+        pytest.raises(LockHeld, match="another seacast fetch is writing to") as info,
+    ):
         fetch(cfg, client=FakeMarineClient(FIXTURES))
+    # the shared lock helper: the refusal names the folder and the holder's pid
+    assert str(folder) in str(info.value) and f"pid {os.getpid()}" in str(info.value)
+    assert "complete months are skipped" in str(info.value)
+    assert not (folder / ".fetch.lock.pid").exists()  # released: the pid note is gone
+    with fetch_lock(cfg.raw_dir, "copernicus"):  # and it can be taken again
+        pass
 
 
 # --------------------------------------------------------------------------- credentials and login
