@@ -19,9 +19,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import pandas as pd
 import yaml
@@ -34,6 +36,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from seacast.errors import ConfigError
 
@@ -45,12 +48,30 @@ MODEL_NAMES = (
     "asymm_inception_res_3ddr_unet",
 )
 TRAINER_NAMES = ("backprop", "spsa", "node-perturbation", "forward-gradient")
+# the U-Nets pool space four times by 2 (seacast.models.unet3ddr.LEVELS): H and W are multiples of 16
+GRID_MULTIPLE = 16
+TWIN_MIN_CELLS = 8  # the twin's grid builder refuses fewer cells a side (seacast.twin.grid)
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes at most a signed 64-bit integer
+_DEVICE = re.compile(r"^(cpu|mps|meta|(cuda|xpu|hip)(:\d+)?)$")
 
 
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, assignment is validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # no NaN or infinity anywhere (an `lr: .inf` would pass `gt=0`); `--set name=2024` is the text '2024'
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        protected_namespaces=(),
+        allow_inf_nan=False,
+        coerce_numbers_to_str=True,
+    )
+
+
+def _name_in_paths(value: str) -> str:
+    if not value.strip() or "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError(f"'{value}' cannot be a folder name: use letters, digits, - and _")
+    return value
 
 
 # --------------------------------------------------------------------------- data
@@ -87,6 +108,11 @@ class MonthRange(StrictModel):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if not re.fullmatch(r"\s*\d{4}-\d{2}\s*(:\s*\d{4}-\d{2}\s*)?", value):
+                raise ValueError(
+                    f"'{value}' is not a month range: write START:END as YYYY-MM:YYYY-MM, "
+                    "e.g. 2024-01:2024-03, or one month, e.g. 2024-01"
+                )
             start, _, end = value.partition(":")
             return {"start": start.strip(), "end": (end or start).strip()}
         return value
@@ -120,7 +146,7 @@ class DatasetSpec(StrictModel):
     Example: `{id: cmems_mod_nws_phy-ssh_anfc_1.5km-2D_PT1H-i, variables: [zos]}`.
     """
 
-    id: str = Field(description="Copernicus Marine dataset ID.")
+    id: str = Field(min_length=1, description="Copernicus Marine dataset ID.")
     version: str | None = Field(
         None, description="Pinned dataset version, e.g. '202411'; latest if empty."
     )
@@ -139,9 +165,9 @@ class CopernicusSource(StrictModel):
     )
     datasets: list[DatasetSpec] = Field(default_factory=list, description="Datasets to download.")
     min_depth: float | None = Field(
-        None, description="Shallowest depth to request (m); surface by default."
+        None, ge=0, description="Shallowest depth to request (m); surface by default."
     )
-    max_depth: float | None = Field(None, description="Deepest depth to request (m).")
+    max_depth: float | None = Field(None, ge=0, description="Deepest depth to request (m).")
     retries: int = Field(
         4, ge=0, description="Retries of a transient failure, with exponential backoff."
     )
@@ -161,6 +187,19 @@ class CopernicusSource(StrictModel):
         description="Approximate grid spacing of the datasets in km; only for --dry-run size estimates.",
     )
 
+    @model_validator(mode="after")
+    def _depths_ordered(self) -> CopernicusSource:
+        if (
+            self.min_depth is not None
+            and self.max_depth is not None
+            and self.min_depth > self.max_depth
+        ):
+            raise ValueError(
+                f"min_depth {self.min_depth} is greater than max_depth {self.max_depth}: "
+                "need min_depth <= max_depth (metres, positive down)"
+            )
+        return self
+
 
 class FilesSource(StrictModel):
     """Settings for `source: files`: local NetCDF files by glob, with name mapping.
@@ -168,7 +207,9 @@ class FilesSource(StrictModel):
     Example: `{glob: "incoming/*.nc", rename: {lat: latitude, lon: longitude, swh: VHM0}}`.
     """
 
-    glob: str = Field(description="Glob of NetCDF files, relative to the working directory.")
+    glob: str = Field(
+        min_length=1, description="Glob of NetCDF files, relative to the working directory."
+    )
     dataset: str = Field("local", description="Name of the dataset folder under data/raw/files/.")
     rename: dict[str, str] = Field(
         default_factory=dict, description="Variable and coordinate renames, source -> CMEMS name."
@@ -188,8 +229,12 @@ class FilesSource(StrictModel):
 class TwinSource(StrictModel):
     """Settings for `source: twin`: the built-in North Sea simulator."""
 
-    shape: tuple[int, int] = Field((64, 64), description="Grid size (ny, nx).")
-    seed: int = Field(0, description="Seed of the weather generator; same seed, same files.")
+    shape: tuple[int, int] = Field(
+        (64, 64), description=f"Grid size (ny, nx), at least {TWIN_MIN_CELLS} a side."
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the weather generator; same seed, same files."
+    )
     spinup_days: float = Field(
         5.0, ge=0, description="Days simulated before the first written hour."
     )
@@ -207,12 +252,23 @@ class TwinSource(StrictModel):
         1.0, ge=0, description="Multiplier on the tidal amplitudes forced at the open boundaries."
     )
 
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if any(n < TWIN_MIN_CELLS for n in value):
+            fixed = [max(n, TWIN_MIN_CELLS) for n in value]
+            raise ValueError(
+                f"each size must be at least {TWIN_MIN_CELLS}, e.g. [{fixed[0]}, {fixed[1]}]"
+            )
+        return value
+
 
 class GridConfig(StrictModel):
     """The regular target grid of the store."""
 
     shape: tuple[int, int] = Field(
-        (64, 64), description="Grid size (ny, nx); the U-Nets need multiples of 16."
+        (64, 64),
+        description="Grid size (ny, nx), at least 2 a side; the U-Nets train only on multiples of 16.",
     )
     method: Literal["conservative", "bilinear", "nearest"] = Field(
         "conservative",
@@ -225,6 +281,18 @@ class GridConfig(StrictModel):
         description="A target cell is sea when at least this fraction of it (area or interpolation weight) is sea in the source.",
     )
 
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, value: tuple[int, int]) -> tuple[int, int]:
+        # a store needs two cell centres a side for its spacing (regrid fails on one); the
+        # U-Nets' multiples of 16 are checked where they train, so any store can be made and fitted
+        if any(n < 2 for n in value):
+            raise ValueError(
+                f"each size must be at least 2, and a multiple of {GRID_MULTIPLE} for training, "
+                f"e.g. [{GRID_MULTIPLE}, {GRID_MULTIPLE}]"
+            )
+        return value
+
 
 class StoreConfig(StrictModel):
     """The Zarr store written by `regrid`."""
@@ -235,8 +303,27 @@ class StoreConfig(StrictModel):
     )
     stats_period: tuple[str, str] | None = Field(
         None,
+        examples=["[2024-01-01, 2024-06-30]"],
         description="Inclusive [start, end] dates for normalisation statistics; all times if empty.",
     )
+
+    @field_validator("stats_period", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        texts = [v.isoformat() if isinstance(v, date | datetime) else str(v) for v in value]
+        if len(texts) != 2:
+            return texts  # the tuple check names the count
+        try:
+            start, end = (pd.Timestamp(t) for t in texts)
+        except ValueError:
+            raise ValueError(
+                f"{texts} is not two dates: write e.g. [2024-01-01, 2024-06-30]"
+            ) from None
+        if start > end:
+            raise ValueError(f"{texts} ends before it starts: write [start, end]")
+        return tuple(texts)
 
 
 class DataConfig(StrictModel):
@@ -247,9 +334,13 @@ class DataConfig(StrictModel):
         "twin", description="Where the raw data come from."
     )
     bbox: BBox = Field(default_factory=BBox, description="Region to fetch and to grid.")
-    months: MonthRange = Field(description="Months to fetch, e.g. 2024-01:2024-12.")
+    months: MonthRange = Field(
+        description="Months to fetch, e.g. 2024-01:2024-12.", examples=["2024-01:2024-12"]
+    )
     variables: list[str] = Field(
-        default_factory=lambda: list(VARIABLES_DEFAULT), description="Variables in the store."
+        default_factory=lambda: list(VARIABLES_DEFAULT),
+        min_length=1,
+        description="Variables in the store.",
     )
     raw_dir: Path = Field(Path("data/raw"), description="Root of the raw NetCDF layout.")
     copernicus: CopernicusSource = Field(default_factory=CopernicusSource)
@@ -257,6 +348,11 @@ class DataConfig(StrictModel):
     twin: TwinSource = Field(default_factory=TwinSource)
     grid: GridConfig = Field(default_factory=GridConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _name_in_paths(value)
 
     @model_validator(mode="after")
     def _source_settings(self) -> DataConfig:
@@ -308,15 +404,28 @@ class SplitConfig(StrictModel):
     test: TimeRange | None = None
     fractions: tuple[float, float, float] = Field(
         (0.7, 0.15, 0.15),
-        description="Train/validation/test fractions of the timeline for preset 'fractions'.",
+        description="Train/validation/test fractions of the timeline for preset 'fractions' "
+        "(non-negative, scaled to sum 1; train above 0).",
     )
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in value) or value[0] <= 0:
+            raise ValueError(
+                f"fractions {list(value)} must be non-negative with a positive train fraction, "
+                "e.g. [0.7, 0.15, 0.15]"
+            )
+        return value
 
 
 class SamplesConfig(StrictModel):
     """What one sample is: lags in, lead times out, normalised."""
 
     variables: list[str] = Field(
-        default_factory=lambda: list(VARIABLES_DEFAULT), description="Input and output variables."
+        default_factory=lambda: list(VARIABLES_DEFAULT),
+        min_length=1,
+        description="Input and output variables.",
     )
     lags: int = Field(10, ge=1, description="Hourly input frames ending at the init time.")
     lead_times: list[int] = Field(
@@ -516,6 +625,7 @@ class TidesConfig(StrictModel):
 
     constituents: Literal["auto"] | list[str] = Field(
         "auto",
+        min_length=1,
         description="auto: every utide constituent the training period resolves (Rayleigh criterion); "
         "or a list of names, e.g. [M2, S2, N2, K2, K1, O1, P1, Q1, M4, MS4, M6].",
     )
@@ -539,12 +649,24 @@ class ExperimentConfig(StrictModel):
     name: str = Field(description="Run name; the run folder is runs_dir/name.")
     store: Path = Field(description="Zarr store made by `seacast regrid`.")
     runs_dir: Path = Field(Path("runs"), description="Where run folders go.")
-    seed: int = Field(0, description="Seed for weights, sampling and noise.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for weights, sampling and noise.")
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     tides: TidesConfig = Field(default_factory=TidesConfig)
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _name_in_paths(value)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"'{value}' is not a torch device: write cpu, cuda, cuda:1 or mps")
+        return value
 
 
 # --------------------------------------------------------------------------- loading
@@ -575,11 +697,71 @@ def _suggest(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, list[st
     return ", ".join(valid), close
 
 
+def _field_at(model: type[BaseModel], path: Sequence[Any]) -> FieldInfo | None:
+    """The field at a dotted key path (list indices skipped), or None when there is none."""
+    current: type[BaseModel] | None = model
+    field: FieldInfo | None = None
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if current is None or (field := current.model_fields.get(str(part))) is None:
+            return None
+        current = _section_model(field.annotation)
+    return field
+
+
+def _tuple_length(field: FieldInfo | None) -> int | None:
+    """How many values a fixed-length tuple field holds (None for other fields)."""
+    if field is None:
+        return None
+    for candidate in (field.annotation, *get_args(field.annotation)):
+        args = get_args(candidate)
+        if getattr(candidate, "__origin__", None) is tuple and args and args[-1] is not Ellipsis:
+            return len(args)
+    return None
+
+
+def _example(field: FieldInfo | None) -> str:
+    """A valid value of ``field`` as --set text: its first example, else its default."""
+    from pydantic_core import PydanticUndefined
+
+    if field is None:
+        return "..."
+    if field.examples:
+        return str(field.examples[0])
+    value = field.default
+    if field.default_factory is not None:
+        value = field.default_factory()  # type: ignore[call-arg]
+    if isinstance(value, BaseModel) or value is None or value is PydanticUndefined:
+        return "..."
+    if isinstance(value, str | Path):
+        return str(value)
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
 def format_validation_error(model: type[BaseModel], error: ValidationError, source: str) -> str:
-    """One readable line per problem, naming the key and the fix."""
+    """One readable line per problem, naming the key, the value given and a valid fix."""
     lines = [f"{source} is not a valid {model.__name__}:"]
+    seen: set[str] = set()
     for item in error.errors():
         loc = tuple(item["loc"])
+        field = _field_at(model, loc)
+        length = _tuple_length(field)
+        if length is not None and (
+            item["type"] in ("too_long", "too_short", "tuple_type")
+            or (item["type"] == "missing" and loc and isinstance(loc[-1], int))
+        ):
+            # a tuple with too few or too many values: one line for the field, with a valid fix
+            parent = ".".join(str(p) for p in loc if not isinstance(p, int))
+            if parent in seen:
+                continue
+            seen.add(parent)
+            example = _example(field)
+            lines.append(
+                f"  - {parent}: needs {length} values, got {item.get('input')!r}; "
+                f"write e.g. {parent}: {example} in the YAML, or --set '{parent}={example}'"
+            )
+            continue
         key = ".".join(str(p) for p in loc) or "(top level)"
         if item["type"] == "extra_forbidden":
             valid, close = _suggest(model, loc)
@@ -593,24 +775,63 @@ def format_validation_error(model: type[BaseModel], error: ValidationError, sour
     return "\n".join(lines)
 
 
+class OverrideError(ConfigError):
+    """A ``--set`` that is not ``KEY=VALUE`` or whose value is not YAML."""
+
+    def __init__(self, problem: str, fix: str, key: list[str] | None = None) -> None:
+        super().__init__(problem, fix)
+        self.key = key
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split `a.b.c=value` into a key path and a YAML-parsed value."""
     key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(
+    path = key.strip().split(".")
+    if not sep or not key.strip() or not all(part.strip() for part in path):
+        raise OverrideError(
             f"override '{text}' is not KEY=VALUE", "write it as --set section.field=value"
         )
-    value = yaml.safe_load(raw) if raw.strip() else None
+    path = [part.strip() for part in path]
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        # the value goes through YAML (lists, numbers, null); say which part of it broke
+        reason = getattr(exc, "problem", None) or str(exc).strip().split("\n")[0]
+        reason = reason or type(exc).__name__
+        raise OverrideError(
+            f"--set '{key.strip()}={raw}': the value is not valid YAML ({reason.rstrip(':')})",
+            f"write lists as [32, 32] and quote text with YAML's special characters, "
+            f"e.g. --set '{key.strip()}=\"text\"'",
+            path,
+        ) from None
     # a month range like 2024-01:2024-03 is YAML's sexagesimal-looking string; keep it as text
     if isinstance(value, int | float) and ":" in raw:
         value = raw
-    return key.strip().split("."), value
+    # likewise `2024-01:` (YAML: a mapping); a real mapping is written {a: 1} or `a: 1`
+    if isinstance(value, dict) and not raw.strip().startswith("{") and ": " not in raw:
+        value = raw.strip()
+    return path, value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Set each `a.b=value` into the nested dict `raw` (in place) and return it."""
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str] | None, model: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """Set each `a.b=value` into the nested dict `raw` (in place) and return it.
+
+    With ``model``, a value that is not YAML gets a fix naming what the field expects.
+    """
     for text in overrides or []:
-        path, value = parse_override(text)
+        try:
+            path, value = parse_override(text)
+        except OverrideError as exc:
+            field = _field_at(model, exc.key) if model is not None and exc.key else None
+            if field is None or exc.key is None:
+                raise
+            key = ".".join(exc.key)
+            what = f" ({field.description.rstrip('.')})" if field.description else ""
+            raise ConfigError(
+                exc.problem, f"give {key} a valid value, e.g. --set '{key}={_example(field)}'{what}"
+            ) from None
         node = raw
         for part in path[:-1]:
             nxt = node.get(part)
@@ -636,15 +857,29 @@ def validate(model: type[T], raw: dict[str, Any], source: str = "config") -> T:
 def read_yaml(path: Path | str) -> dict[str, Any]:
     """Read a YAML mapping, with a clear error for a missing or malformed file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"config path {path} is a folder, not a YAML file",
+            f"name a file in it, e.g. {next(iter(sorted(path.glob('*.yaml'))), path / 'name.yaml')}",
+        )
     if not path.is_file():
         raise ConfigError(
             f"config file {path} does not exist", "check the path (configs/ holds the shipped ones)"
         )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+    except (
+        yaml.YAMLError,
+        ValueError,
+        TypeError,
+        OverflowError,
+    ) as exc:  # `!!int x` is a ValueError
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
         raise ConfigError(
-            f"config file {path} is not valid YAML: {exc}", "fix the YAML syntax"
+            f"config file {path} is not valid YAML: {reason}{where}",
+            "fix the YAML syntax there (lists [a, b], mappings key: value, quotes closed)",
         ) from None
     if not isinstance(raw, dict):
         raise ConfigError(
@@ -662,7 +897,7 @@ def load_config(
     `base` gives starting values used when no file is given.
     """
     raw = read_yaml(path) if path is not None else dict(base)
-    apply_overrides(raw, overrides)
+    apply_overrides(raw, overrides, model)
     return validate(model, raw, str(path) if path is not None else "command-line config")
 
 

@@ -216,6 +216,11 @@ def resolve_init_time(
         ) from None
     if wanted.tzinfo is not None:
         wanted = wanted.tz_convert("UTC").tz_localize(None)
+    if wanted != wanted.floor("h"):  # the messages below print whole hours: never echo 06:30 as 06
+        raise ConfigError(
+            f"init time '{init_time}' is not on the hour: forecasts start at whole hours",
+            f"use {wanted.floor('h'):%Y-%m-%dT%H} or {wanted.ceil('h'):%Y-%m-%dT%H}",
+        )
     wanted_hours = (wanted - pd.Timestamp("1970-01-01")) / pd.Timedelta(hours=1)
     index = np.flatnonzero(hours == wanted_hours)
     if index.size and index[0] in set(valid.tolist()):

@@ -109,3 +109,117 @@ def test_readme_config_reference_matches_the_config_models() -> None:
     assert with_reference(readme) == readme, (
         "README's config reference is stale: run python -m seacast.config README.md"
     )
+
+
+# --------------------------------------------------------------------------- bounds and --set values
+
+DATA = CONFIGS / "data" / "twin_dutch_coast.yaml"
+EXPERIMENT = CONFIGS / "experiments" / "twin_demo.yaml"
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "shown"),
+    [
+        ("twin.shape=[32,32", "twin.shape", "[32,32"),  # unclosed list
+        ("months=:", "months", ":"),
+        ("twin.seed=!!int x", "twin.seed", "!!int x"),  # PyYAML raises ValueError here
+    ],
+)
+def test_set_value_that_is_not_yaml_names_the_key_and_the_value(
+    override: str, key: str, shown: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(DataConfig, DATA, [override])
+    message = str(info.value)
+    assert f"--set '{key}={shown}'" in message and "not valid YAML" in message
+    assert f"--set '{key}=" in info.value.fix  # a valid value of that field to copy
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "twin.seed=-1",
+        "twin.shape=[4,4]",  # the twin's grid builder needs 8 cells a side
+        "twin.shape=[0,64]",
+        "grid.shape=[0,0]",
+        "grid.shape=[1,1]",
+        "grid.shape=[-16,16]",
+        "twin.cfl=.nan",
+        "twin.cfl=2",
+        "months=2024-01:",
+        "months=2024-05:2024-01",
+        "variables=[]",
+        "name=a/b",
+        "store.stats_period=[2024-02-01, 2024-01-01]",
+        "copernicus.min_depth=-1",
+        "copernicus.grid_km=.inf",
+    ],
+)
+def test_data_config_bounds(override: str) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=key.split(".")[0]):
+        load_config(DataConfig, DATA, [override])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "seed=-1",
+        "seed=99999999999999999999",  # over torch.manual_seed's 64 bits
+        "trainer.optimizer.lr=0",
+        "trainer.optimizer.lr=.inf",
+        "trainer.batch_size=0",
+        "trainer.epochs=0",
+        "trainer.max_steps=0",
+        "samples.lags=0",
+        "samples.lead_times=[0]",
+        "samples.variables=[]",
+        "samples.split.fractions=[0,0.5,0.5]",
+        "samples.split.fractions=[-1,1,1]",
+        "model.filters=0",
+        "model.dropout=1",
+        "tides.constituents=[]",
+        "tides.rayleigh=0",
+        "device=gpu",
+        "name=",
+    ],
+)
+def test_experiment_config_bounds(override: str) -> None:
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config(ExperimentConfig, EXPERIMENT, [override])
+
+
+def test_the_configs_at_their_bounds_still_validate() -> None:
+    cfg = load_config(
+        DataConfig,
+        DATA,
+        ["twin.seed=0", "twin.shape=[8,8]", "grid.shape=[2,2]", "months=2024-01", "name=2024"],
+    )
+    assert cfg.twin.shape == (8, 8) and cfg.grid.shape == (2, 2) and cfg.name == "2024"
+    cfg = load_config(DataConfig, DATA, ["store.stats_period=[2024-01-01, 2024-01-31]"])
+    assert cfg.store.stats_period == ("2024-01-01", "2024-01-31")  # YAML dates kept as text
+    run = load_config(ExperimentConfig, EXPERIMENT, ["device=cuda:1", "seed=0"])
+    assert run.device == "cuda:1"
+
+
+def test_a_tuple_with_too_few_values_suggests_a_valid_fix() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(DataConfig, DATA, ["twin.shape=[32]"])
+    message = str(info.value)
+    assert "twin.shape.1" not in message  # used to suggest `--set twin.shape.1=...`
+    assert "needs 2 values" in message
+    fix = message.split("--set '")[1].split("'")[0]
+    load_config(DataConfig, DATA, [fix])  # the suggestion validates as written
+
+
+def test_a_month_range_with_an_open_end_is_named_whole() -> None:
+    with pytest.raises(ConfigError, match=r"'2024-01:' is not a month range"):
+        load_config(DataConfig, DATA, ["months=2024-01:"])
+
+
+def test_bad_yaml_file_is_one_line_with_its_position(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(DataConfig, write(tmp_path, "name: x\nmonths: [unclosed\n"))
+    assert "line " in info.value.problem and "\n" not in info.value.problem
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(DataConfig, tmp_path)

@@ -10,7 +10,7 @@ import typer
 
 from seacast.cli.common import SetOption, app, console, handle_errors, out
 from seacast.config import DataConfig, load_config
-from seacast.errors import CredentialsError
+from seacast.errors import CredentialsError, check_writable
 
 DEFAULT_DATA_CONFIG = Path("configs/data/nws_dutch_coast.yaml")
 
@@ -27,12 +27,16 @@ def resolve_data_config(value: Path) -> Path:
     "fetch",
     epilog=(
         "Examples:\n\n"
+        "  seacast fetch --config configs/data/twin_dutch_coast.yaml\n\n"
         "  seacast fetch --config configs/data/nws_dutch_coast.yaml --dry-run\n\n"
-        "  seacast fetch --config configs/data/nws_dutch_coast.yaml --set months=2026-01:2026-03\n\n"
-        "  seacast fetch --config nws_multiyear --set months=2015-01:2015-12"
+        "  seacast fetch --config nws_multiyear --set months=2015-01:2015-12   # needs-network"
     ),
 )
-@handle_errors
+@handle_errors(
+    interrupted="complete months are kept (the month in progress is discarded); "
+    "rerun the same command to resume",
+    elsewhere="--set raw_dir=DIR",
+)
 def fetch_command(
     config: Annotated[
         Path,
@@ -62,6 +66,8 @@ def fetch_command(
     from seacast.fetch import fetch, format_bytes, plan
 
     cfg = load_config(DataConfig, resolve_data_config(config), overrides)
+    if not dry_run:
+        check_writable(cfg.raw_dir, "--set raw_dir=DIR")
     if dry_run:
         the_plan = plan(cfg, force=force)
         out.print(the_plan.table())
@@ -81,12 +87,13 @@ def fetch_command(
     "login",
     epilog=(
         "Examples:\n\n"
-        "  seacast login                      (asks for both, password hidden)\n\n"
-        "  seacast login --username jdoe      (asks for the password)\n\n"
-        "  COPERNICUSMARINE_SERVICE_USERNAME=jdoe COPERNICUSMARINE_SERVICE_PASSWORD=... seacast login"
+        "  seacast login                    # needs-network: asks for both, password hidden\n\n"
+        "  seacast login --username jdoe    # needs-network: asks for the password\n\n"
+        "  COPERNICUSMARINE_SERVICE_USERNAME=jdoe COPERNICUSMARINE_SERVICE_PASSWORD=... "
+        "seacast login   # needs-network"
     ),
 )
-@handle_errors
+@handle_errors(interrupted="no credentials were stored; run seacast login again")
 def login_command(
     username: Annotated[
         str | None,
@@ -113,7 +120,7 @@ def login_command(
     seacast and copernicusmarine both read. Register for free at
     https://data.marine.copernicus.eu/register.
 
-    Example: seacast login --username jdoe
+    Example: seacast login --username jdoe   # needs-network
     """
     from seacast.sources.copernicus import login
 

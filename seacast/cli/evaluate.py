@@ -12,7 +12,10 @@ from seacast.errors import ConfigError
 
 
 @app.command("evaluate")
-@handle_errors
+@handle_errors(
+    interrupted="no report was written (it comes after the scoring); rerun the same command",
+    elsewhere="--out DIR",
+)
 def evaluate_command(
     runs: Annotated[
         list[Path] | None,
@@ -74,7 +77,7 @@ def evaluate_command(
     reference", comparison tables in the paper's layout (rows model x trainer and the
     references, columns variable x season), figures and index.md to reports/<name>/.
 
-    Example: seacast evaluate runs/demo-res_3ddr_unet-backprop --split test --by season
+    Example: seacast evaluate runs/demo-res_3ddr_unet-backprop --split test --by season --every 6 --out reports/first
     """
     from seacast.evaluation.evaluate import evaluate_runs
     from seacast.evaluation.report import (
@@ -88,7 +91,7 @@ def evaluate_command(
     if not all_runs:
         raise ConfigError(
             "no run folders given",
-            "pass them as arguments or with --run, e.g. seacast evaluate runs/demo",
+            "pass them as arguments or with --run, e.g. seacast evaluate runs/demo-res_3ddr_unet-backprop",
         )
     results = evaluate_runs(
         all_runs,

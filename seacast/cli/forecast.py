@@ -8,11 +8,40 @@ from typing import Annotated, Literal
 
 import typer
 
-from seacast.cli.common import app, console, handle_errors, out
-from seacast.errors import SeacastError
+from seacast.cli.common import app, console, fail, handle_errors, out
+from seacast.errors import ConfigError, SeacastError, check_writable, os_error
+
+FORECAST_ELSEWHERE = "--out DIR"
+
+
+def check_init_time(text: str) -> str:
+    """``latest`` or an ISO time on the hour (forecasts start at whole hours), as given."""
+    import pandas as pd
+
+    if text.strip().lower() == "latest":
+        return "latest"
+    try:
+        wanted = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        raise ConfigError(
+            f"--init-time '{text}' is not a time",
+            "write 'latest' or an ISO time on the hour, such as 2024-05-01T06",
+        ) from None
+    if wanted != wanted.floor("h"):
+        before, after = wanted.floor("h"), wanted.ceil("h")
+        raise ConfigError(
+            f"--init-time '{text}' is not on the hour: forecasts start at whole hours",
+            f"use --init-time {before:%Y-%m-%dT%H} or --init-time {after:%Y-%m-%dT%H}",
+        )
+    return text
 
 
 @app.command("forecast")
+@handle_errors(
+    interrupted="no partial forecast is left (it is written under a temporary name, then "
+    "renamed); rerun the same command",
+    elsewhere=FORECAST_ELSEWHERE,
+)
 def forecast_command(
     run: Annotated[
         Path, typer.Option("--run", "-r", help="Run folder made by `seacast train` (runs/<name>).")
@@ -79,16 +108,19 @@ def forecast_command(
 ) -> None:
     """Forecast every lead time of a run from an init time and write <out>/<init>.zarr.
 
-    Exit status with --latest or --update (for cron/systemd): 0 a forecast was written, 10 nothing new (it exists already), 11 another forecast holds the lock, 1 failure (no partial forecast is left). Without them: 0 when the forecast exists afterwards, 1 otherwise.
+    Exit status with --latest or --update (for cron/systemd): 0 a forecast was written, 10 nothing new (it exists already), 11 another forecast holds the lock, 1 failure (no partial forecast is left). Without them: 0 when the forecast exists afterwards, 1 otherwise. Always: 2 a wrong command line, 130 interrupted.
 
-    Example: seacast forecast --run runs/demo --init-time 2024-05-01T06 --plots
+    Example: seacast forecast --run runs/demo-res_3ddr_unet-backprop --init-time 2024-01-20T06 --plots --out forecasts/demo
 
-    Example (cron, hourly): seacast forecast --run runs/demo --latest --update --log-file logs/forecast.log
+    Example (cron, hourly): seacast forecast --run runs/demo-res_3ddr_unet-backprop --latest --update --out forecasts/demo --log-file logs/forecast.log
     """
     from seacast.cron import ExitCode, scheduled_forecast, setup_file_logging
 
     logger = logging.getLogger("seacast")
-    handler = setup_file_logging(log_file) if log_file else None
+    try:
+        handler = setup_file_logging(log_file) if log_file else None
+    except OSError as exc:  # name the option that chose the file, not --out
+        raise os_error(exc, "--log-file FILE") from None
     options = {
         "fmt": fmt,
         "plots": plots,
@@ -99,9 +131,9 @@ def forecast_command(
         "which": which,
     }
     scheduled = update or latest
-    if scheduled:
-        init_time = "latest"
+    init_time = "latest" if scheduled else check_init_time(init_time)
     try:
+        check_writable(out_dir, FORECAST_ELSEWHERE)  # before loading the run and the store
         code = scheduled_forecast(
             run,
             out_dir,
@@ -111,16 +143,25 @@ def forecast_command(
             init_time=init_time,
             **options,
         )
-    except SeacastError as exc:
-        if handler is not None:  # without a log file the console line below says it
+    except (SeacastError, OSError) as exc:  # handle_errors prints it (exit 1 = FAILURE)
+        if handler is not None:  # the console line says it too
             logger.error("forecast failed: %s", exc)
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(ExitCode.FAILURE) from None
+        raise
+    except KeyboardInterrupt:
+        if handler is not None:
+            logger.error("forecast interrupted; no partial forecast is left")
+        raise
     except Exception as exc:  # unexpected: keep the traceback in the log for the cron case
         if handler is not None:
             logger.exception("forecast failed unexpectedly")
-        console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
-        raise typer.Exit(ExitCode.FAILURE) from None
+        raise fail(
+            SeacastError(
+                f"the forecast failed unexpectedly: {type(exc).__name__}: {exc}",
+                "rerun with --log-file FILE to keep the traceback, and report it with that file"
+                if handler is None
+                else f"the traceback is in {log_file}; report it with that file",
+            )
+        ) from None
     finally:
         if handler is not None:
             logger.removeHandler(handler)
@@ -164,13 +205,14 @@ def cron_command(
 
     seacast never edits your crontab: paste the line with `crontab -e`, or save the units.
 
-    Example: seacast cron --print --run runs/demo --out forecasts/demo
+    Example: seacast cron --print --run runs/demo-res_3ddr_unet-backprop --out forecasts/demo
     """
     from seacast.cron import schedule_text
 
     if not print_text:
         console.print(
-            "seacast cron only prints the schedule; add --print (nothing is installed for you)"
+            "seacast cron only prints the schedule; add --print (nothing is installed for you)",
+            soft_wrap=True,
         )
         raise typer.Exit(2)
     if not (run / "config.yaml").is_file():

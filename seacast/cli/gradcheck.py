@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from seacast.cli.common import SetOption, app, console, handle_errors, out
+from seacast.cli.common import ExperimentSetOption, app, console, handle_errors, out
 
 
 @app.command("gradcheck")
-@handle_errors
+@handle_errors(interrupted="nothing was written (gradcheck only prints); rerun the same command")
 def gradcheck_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="Experiment config (YAML).")],
     probes: Annotated[int, typer.Option(min=1, help="Probes each rule averages over.")] = 16,
@@ -23,7 +23,7 @@ def gradcheck_command(
         Path | None,
         typer.Option(help="Check at a trained run's best weights instead of the initial ones."),
     ] = None,
-    set_: SetOption = None,
+    set_: ExperimentSetOption = None,
 ) -> None:
     """Print, for each zeroth-order rule, the cosine between its gradient estimate and backprop's.
 
@@ -31,7 +31,9 @@ def gradcheck_command(
     its trainer section (probes replaced by --probes), with the model in eval mode.
     The cost column is in forward-pass equivalents.
 
-    Example: seacast gradcheck --config configs/experiments/demo.yaml --probes 32
+    Example: seacast gradcheck --config configs/experiments/twin_demo.yaml --probes 4
+
+    Example: seacast gradcheck --config configs/experiments/twin_demo.yaml --run runs/demo-res_3ddr_unet-backprop --probes 4
     """
     from seacast.config import ExperimentConfig, load_config
     from seacast.training.gradcheck import batch_from_experiment, gradcheck_table, gradient_check

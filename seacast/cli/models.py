@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from seacast.cli.common import app, handle_errors, out
+from seacast.config import GRID_MULTIPLE
 from seacast.errors import ConfigError
 
 
@@ -54,6 +55,13 @@ def models_command(
     """
     from seacast.models.summary import summarise_models
 
+    if any(n < GRID_MULTIPLE or n % GRID_MULTIPLE for n in size):
+        nearest = [max(GRID_MULTIPLE, round(n / GRID_MULTIPLE) * GRID_MULTIPLE) for n in size]
+        raise ConfigError(
+            f"--size {size[0]} {size[1]} does not fit the 3DDR U-Nets: H and W must be positive "
+            f"multiples of {GRID_MULTIPLE} (four 2x poolings)",
+            f"give e.g. --size {nearest[0]} {nearest[1]}",
+        )
     rows = summarise_models(
         filters=filters,
         lags=lags,

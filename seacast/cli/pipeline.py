@@ -23,7 +23,7 @@ from seacast.pipeline import (
 pipeline_app = typer.Typer(
     help=(
         "Run a pipeline (pipelines/NAME.yaml): its stages in order, skipping those that are up to date.\n\n"
-        "Example: seacast pipeline run demo"
+        "Example: seacast pipeline show demo"
     ),
     no_args_is_help=True,
 )
@@ -76,7 +76,10 @@ def _print_summary(result: PipelineResult) -> None:
 
 
 @pipeline_app.command("run")
-@handle_errors
+@handle_errors(
+    interrupted="finished stages are kept and recorded (the stage that was running is not); "
+    "rerun the same command to continue"
+)
 def run_command(
     name: NameArg,
     set_vars: VarOption = None,
@@ -98,7 +101,9 @@ def run_command(
 ) -> None:
     """Run the stages of a pipeline in order; a failed stage stops it (finished stages are kept).
 
-    Example: seacast pipeline run paper --set DATA=twin --from train
+    Example: seacast pipeline run demo --only fetch --only regrid
+
+    Example: seacast pipeline run demo --from train --force --jobs 2   # slow: retrains the demo's five runs
     """
     if dry_run:
         show_command(name, set_vars, only, start, force)

@@ -8,16 +8,45 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from seacast.cli.common import SetOption, app, console, handle_errors, out
-from seacast.config import BBox, DataConfig, load_config
-from seacast.errors import ConfigError
+from seacast.config import GRID_MULTIPLE, BBox, DataConfig, GridConfig, load_config
+from seacast.errors import ConfigError, check_writable
 from seacast.progress import progress_bar
+
+REGRID_ELSEWHERE = "--set store.path=PATH (or --out PATH with input files)"
+
+
+def _message(exc: ValidationError) -> str:
+    """The first problem of a pydantic error, without pydantic's prefix and links."""
+    return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+
+
+def _grid(shape: tuple[int, int], method: str) -> GridConfig:
+    """--shape and --method of the direct form, checked as grid.shape and grid.method are."""
+    try:
+        return GridConfig(shape=shape, method=method)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        item = exc.errors()[0]
+        option = "--shape" if item["loc"][:1] == ("shape",) else "--method"
+        fix = (
+            f"give NY NX of at least 2 each, multiples of {GRID_MULTIPLE} to train on the store, "
+            f"e.g. --shape {GRID_MULTIPLE} {GRID_MULTIPLE}"
+            if option == "--shape"
+            else "use conservative, bilinear or nearest"
+        )
+        shown = " ".join(map(str, shape)) if option == "--shape" else method
+        raise ConfigError(f"{option} {shown} is not valid: {_message(exc)}", fix) from None
 
 
 @app.command("regrid")
-@handle_errors
+@handle_errors(
+    interrupted="the store is as it was (a new store is written to a temporary folder first, "
+    "an append writes the attributes last); rerun the same command",
+    elsewhere=REGRID_ELSEWHERE,
+)
 def regrid_command(
     inputs: Annotated[
         list[Path] | None,
@@ -29,7 +58,7 @@ def regrid_command(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", "-c", help="Data config (configs/data/<name>.yaml); reads its raw layout."
+            "--config", "-c", help="Data config (YAML) in configs/data/; reads its raw layout."
         ),
     ] = None,
     overrides: SetOption = None,
@@ -40,13 +69,19 @@ def regrid_command(
         tuple[float, float, float, float] | None,
         typer.Option(
             "--bbox",
+            metavar="S N W E",
             help="LAT_MIN LAT_MAX LON_MIN LON_MAX of the target grid (direct form).",
             show_default=False,
         ),
     ] = None,
     shape: Annotated[
         tuple[int, int] | None,
-        typer.Option("--shape", help="NY NX of the target grid (direct form).", show_default=False),
+        typer.Option(
+            "--shape",
+            metavar="NY NX",
+            help="Cells of the target grid (direct form); multiples of 16 to train on it.",
+            show_default=False,
+        ),
     ] = None,
     variables: Annotated[
         str | None,
@@ -74,11 +109,42 @@ def regrid_command(
 ) -> None:
     """Regrid raw NetCDF files onto the store grid and write (or append to) the Zarr store.
 
-    Example: seacast regrid --config configs/data/demo.yaml --set months=2024-01:2024-03
+    The U-Nets train on grids whose sizes are multiples of 16; other stores serve tides and info.
 
-    Example: seacast regrid med.nc --out data/med.zarr --bbox 35.05 35.6 26.25 27.0 --shape 8 8
+    Example: seacast regrid --config configs/data/twin_dutch_coast.yaml --set 'grid.shape=[32,32]' --set store.path=data/twin_32.zarr
+
+    Example: seacast regrid data/raw/twin/nws_twin/2024-01.nc --out data/twin_2024-01.zarr --bbox 51 55 2.5 7.5 --shape 16 16 --variables zos,so
     """
     from seacast.regrid import regrid_config, regrid_files
+
+    # every check before the progress bar, so a bad input is one message and nothing else
+    data_config: DataConfig | None = None
+    if config is not None:
+        if inputs:
+            raise ConfigError("give either --config or input files, not both", "drop one of them")
+        data_config = load_config(DataConfig, config, overrides)
+        check_writable(Path(data_config.store.path).parent, REGRID_ELSEWHERE)
+        grid = data_config.grid
+    else:
+        if not inputs:
+            raise ConfigError(
+                "nothing to regrid: give --config configs/data/<name>.yaml or NetCDF files",
+                "e.g. seacast regrid --config configs/data/twin_dutch_coast.yaml",
+            )
+        if out_path is None or bbox is None or shape is None:
+            raise ConfigError(
+                "the direct form needs --out, --bbox and --shape", "add the missing option(s)"
+            )
+        try:
+            box = BBox(lat_min=bbox[0], lat_max=bbox[1], lon_min=bbox[2], lon_max=bbox[3])
+        except ValidationError as exc:
+            raise ConfigError(
+                f"--bbox {' '.join(map(str, bbox))} is not a valid box: {_message(exc)}",
+                "give LAT_MIN LAT_MAX LON_MIN LON_MAX, e.g. --bbox 51 55 2.5 7.5",
+            ) from None
+        grid = _grid(shape, method)
+        check_writable(out_path.parent, "--out PATH")
+    names = [v.strip() for v in variables.split(",") if v.strip()] if variables else None
 
     with progress_bar("regrid {task.description}", eta=False, console=console) as bar:
         task = bar.add_task("", total=None)
@@ -86,12 +152,7 @@ def regrid_command(
         def progress(key: str, done: int, total: int) -> None:
             bar.update(task, description=key, completed=done, total=total)
 
-        if config is not None:
-            if inputs:
-                raise ConfigError(
-                    "give either --config or input files, not both", "drop one of them"
-                )
-            data_config = load_config(DataConfig, config, overrides)
+        if data_config is not None:
             report = regrid_config(
                 data_config,
                 overwrite=overwrite,
@@ -100,34 +161,13 @@ def regrid_command(
                 progress=progress,
             )
         else:
-            if not inputs:
-                raise ConfigError(
-                    "nothing to regrid: give --config configs/data/<name>.yaml or NetCDF files",
-                    "e.g. seacast regrid --config configs/data/demo.yaml",
-                )
-            if out_path is None or bbox is None or shape is None:
-                raise ConfigError(
-                    "the direct form needs --out, --bbox and --shape", "add the missing option(s)"
-                )
-            try:
-                box = BBox(lat_min=bbox[0], lat_max=bbox[1], lon_min=bbox[2], lon_max=bbox[3])
-            except ValueError as exc:
-                raise ConfigError(
-                    f"--bbox {bbox} is not a valid box: {exc}",
-                    "give LAT_MIN LAT_MAX LON_MIN LON_MAX",
-                ) from None
-            if method not in ("conservative", "bilinear", "nearest"):
-                raise ConfigError(
-                    f"--method {method} is unknown", "use conservative, bilinear or nearest"
-                )
-            names = [v.strip() for v in variables.split(",") if v.strip()] if variables else None
             report = regrid_files(
-                inputs,
-                out_path,
+                inputs or [],
+                out_path,  # type: ignore[arg-type]
                 bbox=box,
-                shape=shape,
+                shape=grid.shape,
                 variables=names,
-                method=method,
+                method=grid.method,
                 overwrite=overwrite,
                 dask_address=dask_address,
                 workers=workers,
@@ -135,6 +175,13 @@ def regrid_command(
             )
     for line in report.messages():
         out.print(line, highlight=False, markup=False, soft_wrap=True)
+    if any(n % GRID_MULTIPLE for n in grid.shape):
+        console.print(
+            f"note: the U-Nets train only on grids whose sizes are multiples of {GRID_MULTIPLE}; "
+            f"this {grid.shape[0]}x{grid.shape[1]} store serves seacast info and seacast tides",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("info")
@@ -144,7 +191,7 @@ def info_command(
 ) -> None:
     """Describe a store: variables, grid, time span and step, gaps, sea fraction, statistics.
 
-    Example: seacast info data/demo.zarr
+    Example: seacast info data/twin_dutch_coast.zarr
     """
     from seacast.store import (
         open_store,

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from seacast.cli.common import app, console, handle_errors, out
-from seacast.errors import ConfigError, DataError
+from seacast.errors import ConfigError, DataError, check_writable
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -212,7 +212,11 @@ def _summary(
 
 
 @app.command("tides")
-@handle_errors
+@handle_errors(
+    interrupted="nothing was written (tides.nc and the maps come at the end); "
+    "rerun the same command",
+    elsewhere="--out DIR",
+)
 def tides_command(
     store: Annotated[Path, typer.Argument(help="A Zarr store made by `seacast regrid`.")],
     period: Annotated[
@@ -301,6 +305,7 @@ def tides_command(
     leads = _lead_times(lead_times)
     cell, requested = nearest_sea_point(ds, point)
     folder = out_dir or Path("reports") / "tides" / Path(store).stem
+    check_writable(folder, "--out DIR")  # before the fit, not after it
 
     with progress_bar("tide fit", console=console, enabled=progress) as bar:
         task = bar.add_task("", total=None)

@@ -3,37 +3,64 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from seacast.cli.common import SetOption, app, console, handle_errors, out
+from seacast.cli.common import ExperimentSetOption, app, console, handle_errors, out
 from seacast.config import MODEL_NAMES, TRAINER_NAMES
+
+# Literal: click checks the value and lists the choices; a short metavar and the names in the
+# help text keep the option table readable at 80 columns (rich cuts long words with "…")
+ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]
+TrainerName = Literal[TRAINER_NAMES]  # type: ignore[valid-type]
+
+_run_dir: list[Path] = []  # the run folder of this invocation, for the Ctrl-C hint
+
+
+def _interrupted() -> str:
+    from seacast.training.checkpoint import LAST
+
+    if not _run_dir:
+        return "nothing was written; rerun the same command"
+    last = _run_dir[-1] / LAST
+    if last.is_file():
+        return (
+            f"the last checkpoint {last} (the end of the last finished epoch) is kept; "
+            "rerun the same command with --resume to continue"
+        )
+    return "no epoch had finished, so there is nothing to resume; rerun the same command"
 
 
 @app.command("train")
-@handle_errors
+@handle_errors(interrupted=_interrupted, elsewhere="--set runs_dir=DIR")
 def train_command(
     config: Annotated[
         Path,
         typer.Option(
             "--config",
             "-c",
-            help="Experiment config (YAML), e.g. configs/experiments/twin_demo.yaml.",
+            help="Experiment config (YAML), e.g. one in configs/experiments/.",
         ),
     ],
     model: Annotated[
-        str | None,
+        ModelName | None,
         typer.Option(
-            "--model", "-m", help="Model, overrides model.name: " + ", ".join(MODEL_NAMES) + "."
+            "--model",
+            "-m",
+            metavar="NAME",
+            help="The U-Net (overrides model.name): " + ", ".join(MODEL_NAMES),
+            show_default=False,
         ),
     ] = None,
     trainer: Annotated[
-        str | None,
+        TrainerName | None,
         typer.Option(
             "--trainer",
             "-t",
-            help="Update rule, overrides trainer.name: " + ", ".join(TRAINER_NAMES) + ".",
+            metavar="RULE",
+            help="Update rule (overrides trainer.name): " + ", ".join(TRAINER_NAMES),
+            show_default=False,
         ),
     ] = None,
     name: Annotated[
@@ -46,17 +73,19 @@ def train_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run of the same name.")
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
-    ] = True,
-    set_: SetOption = None,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No progress bar (as in the pipelines' logs).")
+    ] = False,
+    set_: ExperimentSetOption = None,
 ) -> None:
     """Train a U-Net on a store's samples and write runs/<name>/ (checkpoints, metrics.csv, meta.json).
 
     Runs data-parallel under torchrun (backprop with DistributedDataParallel):
     torchrun --standalone --nproc_per_node 2 -m seacast.cli train --config ...
 
-    Example: seacast train --config configs/experiments/twin_demo.yaml --model res_3ddr_unet --trainer backprop
+    Example: seacast train --config configs/experiments/twin_demo.yaml --model res_3ddr_unet --trainer backprop --name first
+
+    Example: seacast train --config configs/experiments/twin_demo.yaml --name first --resume
     """
     from seacast.config import ExperimentConfig, load_config
     from seacast.training.loop import train
@@ -69,7 +98,8 @@ def train_command(
     if name is not None:
         overrides.append(f"name={name}")
     experiment = load_config(ExperimentConfig, config, overrides)
-    result = train(experiment, resume=resume, progress=progress, overwrite=overwrite)
+    _run_dir[:] = [Path(experiment.runs_dir) / experiment.name]
+    result = train(experiment, resume=resume, progress=not no_progress, overwrite=overwrite)
     if result.meta.get("world_size", 1) > 1 and not _is_rank_zero():
         return
     console.print(

@@ -31,7 +31,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from seacast.errors import ConfigError, DataError
+from seacast.errors import ConfigError, DataError, check_writable
 from seacast.evaluation.baselines import (
     TIDE_REFERENCES,
     Climatology,
@@ -457,6 +457,11 @@ def evaluate_runs(
         raise ConfigError(
             f"unknown grouping '{by}'", f"use --by with one of: {', '.join(GROUPINGS)}"
         )
+    if out_dir is None and reports_dir is not None:
+        out_dir = Path(reports_dir) / (name or default_report_name(run_dirs, split))
+    if out_dir:
+        # a read-only or missing place fails now, not after all the scoring
+        check_writable(out_dir, "--out DIR")
     cache: dict[Any, Any] = {}
     runs = []
     for run_dir in run_dirs:
@@ -478,8 +483,6 @@ def evaluate_runs(
         dict.fromkeys(g for run in runs for g in run.metrics["model"]["group"].values.tolist())
     )
     results = EvaluationResults(runs=runs, split=split, by=by, groups=groups)
-    if out_dir is None and reports_dir is not None:
-        out_dir = Path(reports_dir) / (name or default_report_name(run_dirs, split))
     if out_dir:
         results.out_dir = Path(out_dir)
         results.files = write_report(results, Path(out_dir), figures=figures)

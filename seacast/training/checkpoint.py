@@ -63,10 +63,29 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for a damaged file
+        reason = str(exc).strip().split(". ")[0][:160]  # torch's reasons run to a paragraph
         raise DataError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})",
-            "retrain, or resume from the other checkpoint of the run",
+            f"checkpoint {path} cannot be read, it is damaged or truncated "
+            f"({type(exc).__name__}: {reason})",
+            _damaged_fix(path),
         ) from None
+
+
+def _damaged_fix(path: Path) -> str:
+    """What works instead of a damaged checkpoint: --resume reads only checkpoint_last.pt."""
+    best, last = path.parent / BEST, path.parent / LAST
+    again = "start the run again: the same seacast train command with --overwrite, without --resume"
+    if path.name == LAST:
+        if best.is_file():
+            # the best checkpoint holds the whole training state of its epoch, so it resumes
+            return (
+                f"replace it with the best epoch's checkpoint, which holds the whole training "
+                f"state: cp {best} {last}, then rerun with --resume; or {again}"
+            )
+        return again
+    if path.name == BEST and last.is_file():
+        return f"use the last checkpoint (--checkpoint last), or {again}"
+    return again
 
 
 def rng_state() -> dict[str, Any]:
