@@ -6,7 +6,9 @@ Offers:
   complete already and their estimated size. Offline: it reads only the config,
   the manifest and (for ``files``) the names of the matched files.
 * :func:`fetch`: run the plan through the config's source (``copernicus``,
-  ``files`` or ``twin``) under a lock, with a rich progress bar.
+  ``files`` or ``twin``) under a lock, with a rich progress bar. Ctrl-C stops it
+  at the next safe point (within a second or so), removes the temporary files it
+  was writing, releases the lock and raises KeyboardInterrupt.
 * :class:`FetchPlan` (with :meth:`FetchPlan.table`) and :class:`FetchResult`.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +27,9 @@ from rich.table import Table
 
 from seacast.config import DataConfig
 from seacast.errors import DataError
+from seacast.interrupts import safe_points
 from seacast.progress import progress_bar
-from seacast.raw import fetch_lock
+from seacast.raw import fetch_lock, remove_leftovers
 from seacast.sources.base import MarineClient, PlannedFile, ProgressCallback
 
 logger = logging.getLogger("seacast")
@@ -154,11 +158,29 @@ def _progress_bar(
             bar.update(task, advance=1, description=label)
 
         def log(message: str) -> None:
-            logger.warning(message)  # cron runs log to a file through the "seacast" logger
             if show:
-                bar.console.log(message)
+                bar.console.print(message, markup=False, highlight=False)
+            # cron runs log to a file through the "seacast" logger; with no handler at all,
+            # Python's last-resort handler prints to stderr, which the bar has done already
+            if not show or _logged_elsewhere():
+                logger.warning(message)
 
         yield bar, advance, log
+
+
+def _logged_elsewhere() -> bool:
+    """True if a "seacast" record reaches a handler that does not print to this terminal (a log file)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            # a StreamHandler's stream, or a rich RichHandler's console file
+            stream = getattr(handler, "stream", None) or getattr(
+                getattr(handler, "console", None), "file", None
+            )
+            if isinstance(handler, logging.FileHandler) or stream not in (sys.stderr, sys.stdout):
+                return True
+        current = current.parent if current.propagate else None
+    return False
 
 
 def fetch(
@@ -171,16 +193,24 @@ def fetch(
     """Write every month file of ``cfg`` that is not complete (all of them with ``force``).
 
     One fetch per source folder runs at a time (a lock file), so overlapping
-    cron runs are safe; a killed fetch resumes where it stopped. ``client``
-    replaces the Copernicus toolbox (tests inject a fake).
+    cron runs are safe; a killed fetch resumes where it stopped (the temporary
+    files it left are removed first, under the lock). ``client`` replaces the
+    Copernicus toolbox (tests inject a fake).
+
+    Ctrl-C is deferred to safe points (between simulated hours, NetCDF pieces,
+    polls of a download), never inside a NetCDF write, which would hang; the
+    temporary files are removed, the lock released, and KeyboardInterrupt raised.
     """
     console = console or Console(stderr=True)
     the_plan = plan(cfg, force=force)
     already = len(the_plan.files) - len(the_plan.todo)
     with (
         fetch_lock(cfg.raw_dir, cfg.source),
+        safe_points(),
         _progress_bar(len(the_plan.files), show_progress, console) as (bar, advance, log),
     ):
+        for leftover in remove_leftovers(cfg.raw_dir, cfg.source):
+            logger.info("removed %s, left by a killed fetch", leftover)
         if cfg.source == "copernicus":
             from seacast.sources.copernicus import fetch_copernicus
 

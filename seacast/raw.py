@@ -4,7 +4,9 @@ Layout: ``<raw_dir>/<source>/<dataset>/<YYYY-MM>.nc`` plus
 ``<raw_dir>/<source>/manifest.json``, which lists the files that are complete.
 Every file is written to a temporary name in the same folder, checked, then
 renamed into place, so a killed fetch never leaves a half-written month that
-looks complete.
+looks complete. A month is complete when the manifest lists it, it is not the
+month in progress, and its file still has the size recorded (a file truncated
+later is fetched again).
 
 Offers:
 
@@ -13,12 +15,15 @@ Offers:
 * :func:`write_month_atomic`: temp name -> check -> rename -> manifest.
 * :func:`check_month_file`: opens, has the variables, has the month's time steps.
 * :func:`expected_times`, :func:`temporary_path`, :func:`atomic_write_text`.
+* :func:`remove_leftovers`: the temporary files a killed fetch left behind.
 * :func:`fetch_lock`: one fetch per source folder at a time (cron-safe).
+* :func:`utc_now`, :func:`in_progress`: the present hour, and whether a month is still running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -32,7 +37,18 @@ import pandas as pd
 import xarray as xr
 
 from seacast.errors import DataError
+from seacast.interrupts import safe_points
 from seacast.locks import exclusive_lock
+
+
+def utc_now() -> pd.Timestamp:
+    """The present time in UTC, as a naive Timestamp (the raw files' time axis is naive UTC)."""
+    return pd.Timestamp.now(tz="UTC").tz_localize(None)
+
+
+def in_progress(month: str, now: pd.Timestamp | None = None) -> bool:
+    """True for the current (UTC) month or a later one: its data are still arriving."""
+    return month >= (now or utc_now()).strftime("%Y-%m")
 
 
 @dataclass(frozen=True)
@@ -67,10 +83,16 @@ class Manifest:
     def is_complete(self, item: MonthFile, raw_dir: Path, request: str | None = None) -> bool:
         """True if ``item`` is recorded and on disk (and, given ``request``, was made by that request).
 
-        A month recorded ``in_progress`` (the current month, fetched up to now) is never complete.
+        A month recorded ``in_progress`` (the current month, fetched up to now) is never
+        complete, nor is a file whose size is not the one recorded (truncated or replaced
+        since it was checked).
         """
         entry = self.entries.get(item.key)
-        if entry is None or entry.get("in_progress") or not item.path(raw_dir).exists():
+        path = item.path(raw_dir)
+        if entry is None or entry.get("in_progress") or not path.exists():
+            return False
+        recorded = entry.get("bytes")
+        if isinstance(recorded, int) and path.stat().st_size != recorded:
             return False
         return request is None or entry.get("request") in (None, request)
 
@@ -96,14 +118,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        # mkstemp makes the file private (0600); give it the permissions a plain write would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        give_plain_mode(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def give_plain_mode(path: Path) -> None:
+    """Give ``path`` the permissions a plain ``open(path, "w")`` would (0666 less the umask).
+
+    Files made through ``mkstemp`` (ours, and the Copernicus toolbox's downloads) are private
+    (0600); the raw files are shared data like the twin's, which netCDF writes 0644.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def temporary_path(final: Path) -> Path:
@@ -113,6 +143,30 @@ def temporary_path(final: Path) -> Path:
     to any output name that lacks it.
     """
     return final.with_name(f".{final.stem}.partial{final.suffix}")
+
+
+def _remove_temporaries(tmp: Path) -> None:
+    """Remove ``tmp`` and the files made from its name: the Copernicus toolbox downloads
+    to ``<tmp>.<random>`` (its own mkstemp) and renames that to ``tmp`` only at the end."""
+    tmp.unlink(missing_ok=True)
+    for stray in tmp.parent.glob(glob.escape(tmp.name) + ".*"):
+        stray.unlink(missing_ok=True)
+
+
+def remove_leftovers(raw_dir: Path, source: str) -> list[Path]:
+    """Delete the temporary files a killed fetch left in ``<raw_dir>/<source>/``; returns them.
+
+    Those are ``.<YYYY-MM>.partial.nc`` (ours), ``.<YYYY-MM>.partial.nc.<random>`` (the
+    Copernicus toolbox's) and ``.manifest.json.<random>.tmp``. Call it only under
+    :func:`fetch_lock`: another fetch may be writing them.
+    """
+    folder = Path(raw_dir) / source
+    patterns = (".*.partial.nc", ".*.partial.nc.*")
+    found = [p for pattern in patterns for p in folder.glob(f"*/{pattern}")]
+    found += list(folder.glob(".manifest.json.*.tmp"))
+    for path in found:
+        path.unlink(missing_ok=True)
+    return sorted(found)
 
 
 @contextlib.contextmanager
@@ -225,32 +279,44 @@ def write_month_atomic(
 
     ``check_times=False`` accepts a month the data cover in part (the file is
     still checked to open, hold the variables and lie in the month). ``info``
-    goes into the manifest entry. On any failure (or an interrupt) the temporary
-    file is removed and nothing recorded as complete changes.
+    goes into the manifest entry; it is read after ``write``, so the writer may
+    add to it (say, the dataset version the service served). On any failure (or
+    an interrupt) the temporary files are removed and nothing recorded as
+    complete changes.
+
+    Ctrl-C is held for the whole call (:func:`seacast.interrupts.safe_points`):
+    a KeyboardInterrupt raised inside xarray's NetCDF write or read leaves
+    xarray's file lock held, and the close after it then waits forever. ``write``
+    calls :func:`seacast.interrupts.check_interrupt` between pieces of work to
+    stop early; otherwise the interrupt is raised once the month is settled.
     """
     final = item.path(raw_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(final)
-    tmp.unlink(missing_ok=True)  # a leftover from a killed run is never trusted
-    try:
-        write(tmp)
-        if not tmp.exists():
-            raise DataError(
-                f"nothing was written for {item.key} (the source returned no data)",
-                "check that the dataset covers this month and region",
+    with safe_points():
+        _remove_temporaries(tmp)  # a leftover from a killed run is never trusted
+        try:
+            write(tmp)
+            if not tmp.exists():
+                raise DataError(
+                    f"nothing was written for {item.key} (the source returned no data)",
+                    "check that the dataset covers this month and region",
+                )
+            ds = check_month_file(
+                tmp, list(variables), item.month, step_hours, complete=check_times
             )
-        ds = check_month_file(tmp, list(variables), item.month, step_hours, complete=check_times)
-        n_times = int(ds.sizes.get("time", 0))
-        ds.close()
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    manifest.mark_complete(
-        item,
-        bytes=final.stat().st_size,
-        n_times=n_times,
-        complete_time_axis=bool(check_times),
-        written_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
-        **(info or {}),
-    )
+            n_times = int(ds.sizes.get("time", 0))
+            ds.close()
+            give_plain_mode(tmp)
+            os.replace(tmp, final)
+        finally:
+            _remove_temporaries(tmp)
+        manifest.mark_complete(
+            item,
+            bytes=final.stat().st_size,
+            n_times=n_times,
+            complete_time_axis=bool(check_times),
+            written_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+            **(info or {}),
+        )
     return final

@@ -1,7 +1,8 @@
 """A fake Copernicus Marine client for the fetch tests, serving real CMEMS sample files.
 
-The fake answers ``subset`` like the toolbox: it writes a NetCDF file to
-``output_directory/output_filename`` and returns a response with ``status`` and
+The fake answers ``subset`` like the toolbox: it writes a NetCDF file to a
+temporary ``<output_filename>.<random>`` made by ``mkstemp`` (so mode 0600), renames
+it to ``output_directory/output_filename`` and returns a response with ``status`` and
 ``file_path``. Its data are the real hourly Mediterranean salinity sample
 (2024-01-01..2024-01-10): to fill any requested hours it keeps the sample's
 structure (attributes, encodings, depth axis, NaN land) and tiles its 216
@@ -11,6 +12,10 @@ classes, so the tests exercise seacast's real error mapping.
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -65,19 +70,28 @@ def tiled_sample(fixture: Path, times: pd.DatetimeIndex) -> xr.Dataset:
 class FakeMarineClient:
     """Records every call; fails on demand like the real service.
 
-    * ``transient_failures``: that many ServiceNotAvailable errors before serving;
+    * ``transient_failures``: that many ``transient_error`` (ServiceNotAvailable by
+      default) before serving;
     * ``error``: raised on every subset call (a credentials or permanent error);
     * ``empty_months``: answered with the toolbox's "no data" status and no file;
     * ``short_months``: served without their last day (an incomplete month);
-    * ``kill_months``: half a file is written, then KeyboardInterrupt (a killed run).
+    * ``kill_months``: half of the toolbox's temporary file is written, then
+      KeyboardInterrupt (a killed run: that file is left behind);
+    * ``interrupt_months``: a SIGINT to this process while the file is being written
+      (Ctrl-C in a terminal); the fake then goes on, as the toolbox's own threads do;
+    * ``served_version``: the version written into the files' ``subset:datasetId``
+      (the sample's own, 202311, if None).
     """
 
     fixtures: Path
     transient_failures: int = 0
+    transient_error: BaseException | None = None
     error: BaseException | None = None
     empty_months: set[str] = field(default_factory=set)
     short_months: set[str] = field(default_factory=set)
     kill_months: set[str] = field(default_factory=set)
+    interrupt_months: set[str] = field(default_factory=set)
+    served_version: str | None = None
     login_result: bool = True
     calls: list[dict[str, Any]] = field(default_factory=list)
     login_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -88,7 +102,9 @@ class FakeMarineClient:
         self.calls.append(dict(kwargs))
         if self.transient_failures > 0:
             self.transient_failures -= 1
-            raise copernicusmarine.ServiceNotAvailable("the ARCO service answered 503")
+            raise self.transient_error or copernicusmarine.ServiceNotAvailable(
+                "the ARCO service answered 503"
+            )
         if self.error is not None:
             raise self.error
         if kwargs["dataset_id"] != MED_DATASET:
@@ -113,12 +129,20 @@ class FakeMarineClient:
             latitude=slice(kwargs["minimum_latitude"], kwargs["maximum_latitude"]),
             longitude=slice(kwargs["minimum_longitude"], kwargs["maximum_longitude"]),
         )
+        if self.served_version is not None:
+            ds.attrs["subset:datasetId"] = f"{MED_DATASET}_{self.served_version}"
+        # like the toolbox's TemporaryPathSaver: mkstemp next to the target, then a move
+        fd, name = tempfile.mkstemp(prefix=f"{out.name}.", dir=out.parent)
+        os.close(fd)
+        partial = Path(name)
+        ds.to_netcdf(partial)
         if month in self.kill_months:
-            ds.to_netcdf(out)
-            data = out.read_bytes()
-            out.write_bytes(data[: len(data) // 2])
+            data = partial.read_bytes()
+            partial.write_bytes(data[: len(data) // 2])
             raise KeyboardInterrupt
-        ds.to_netcdf(out)
+        if month in self.interrupt_months:
+            os.kill(os.getpid(), signal.SIGINT)
+        shutil.move(partial, out)
         return SimpleNamespace(status="000", message="The request was successful.", file_path=out)
 
     def login(self, username: str, password: str, **kwargs: Any) -> bool:

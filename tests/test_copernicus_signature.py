@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 import typing
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,15 +28,19 @@ from helpers_fetch import FakeMarineClient, med_config  # noqa: E402
 
 from seacast.config import DataConfig, load_config  # noqa: E402
 from seacast.errors import CredentialsError, DataError  # noqa: E402
+from seacast.interrupts import safe_points  # noqa: E402
 from seacast.sources import copernicus  # noqa: E402
 from seacast.sources.copernicus import (  # noqa: E402
     CREDENTIALS_ERRORS,
     PERMANENT_ERRORS,
+    TOOLBOX_NETWORK_DEFAULTS,
+    TRANSIENT_ERRORS,
     Credentials,
     ToolboxClient,
     classify_error,
     fetch_copernicus,
     subset_request,
+    toolbox_environment,
     translate_error,
 )
 
@@ -144,7 +153,9 @@ def test_toolbox_client_forwards_without_a_usable_stdin(
 
 
 def test_every_error_name_seacast_maps_exists_in_the_toolbox() -> None:
-    for name in (*CREDENTIALS_ERRORS, *PERMANENT_ERRORS, "ServiceNotAvailable", "DatasetUpdating"):
+    toolbox_names = [n for n in TRANSIENT_ERRORS if n in {"ServiceNotAvailable", "DatasetUpdating"}]
+    toolbox_names.append("CouldNotConnectToAuthenticationSystem")
+    for name in (*CREDENTIALS_ERRORS, *PERMANENT_ERRORS, *toolbox_names):
         cls = getattr(copernicusmarine, name, None)
         assert isinstance(cls, type) and issubclass(cls, Exception), (
             f"copernicusmarine.{name} is gone"
@@ -170,5 +181,108 @@ def test_toolbox_errors_are_classified_and_reworded() -> None:
         and "exceeds [2024-11-01" in str(bounds)
         and "nws_multiyear" in str(bounds)
     )
-    auth = translate_error(copernicusmarine.CouldNotConnectToAuthenticationSystem(), "x")
-    assert isinstance(auth, CredentialsError) and "auth.marine.copernicus.eu" in str(auth)
+    # an unreachable login service is the network's fault, not the credentials'
+    unreachable = copernicusmarine.CouldNotConnectToAuthenticationSystem()
+    assert classify_error(unreachable) == "transient"
+    auth = translate_error(unreachable, "x")
+    assert not isinstance(auth, CredentialsError) and "auth.marine.copernicus.eu" in str(auth)
+    assert isinstance(
+        translate_error(copernicusmarine.InvalidUsernameOrPassword("x"), "x"), CredentialsError
+    )
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"real CMEMS fixtures not found at {FIXTURES}")
+def test_unreachable_login_service_is_retried_with_seacasts_backoff(tmp_path: Path) -> None:
+    creds = Credentials("u", "p")
+    down = copernicusmarine.CouldNotConnectToAuthenticationSystem
+    cfg = med_config(tmp_path / "raw", months="2024-01", retries=3, backoff_seconds=2.0)
+    client = FakeMarineClient(FIXTURES, transient_failures=2, transient_error=down())
+    sleeps: list[float] = []
+    [path] = fetch_copernicus(cfg, client=client, credentials=creds, sleep=sleeps.append)
+    assert path.exists() and len(client.calls) == 3 and sleeps == [2.0, 4.0]
+    # down for longer than seacast's retries: a network error naming the service, not a login one
+    client = FakeMarineClient(FIXTURES, transient_failures=10, transient_error=down())
+    sleeps.clear()
+    cfg = med_config(tmp_path / "raw2", months="2024-01", retries=2, backoff_seconds=1.0)
+    with pytest.raises(DataError, match="login service") as info:
+        fetch_copernicus(cfg, client=client, credentials=creds, sleep=sleeps.append)
+    assert not isinstance(info.value, CredentialsError)
+    assert "auth.marine.copernicus.eu" in str(info.value) and "in 3 tries" in str(info.value)
+    assert sleeps == [1.0, 2.0] and len(client.calls) == 3
+
+
+def test_toolbox_network_retries_are_capped_before_it_is_imported(tmp_path: Path) -> None:
+    """In a fresh interpreter: the toolbox, imported by seacast, reads seacast's caps; a user's own value wins."""
+    code = """
+import sys
+from seacast.sources.copernicus import ToolboxClient
+assert "copernicusmarine" not in sys.modules
+ToolboxClient()._toolbox()
+from copernicusmarine.core_functions import sessions
+print(sessions.HTTPS_RETRIES, sessions.HTTPS_TIMEOUT)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COPERNICUSMARINE_HTTPS")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env | {"HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    retries, timeout = done.stdout.split()
+    assert int(retries) == int(TOOLBOX_NETWORK_DEFAULTS["COPERNICUSMARINE_HTTPS_RETRIES"]) < 5
+    assert float(timeout) == float(TOOLBOX_NETWORK_DEFAULTS["COPERNICUSMARINE_HTTPS_TIMEOUT"])
+    user = {"COPERNICUSMARINE_HTTPS_RETRIES": "7"}
+    assert toolbox_environment(user) == {
+        "COPERNICUSMARINE_HTTPS_TIMEOUT": TOOLBOX_NETWORK_DEFAULTS["COPERNICUSMARINE_HTTPS_TIMEOUT"]
+    }
+    assert user["COPERNICUSMARINE_HTTPS_RETRIES"] == "7"
+
+
+def test_toolbox_client_notes_the_served_version_without_showing_info_lines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    toolbox_logger = logging.getLogger("copernicusmarine")
+    shown: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = shown.append  # type: ignore[method-assign]
+
+    def fake_subset(**kwargs: Any) -> Any:
+        # what the toolbox logs when it picks the version (it does not return it)
+        toolbox_logger.info('Selected dataset version: "202411"')
+        toolbox_logger.warning("the dataset will be retired")
+        return SimpleNamespace(status="000", file_path=tmp_path / "x.nc")
+
+    monkeypatch.setattr(copernicusmarine, "subset", fake_subset)
+    toolbox_logger.addHandler(handler)
+    try:
+        response = ToolboxClient().subset(dataset_id="d", output_directory=str(tmp_path))
+    finally:
+        toolbox_logger.removeHandler(handler)
+    assert response.dataset_version == "202411"
+    assert response.status == "000" and response.file_path == tmp_path / "x.nc"
+    assert [r.getMessage() for r in shown] == ["the dataset will be retired"]
+    assert toolbox_logger.level == logging.WARNING and not toolbox_logger.filters
+
+
+def test_ctrl_c_during_a_toolbox_download_stops_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The toolbox runs in a worker thread: Ctrl-C (held by safe_points, as seacast fetch does) ends the wait."""
+    release = threading.Event()
+
+    def stuck_subset(**kwargs: Any) -> Any:
+        release.wait(10)  # a long download (or the hang in xarray's close)
+        return SimpleNamespace(status="000", file_path=tmp_path / "x.nc")
+
+    monkeypatch.setattr(copernicusmarine, "subset", stuck_subset)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt), safe_points():
+            timer.start()
+            ToolboxClient().subset(dataset_id="d", output_directory=str(tmp_path))
+    finally:
+        release.set()
+        timer.cancel()
+    assert time.monotonic() - start < 2.0

@@ -1,12 +1,21 @@
-"""`seacast fetch` (copernicus and files sources) and `seacast login`, against a fake client serving real CMEMS files."""
+"""`seacast fetch` (copernicus and files sources) and `seacast login`, against a fake client serving real CMEMS files.
+
+Also the fetch driver's behaviour shared by every source: the lock, Ctrl-C, leftovers, and
+the twin's cap at the present hour.
+"""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
+import logging
 import os
+import signal
+import stat
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -22,6 +31,7 @@ from helpers_fetch import (
     med_config,
     tiled_sample,
 )
+from rich.console import Console
 from typer.testing import CliRunner
 
 from seacast.cli import app
@@ -243,18 +253,143 @@ def test_killed_run_leaves_nothing_complete_and_the_next_run_resumes(
     with pytest.raises(KeyboardInterrupt):
         fetch(cfg, client=FakeMarineClient(FIXTURES, kill_months={"2024-02"}))
     folder = cfg.raw_dir / "copernicus" / MED_DATASET
+    # the toolbox's own temporary file (.2024-02.partial.nc.<random>) is gone too
     assert sorted(p.name for p in folder.iterdir()) == ["2024-01.nc"]
     assert set(_manifest(cfg.raw_dir)) == {f"{MED_DATASET}/2024-01"}
-    # a SIGKILL leaves the partial file behind: the next run must not trust it
+    # a SIGKILL leaves the partial files behind (ours and the toolbox's): the next run
+    # must not trust them, and removes them under the lock, other months' too
     leftover = temporary_path(folder / "2024-02.nc")
     leftover.write_bytes(b"CDF\x01 half a file")
+    toolbox_leftovers = [
+        folder / f"{leftover.name}.k3x9q0ab",
+        folder / ".2023-12.partial.nc.0f1e2d3c",
+        folder.parent / ".manifest.json.x1y2.tmp",
+    ]
+    for path in toolbox_leftovers:
+        path.write_bytes(b"CDF\x01 half a file")
     client = FakeMarineClient(FIXTURES)
     fetch(cfg, client=client)
     assert client.months_requested() == ["2024-02"]
-    assert not leftover.exists()
+    assert not leftover.exists() and not any(p.exists() for p in toolbox_leftovers)
     assert set(_manifest(cfg.raw_dir)) == {f"{MED_DATASET}/2024-01", f"{MED_DATASET}/2024-02"}
     with xr.open_dataset(folder / "2024-02.nc") as feb:
         assert feb.sizes["time"] == 29 * 24
+
+
+@needs_fixtures
+def test_ctrl_c_during_a_download_removes_its_files_and_releases_the_lock(
+    tmp_path: Path, credentials: None
+) -> None:
+    cfg = med_config(tmp_path / "raw")
+    client = FakeMarineClient(FIXTURES, interrupt_months={"2024-02"})
+    with pytest.raises(KeyboardInterrupt):
+        fetch(cfg, client=client)
+    folder = cfg.raw_dir / "copernicus" / MED_DATASET
+    assert sorted(p.name for p in folder.iterdir()) == ["2024-01.nc"]
+    assert set(_manifest(cfg.raw_dir)) == {f"{MED_DATASET}/2024-01"}
+    assert not (cfg.raw_dir / "copernicus" / ".fetch.lock.pid").exists()
+    again = FakeMarineClient(FIXTURES)
+    fetch(cfg, client=again)  # the lock is free and February is fetched
+    assert again.months_requested() == ["2024-02"] and not _leftovers(cfg.raw_dir)
+
+
+@needs_fixtures
+def test_downloaded_files_get_plain_permissions(tmp_path: Path, credentials: None) -> None:
+    """The toolbox downloads through mkstemp (0600); raw files are shared like the twin's (0644)."""
+    cfg = med_config(tmp_path / "raw", months="2024-01")
+    saved = os.umask(0o022)
+    try:
+        [path] = fetch(cfg, client=FakeMarineClient(FIXTURES)).paths
+    finally:
+        os.umask(saved)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@needs_fixtures
+def test_a_truncated_complete_month_is_fetched_again(tmp_path: Path, credentials: None) -> None:
+    cfg = med_config(tmp_path / "raw")
+    fetch(cfg, client=FakeMarineClient(FIXTURES))
+    jan = cfg.raw_dir / "copernicus" / MED_DATASET / "2024-01.nc"
+    data = jan.read_bytes()
+    jan.write_bytes(data[: len(data) // 2])  # a disk filled up, a copy cut short
+    assert not Manifest(cfg.raw_dir, "copernicus").is_complete(
+        MonthFile("copernicus", MED_DATASET, "2024-01"), cfg.raw_dir
+    )
+    assert [f.month for f in plan(cfg).todo] == ["2024-01"]
+    client = FakeMarineClient(FIXTURES)
+    fetch(cfg, client=client)
+    assert client.months_requested() == ["2024-01"]
+    assert jan.stat().st_size == _manifest(cfg.raw_dir)[f"{MED_DATASET}/2024-01"]["bytes"]
+    assert plan(cfg).todo == []
+
+
+@needs_fixtures
+def test_the_served_version_is_recorded_and_a_new_one_is_fetched_again(tmp_path: Path) -> None:
+    creds = Credentials("jdoe", "secret")
+    raw = tmp_path / "raw"
+    fetch_copernicus(
+        med_config(raw, months="2024-01:2024-02"),
+        client=FakeMarineClient(FIXTURES),
+        credentials=creds,
+    )
+    # the sample's own version, from its subset:datasetId attribute
+    assert {e["dataset_version"] for e in _manifest(raw).values()} == {"202311"}
+
+    # the service moves to 202511: the month fetched next shows it, and the older ones follow
+    messages: list[str] = []
+    cfg = med_config(raw, months="2024-01:2024-03")
+    client = FakeMarineClient(FIXTURES, served_version="202511")
+    fetch_copernicus(cfg, client=client, credentials=creds, log=messages.append)
+    assert client.months_requested() == ["2024-03", "2024-01", "2024-02"]
+    assert {e["dataset_version"] for e in _manifest(raw).values()} == {"202511"}
+    assert any("now served in version 202511" in m and "2024-01, 2024-02" in m for m in messages)
+    again = FakeMarineClient(FIXTURES, served_version="202511")
+    fetch_copernicus(cfg, client=again, credentials=creds)
+    assert again.calls == []
+
+    # a month the new version cannot serve is kept, with a warning, and not asked for again
+    messages.clear()
+    cfg = med_config(raw, months="2024-01:2024-04")
+    client = FakeMarineClient(FIXTURES, served_version="202611", empty_months={"2024-01"})
+    fetch_copernicus(cfg, client=client, credentials=creds, log=messages.append)
+    assert client.months_requested() == ["2024-04", "2024-01", "2024-02", "2024-03"]
+    jan = _manifest(raw)[f"{MED_DATASET}/2024-01"]
+    assert jan["dataset_version"] == "202511" and jan["kept_for_version"] == "202611"
+    assert any("kept" in m and "2024-01" in m for m in messages)
+    assert plan(cfg).todo == []
+    again = FakeMarineClient(FIXTURES, served_version="202611")
+    fetch_copernicus(cfg, client=again, credentials=creds)
+    assert again.calls == []
+
+
+@needs_fixtures
+def test_a_retry_line_is_printed_once(
+    tmp_path: Path, credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as under the CLI: no logging handler anywhere, so Python's last resort prints to stderr
+    monkeypatch.setattr(logging.root, "handlers", [])
+    last_resort = io.StringIO()
+    monkeypatch.setattr(logging, "lastResort", logging.StreamHandler(last_resort))
+    shown = io.StringIO()
+    cfg = med_config(tmp_path / "raw", months="2024-01")
+    fetch(
+        cfg,
+        client=FakeMarineClient(FIXTURES, transient_failures=1),
+        show_progress=True,
+        console=Console(file=shown, width=400),
+    )
+    printed = shown.getvalue() + last_resort.getvalue()
+    assert printed.count("retry 1/3") == 1, printed
+    # with a log file (cron), the line goes there, once
+    log_file = tmp_path / "fetch.log"
+    handler = logging.FileHandler(log_file)
+    logging.getLogger("seacast").addHandler(handler)
+    try:
+        fetch(cfg, force=True, client=FakeMarineClient(FIXTURES, transient_failures=1))
+    finally:
+        logging.getLogger("seacast").removeHandler(handler)
+        handler.close()
+    assert log_file.read_text().count("retry 1/3") == 1
 
 
 @needs_fixtures
@@ -555,3 +690,116 @@ def test_cli_fetch_runs_with_progress_and_reports(
         app, ["fetch", "--config", str(config), "--set", "files.glob=/nowhere/*.nc"]
     )
     assert result.exit_code == 1 and "no files match" in " ".join(result.output.split())
+
+
+# --------------------------------------------------------------------------- the twin: now, Ctrl-C
+
+
+def _twin_config(raw_dir: Path, months: str, shape: int = 16) -> DataConfig:
+    return DataConfig.model_validate(
+        {
+            "name": "tiny_twin",
+            "source": "twin",
+            "months": months,
+            "raw_dir": str(raw_dir),
+            "twin": {"shape": [shape, shape], "spinup_days": 0.25},
+        }
+    )
+
+
+def _twin_manifest(raw_dir: Path) -> dict:
+    return json.loads((raw_dir / "twin" / "manifest.json").read_text())["complete"]
+
+
+def test_twin_never_simulates_past_the_present_hour(tmp_path: Path) -> None:
+    from seacast.sources.twin import fetch_twin
+
+    raw = tmp_path / "raw"
+    # `forecast --update` on 2026-12-01 at 05:42 UTC: December up to 05:00, nothing later
+    with pytest.raises(DataError, match="after the present hour") as info:
+        fetch_twin(_twin_config(raw, "2026-12:2027-01"), now=pd.Timestamp("2026-12-01T05:42"))
+    assert "2027-01" in str(info.value)
+    dec = raw / "twin" / "nws_twin" / "2026-12.nc"
+    assert sorted(p.name for p in dec.parent.iterdir()) == ["2026-12.nc"]
+    with xr.open_dataset(dec) as ds:
+        np.testing.assert_array_equal(ds["time"].values, expected_times("2026-12")[:6])
+    entry = _twin_manifest(raw)["nws_twin/2026-12"]
+    assert entry["in_progress"] is True and entry["n_times"] == 6
+    cfg = _twin_config(raw, "2026-12")
+    assert [f.month for f in plan(cfg).todo] == ["2026-12"]  # in progress: never complete
+
+    # each run extends it to its present hour
+    fetch_twin(cfg, now=pd.Timestamp("2026-12-01T07:00"))
+    with xr.open_dataset(dec) as ds:
+        partial = ds.load()
+    assert partial.sizes["time"] == 8 and _twin_manifest(raw)["nws_twin/2026-12"]["in_progress"]
+
+    # once the month is over it is written whole and complete; its first hours are those written before
+    fetch_twin(cfg, now=pd.Timestamp("2027-01-01T00:10"))
+    with xr.open_dataset(dec) as ds:
+        assert ds.sizes["time"] == 31 * 24
+        xr.testing.assert_identical(ds.isel(time=slice(0, 8)).load(), partial)
+    assert _twin_manifest(raw)["nws_twin/2026-12"]["in_progress"] is False
+    assert plan(cfg).todo == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_twin_fetch_stops_cleans_up_and_a_rerun_completes(tmp_path: Path) -> None:
+    """`seacast fetch` on the twin gets SIGINT while February's data are being written.
+
+    That used to hang for good: the KeyboardInterrupt landed in xarray's lock release and
+    the close after it waited on that lock.
+    """
+    raw = tmp_path / "raw"
+    cfg = _twin_config(raw, "2024-01:2024-02")
+    config = tmp_path / "tiny_twin.yaml"
+    config.write_text(cfg.model_dump_json())
+    # a terminal's Ctrl-C, even where this test runs with SIGINT ignored
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from seacast.cli import app; sys.argv = ['seacast', 'fetch', '--config', sys.argv[1]]; app()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(config)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    folder = raw / "twin" / "nws_twin"
+    february = temporary_path(folder / "2024-02.nc")
+    deadline = time.monotonic() + 120
+    # 100 kB in: the data are being written (the C call that Ctrl-C used to break into)
+    while not february.exists() or february.stat().st_size < 100_000:
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            pytest.fail("the fetch ended before February was written: " + child.communicate()[0])
+        time.sleep(0.002)
+    january = (folder / "2024-01.nc").stat().st_mtime_ns
+    child.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    try:
+        output = child.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        child.kill()
+        pytest.fail("still running 20 s after Ctrl-C: " + child.communicate()[0][-2000:])
+    assert time.monotonic() - sent < 5, output
+    # the CLI's exit status for Ctrl-C, or death by SIGINT if KeyboardInterrupt got through
+    assert child.returncode in (130, -signal.SIGINT), output
+    # no partial or temporary file, and no pid note of a lock still held
+    left = sorted(p.name for p in raw.rglob("*") if p.is_file())
+    assert left in (
+        [".fetch.lock", "2024-01.nc", "manifest.json"],
+        [".fetch.lock", "2024-01.nc", "2024-02.nc", "manifest.json"],  # Ctrl-C came too late
+    ), left
+    assert set(_twin_manifest(raw)) == {f"nws_twin/{p.stem}" for p in folder.glob("*.nc")}
+
+    # a rerun is not refused, keeps January and completes February
+    result = fetch(cfg)
+    assert [p.name for p in result.paths] == ["2024-01.nc", "2024-02.nc"]
+    assert (folder / "2024-01.nc").stat().st_mtime_ns == january
+    entries = _twin_manifest(raw)
+    assert set(entries) == {"nws_twin/2024-01", "nws_twin/2024-02"}
+    assert entries["nws_twin/2024-02"]["n_times"] == 29 * 24
+    assert not entries["nws_twin/2024-02"]["in_progress"]
+    assert plan(cfg).todo == []

@@ -11,9 +11,12 @@ Offers:
 * :func:`login`: ``seacast login``, a wrapper of ``copernicusmarine.login``.
 * :class:`ToolboxClient`: the real :class:`~seacast.sources.base.MarineClient`.
 * :func:`subset_request`: the exact keywords passed to ``copernicusmarine.subset``.
+* :func:`served_version`: the dataset version a download came from (recorded in the manifest).
 
 The toolbox is imported only when a download or a login really happens, so
-planning, ``--dry-run`` and the tests never need it or the network.
+planning, ``--dry-run`` and the tests never need it or the network. Its own HTTP
+retries are capped (:data:`TOOLBOX_NETWORK_DEFAULTS`) so that seacast's
+``retries``/``backoff_seconds`` decide how long a failing service is tried.
 """
 
 from __future__ import annotations
@@ -27,19 +30,32 @@ import logging
 import math
 import netrc
 import os
+import re
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import xarray as xr
 
 from seacast.config import DataConfig, DatasetSpec
 from seacast.errors import CredentialsError, DataError, SeacastError
-from seacast.raw import Manifest, MonthFile, expected_times, write_month_atomic
+from seacast.interrupts import check_interrupt
+from seacast.raw import (
+    Manifest,
+    MonthFile,
+    expected_times,
+    in_progress,
+    utc_now,
+    write_month_atomic,
+)
 from seacast.sources.base import MarineClient, PlannedFile, ProgressCallback, no_progress
+
+logger = logging.getLogger("seacast")
 
 SOURCE = "copernicus"
 ENV_USERNAME = "COPERNICUSMARINE_SERVICE_USERNAME"
@@ -56,12 +72,19 @@ HOW_TO_LOG_IN = (
     f"and {ENV_PASSWORD}; no account yet? register for free at {REGISTER_URL}"
 )
 
+# The toolbox reads these once, when it is imported: set before that (unless the user
+# has), they cap its own HTTP retries (5 by default, with backoff, and three rounds of
+# them for the login check) so seacast's retries/backoff_seconds decide the total time.
+TOOLBOX_NETWORK_DEFAULTS = {
+    "COPERNICUSMARINE_HTTPS_RETRIES": "1",
+    "COPERNICUSMARINE_HTTPS_TIMEOUT": "30",
+}
+AUTH_UNREACHABLE = "CouldNotConnectToAuthenticationSystem"
 # Toolbox exceptions share no base class, so they are recognised by class name
 # (tests check every name below still exists in the installed toolbox).
 CREDENTIALS_ERRORS = (
     "CredentialsCannotBeNone",
     "InvalidUsernameOrPassword",
-    "CouldNotConnectToAuthenticationSystem",
 )
 PERMANENT_ERRORS: dict[str, str] = {
     "DatasetNotFound": "check copernicus.datasets[].id against the product page on data.marine.copernicus.eu",
@@ -80,6 +103,7 @@ PERMANENT_ERRORS: dict[str, str] = {
     "FormatNotSupported": "report this: seacast asks for NetCDF, which the toolbox should support",
 }
 TRANSIENT_ERRORS = (
+    AUTH_UNREACHABLE,  # the login service is down or unreachable: not the credentials' fault
     "ServiceNotAvailable",
     "DatasetUpdating",
     "ConnectionError",
@@ -205,6 +229,77 @@ def _stdin_closed() -> Iterator[None]:
             sys.stdin = saved
 
 
+def toolbox_environment(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set the toolbox's network variables the user has not set (:data:`TOOLBOX_NETWORK_DEFAULTS`).
+
+    Returns those it set. It must run before ``copernicusmarine`` is first imported.
+    """
+    env = os.environ if env is None else env
+    added = {name: value for name, value in TOOLBOX_NETWORK_DEFAULTS.items() if not env.get(name)}
+    env.update(added)
+    return added
+
+
+def _in_worker_thread(call: Callable[[], Any], name: str) -> Any:
+    """``call()`` in a daemon thread while this thread waits, watching for Ctrl-C.
+
+    The toolbox writes its NetCDF through xarray and dask: a KeyboardInterrupt raised
+    inside that write leaves xarray's file lock held and the close after it hangs. Here
+    Ctrl-C lands in this wait instead; the worker is left to end with the process and
+    the caller removes the temporary files (:func:`seacast.raw.write_month_atomic`).
+    """
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    while not done.wait(0.1):
+        check_interrupt()  # a Ctrl-C held by seacast.interrupts.safe_points
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+_SELECTED_VERSION = re.compile(r'Selected dataset version: "([^"]+)"')
+
+
+class _VersionNote(logging.Filter):
+    """Notes the version in the toolbox's "Selected dataset version" line; passes only records at ``level`` or above."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+        self.version: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _SELECTED_VERSION.search(str(record.msg))
+        if match:
+            self.version = match.group(1)
+        return record.levelno >= self.level
+
+
+@dataclass(frozen=True)
+class ServedSubset:
+    """The toolbox's answer to ``subset`` plus the dataset version it served.
+
+    ``ResponseSubset`` has no version field; the toolbox only logs the one it selected.
+    Other attributes are the response's.
+    """
+
+    response: Any
+    dataset_version: str | None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.response, name)
+
+
 class ToolboxClient:
     """The real :class:`MarineClient`: ``copernicusmarine`` imported on first use, never prompting."""
 
@@ -212,6 +307,7 @@ class ToolboxClient:
         self.log_level = log_level
 
     def _toolbox(self) -> Any:
+        toolbox_environment()  # before the import: the toolbox reads them once
         try:
             import copernicusmarine
         except ImportError as exc:  # pragma: no cover - it is a dependency
@@ -223,10 +319,22 @@ class ToolboxClient:
         logging.getLogger("copernicusmarine").setLevel(self.log_level)
         return copernicusmarine
 
-    def subset(self, **kwargs: Any) -> Any:
+    def subset(self, **kwargs: Any) -> ServedSubset:
         toolbox = self._toolbox()
-        with _stdin_closed():
-            return toolbox.subset(**kwargs)
+        # the INFO line naming the selected version is noted, not shown
+        toolbox_logger = logging.getLogger("copernicusmarine")
+        note = _VersionNote(self.log_level)
+        toolbox_logger.setLevel(min(self.log_level, logging.INFO))
+        toolbox_logger.addFilter(note)
+        try:
+            with _stdin_closed():
+                response = _in_worker_thread(
+                    lambda: toolbox.subset(**kwargs), "copernicusmarine subset"
+                )
+        finally:
+            toolbox_logger.removeFilter(note)
+            toolbox_logger.setLevel(self.log_level)
+        return ServedSubset(response, note.version or kwargs.get("dataset_version"))
 
     def login(self, username: str, password: str, **kwargs: Any) -> bool:
         toolbox = self._toolbox()
@@ -258,16 +366,21 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _auth_unreachable(exc: BaseException) -> bool:
+    return AUTH_UNREACHABLE in {c.__name__ for c in type(exc).__mro__}
+
+
 def translate_error(exc: BaseException, what: str) -> Exception:
     """The seacast error for a toolbox exception raised while doing ``what``."""
     kind = classify_error(exc)
     name = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in PERMANENT_ERRORS), "")
+    if _auth_unreachable(exc):
+        return DataError(
+            f"{what}: could not reach the Copernicus Marine login service (auth.marine.copernicus.eu)",
+            "check the network (and that auth.marine.copernicus.eu is not blocked), then run again; "
+            "if the service is down, later",
+        )
     if kind == "credentials":
-        if "CouldNotConnectToAuthenticationSystem" in {c.__name__ for c in type(exc).__mro__}:
-            return CredentialsError(
-                f"{what}: could not reach the Copernicus Marine login service (auth.marine.copernicus.eu)",
-                "check the network (and that auth.marine.copernicus.eu is not blocked), then run again",
-            )
         return CredentialsError(
             f"{what}: Copernicus Marine rejected the credentials ({_reason(exc)})",
             "check the username and password; " + HOW_TO_LOG_IN,
@@ -289,12 +402,25 @@ def translate_error(exc: BaseException, what: str) -> Exception:
     )
 
 
+def interruptible_sleep(seconds: float) -> None:
+    """``time.sleep`` that a Ctrl-C held by :func:`seacast.interrupts.safe_points` cuts short.
+
+    A plain sleep resumes after the deferring SIGINT handler returns, so a backoff of
+    minutes would outlast the Ctrl-C.
+    """
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        check_interrupt()
+        time.sleep(min(left, 0.1))
+    check_interrupt()
+
+
 def call_with_retries(
     call: Callable[[], Any],
     what: str,
     retries: int,
     backoff_seconds: float,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = interruptible_sleep,
     on_retry: Callable[[str], None] | None = None,
 ) -> Any:
     """``call()``, retrying transient failures ``retries`` times with doubling backoff; others raise at once."""
@@ -307,7 +433,15 @@ def call_with_retries(
             kind = classify_error(exc)
             if kind != "transient" or attempt == retries:
                 error = translate_error(exc, what)
-                if kind == "transient":
+                if kind == "transient" and _auth_unreachable(exc):
+                    error = DataError(
+                        f"{what}: could not reach the Copernicus Marine login service "
+                        f"(auth.marine.copernicus.eu) in {retries + 1} tries",
+                        "check the network (and that auth.marine.copernicus.eu is not blocked); if the "
+                        "service is down, run the same command again later (complete months are kept "
+                        "and skipped), or raise copernicus.retries / backoff_seconds",
+                    )
+                elif kind == "transient":
                     error = DataError(
                         f"{what} failed after {retries + 1} tries: {_reason(exc)}",
                         "the Copernicus Marine service seems down; run the same command again later "
@@ -322,15 +456,6 @@ def call_with_retries(
 
 
 # --------------------------------------------------------------------------- requests and plan
-
-
-def utc_now() -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC").tz_localize(None)
-
-
-def in_progress(month: str, now: pd.Timestamp | None = None) -> bool:
-    """True for the current (UTC) month or a later one: its data are still arriving."""
-    return month >= (now or utc_now()).strftime("%Y-%m")
 
 
 def month_bounds(month: str, step_hours: float, now: pd.Timestamp | None = None) -> tuple[str, str]:
@@ -448,7 +573,7 @@ def plan_copernicus(cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
 # --------------------------------------------------------------------------- fetch
 
 
-def _download(client: MarineClient, request: dict[str, Any], tmp: Path, what: str) -> None:
+def _download(client: MarineClient, request: dict[str, Any], tmp: Path, what: str) -> Any:
     response = client.subset(**request)
     status = getattr(response, "status", None)
     if str(getattr(status, "value", status)) == "003":  # StatusCode.NO_DATA_TO_DOWNLOAD
@@ -459,6 +584,47 @@ def _download(client: MarineClient, request: dict[str, Any], tmp: Path, what: st
     written = getattr(response, "file_path", None)
     if not tmp.exists() and written and Path(written).exists() and Path(written) != tmp:
         os.replace(written, tmp)  # the toolbox chose another name; bring it back to ours
+    return response
+
+
+def served_version(response: Any, path: Path, spec: DatasetSpec) -> str | None:
+    """The version of ``spec``'s dataset that a download came from; None if nothing tells.
+
+    In order: the response (:class:`ToolboxClient` notes the version the toolbox
+    selected), the file's ``subset:datasetId`` attribute (``<id>_<version>``, written by
+    older toolboxes), the version pinned in the config.
+    """
+    version = getattr(response, "dataset_version", None)
+    if version:
+        return str(version)
+    with contextlib.suppress(Exception), xr.open_dataset(path) as ds:  # a bad file fails its check
+        served = str(ds.attrs.get("subset:datasetId", ""))
+        match = re.fullmatch(re.escape(spec.id) + r"_(\d{6})", served)
+        if match:
+            return match.group(1)
+    return spec.version
+
+
+def _stale_months(
+    manifest: Manifest, planned: list[PlannedFile], spec: DatasetSpec, version: str
+) -> list[str]:
+    """Complete months of ``spec`` recorded with another served version than ``version``.
+
+    Months with no recorded version (fetched by an older seacast) are left alone, as are
+    those a refetch from ``version`` could not replace (``kept_for_version``).
+    """
+    stale = []
+    for p in planned:
+        entry = manifest.entries.get(MonthFile(SOURCE, spec.id, p.month).key, {})
+        recorded = entry.get("dataset_version")
+        if (
+            p.complete
+            and p.dataset == spec.id
+            and recorded not in (None, version)
+            and entry.get("kept_for_version") != version
+        ):
+            stale.append(p.month)
+    return stale
 
 
 def fetch_copernicus(
@@ -467,20 +633,28 @@ def fetch_copernicus(
     force: bool = False,
     progress: ProgressCallback = no_progress,
     credentials: Credentials | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = interruptible_sleep,
     log: Callable[[str], None] | None = None,
     now: pd.Timestamp | None = None,
 ) -> list[Path]:
     """Download every (dataset, month) of ``cfg`` that is not complete yet; return all month files.
 
     Credentials are resolved before anything else touches the network, and a
-    missing one fails at once. Transient service failures are retried with
-    backoff; a month that comes back empty or incomplete is reported at the end
-    (the other months are still written); any other refusal stops the fetch.
-    The current month (``now``, UTC by default) is fetched up to the present
-    hour and recorded as in progress, so each run refreshes it until it is over.
+    missing one fails at once. Transient service failures (the login service
+    unreachable included) are retried with backoff; a month that comes back empty
+    or incomplete is reported at the end (the other months are still written);
+    any other refusal stops the fetch. The current month (``now``, UTC by default)
+    is fetched up to the present hour and recorded as in progress, so each run
+    refreshes it until it is over.
+
+    The manifest records the dataset version each month was served from. When a
+    download shows that a dataset is now served in another version, its complete
+    months of the older version are fetched again in the same run, so a store never
+    mixes versions; one that cannot be (say, it left the rolling archive) is kept,
+    with a warning, and not tried again for that version.
     """
     now = now or utc_now()
+    say = log or logger.warning
     planned = plan_copernicus(cfg, force=force)
     specs = {spec.id: spec for spec in cfg.copernicus.datasets}
     manifest = Manifest(cfg.raw_dir, SOURCE)
@@ -491,20 +665,34 @@ def fetch_copernicus(
     if todo:
         credentials = credentials or require_credentials()
         client = client or ToolboxClient()
+    # (dataset, month, the version now served when it is a complete month of an older one)
+    queue: list[tuple[DatasetSpec, str, str | None]] = [
+        (specs[p.dataset], p.month, None) for p in todo
+    ]
+    versions_checked: set[str] = set()
     failures: list[str] = []
-    for item_plan in todo:
-        spec = specs[item_plan.dataset]
-        item = MonthFile(SOURCE, spec.id, item_plan.month)
-        what = f"the download of {spec.id} for {item.month}"
-        fingerprint = request_fingerprint(cfg, spec, item.month)
-
-        running = in_progress(item.month, now)
+    while queue:
+        spec, month, newer = queue.pop(0)
+        item = MonthFile(SOURCE, spec.id, month)
+        what = f"the download of {spec.id} for {month}"
+        running = in_progress(month, now)
+        old_entry = dict(manifest.entries.get(item.key, {}))
+        info: dict[str, Any] = {
+            "request": request_fingerprint(cfg, spec, month),
+            "dataset_version": spec.version,
+            "variables": list(spec.variables),
+            "in_progress": running,
+        }
 
         def write(
-            tmp: Path, spec: DatasetSpec = spec, item: MonthFile = item, what: str = what
+            tmp: Path,
+            spec: DatasetSpec = spec,
+            item: MonthFile = item,
+            what: str = what,
+            info: dict[str, Any] = info,
         ) -> None:
             request = subset_request(cfg, spec, item.month, tmp, credentials, now=now)
-            call_with_retries(
+            response = call_with_retries(
                 lambda: _download(client, request, tmp, what),
                 what,
                 cfg.copernicus.retries,
@@ -512,6 +700,8 @@ def fetch_copernicus(
                 sleep=sleep,
                 on_retry=log,
             )
+            check_interrupt()  # a Ctrl-C during the download: stop before checking the file
+            info["dataset_version"] = served_version(response, tmp, spec)
 
         try:
             write_month_atomic(
@@ -522,20 +712,38 @@ def fetch_copernicus(
                 manifest,
                 step_hours=spec.step_hours,
                 check_times=not running,
-                info={
-                    "request": fingerprint,
-                    "dataset_version": spec.version,
-                    "variables": list(spec.variables),
-                    "in_progress": running,
-                },
+                info=info,
             )
         except DataError as exc:
-            if (
-                exc.__cause__ is not None
-            ):  # a refusal by the service: every other month would fail alike
-                raise
+            if newer is not None:
+                say(
+                    f"kept {spec.id} {month} as served in version {old_entry.get('dataset_version')}: "
+                    f"fetching it from version {newer} failed ({exc.problem})"
+                )
+                transient = (
+                    exc.__cause__ is not None and classify_error(exc.__cause__) == "transient"
+                )
+                if not transient and item.key in manifest.entries:
+                    # not asked for again until the version changes once more
+                    manifest.entries[item.key]["kept_for_version"] = newer
+                    manifest.save()
+                continue
+            if exc.__cause__ is not None:
+                raise  # a refusal by the service: every other month would fail alike
             failures.append(str(exc.problem))
-        progress(item_plan.label)
+        if newer is not None:
+            continue
+        progress(f"{spec.id} {month}")
+        version = info["dataset_version"]
+        if version and spec.id not in versions_checked:
+            versions_checked.add(spec.id)
+            stale = _stale_months(manifest, planned, spec, version)
+            if stale:
+                say(
+                    f"{spec.id} is now served in version {version}: fetching {len(stale)} complete "
+                    f"month(s) of an older version again ({', '.join(stale)})"
+                )
+                queue.extend((spec, m, version) for m in stale)
     if failures:
         raise DataError(
             f"{len(failures)} of {len(planned)} month file(s) could not be completed:\n    - "

@@ -9,24 +9,41 @@ A month is complete when the manifest lists it with the same twin fingerprint
 (twin settings, box and the run's first month: a month's ocean state depends on
 when the run started). Complete months are not written again, but the run still
 passes through them, since the state carries over.
+
+The twin never simulates past the present (UTC) hour: the current month is
+written up to that hour and recorded ``in_progress`` (like the Copernicus
+source's current month), so every run extends it until the month is over;
+later months are not written and are reported as an error.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import xarray as xr
 from rich.progress import (
     Progress,
 )
 
 from seacast.config import DataConfig, fingerprint, to_dict
+from seacast.errors import DataError
+from seacast.interrupts import check_interrupt
 from seacast.progress import progress_bar
-from seacast.raw import Manifest, MonthFile, expected_times, write_month_atomic
+from seacast.raw import (
+    Manifest,
+    MonthFile,
+    expected_times,
+    in_progress,
+    utc_now,
+    write_month_atomic,
+)
 from seacast.sources.base import PlannedFile, ProgressCallback
-from seacast.twin import DATASET_NAME, simulate, total_hours
-from seacast.twin.output import VARIABLES, netcdf_encoding
+from seacast.twin import DATASET_NAME, TwinModel, global_attrs, run_span, simulate
+from seacast.twin.output import VARIABLES, month_dataset, netcdf_encoding
 
 SOURCE = "twin"
 
@@ -83,49 +100,140 @@ def _hour_progress(
         bar.update(task, completed=hours)
 
 
+def _simulate_until(
+    cfg: DataConfig, until: pd.Timestamp, on_hour: Callable[[int], None]
+) -> Iterator[tuple[str, xr.Dataset]]:
+    """:func:`seacast.twin.simulate`, stopped at the hour ``until``: the last month ends there.
+
+    The same run (same start, end and so the same storms) hour for hour, so the
+    hours it writes are those the whole month will have; it never steps past ``until``.
+    """
+    start, first, end = run_span(cfg)
+    model = TwinModel(cfg, start, end)
+    attrs = global_attrs(cfg, model)
+    ny, nx = model.grid.shape
+    while model.time < first:
+        model.advance_hour()
+        on_hour(1)
+    for month in pd.period_range(cfg.months.start, cfg.months.end, freq="M"):
+        times = pd.date_range(month.start_time, periods=month.days_in_month * 24, freq="h")
+        times = times[times <= until]
+        if not len(times):
+            return
+        fields = {name: np.empty((len(times), ny, nx), np.float32) for name in VARIABLES}
+        for n in range(len(times)):
+            snap = model.snapshot()
+            for name in VARIABLES:
+                fields[name][n] = getattr(snap, name)
+            if times[n] < until:
+                model.advance_hour()
+                on_hour(1)
+        yield month.strftime("%Y-%m"), month_dataset(model.grid, times, fields, attrs)
+
+
+def _run_hours(cfg: DataConfig, until: pd.Timestamp | None) -> int:
+    """Hours the run for ``cfg`` steps (spin-up included), stopping at ``until`` if given."""
+    start, _, end = run_span(cfg)
+    if until is not None:
+        end = min(end, until)
+    return int((end - start) / pd.Timedelta(hours=1))
+
+
+def _write_netcdf(ds: xr.Dataset, path: Path) -> None:
+    """Write a month file one variable at a time, checking for Ctrl-C between them.
+
+    Ctrl-C is held during a write (see :func:`seacast.raw.write_month_atomic`); in
+    pieces, a stop waits for one variable (a fraction of a second), not the whole month.
+    """
+    encoding = netcdf_encoding(ds)
+    coords = ds.drop_vars(list(ds.data_vars))
+    coords.to_netcdf(
+        path,
+        mode="w",
+        engine="netcdf4",
+        format="NETCDF4",
+        encoding={k: v for k, v in encoding.items() if k in coords.variables},
+    )
+    for name in ds.data_vars:
+        check_interrupt()
+        ds[[name]].drop_vars(list(ds.coords), errors="ignore").to_netcdf(
+            path, mode="a", engine="netcdf4", format="NETCDF4", encoding={name: encoding[name]}
+        )
+
+
 def fetch_twin(
-    cfg: DataConfig, progress: Progress | ProgressCallback | None = None, force: bool = False
+    cfg: DataConfig,
+    progress: Progress | ProgressCallback | None = None,
+    force: bool = False,
+    now: pd.Timestamp | None = None,
 ) -> list[Path]:
     """Simulate ``cfg.months`` with the twin and write the month files; returns their paths.
 
     ``force`` rewrites complete months. ``progress`` is a rich Progress to add a bar of
     simulated hours to (one is made and shown if None), or the fetch driver's
-    ``progress(label)`` callback, called once per month file done.
+    ``progress(label)`` callback, called once per month file done. ``now`` (UTC, the
+    present by default) caps the run: the current month is written up to that hour and
+    recorded in progress; months after it are not written (a DataError names them).
     """
     raw_dir = Path(cfg.raw_dir)
+    until = (now or utc_now()).floor("h")
+    current = until.strftime("%Y-%m")
     planned = plan_twin(cfg, force)
     paths = [p.path for p in planned]
-    todo = {p.month for p in planned if not p.complete}
+    future = [p.month for p in planned if p.month > current]
+    todo = {p.month for p in planned if not p.complete and p.month <= current}
     if not todo:
         for p in planned:
             if callable(progress) and not isinstance(progress, Progress):
                 progress(p.label)
+        _refuse_future(future, until)
         return paths
     manifest = Manifest(raw_dir, SOURCE)
     settings = twin_fingerprint(cfg)
-    # the run need not go past the last month still to write
+    # the run need not go past the last month still to write, nor past the present hour
     run_cfg = cfg.model_copy(deep=True)
     run_cfg.months = run_cfg.months.model_copy(update={"end": max(todo)})
-    hours = total_hours(run_cfg)
+    stop = until if in_progress(max(todo), until) else None
+    hours = _run_hours(run_cfg, stop)
     with _hour_progress(progress, hours, f"twin {cfg.months}") as (advance, set_label, month_done):
-        for month, ds in simulate(run_cfg, on_hour=advance):
+
+        def on_hour(n: int) -> None:
+            check_interrupt()  # a Ctrl-C stops the run between two simulated hours
+            advance(n)
+
+        months = (
+            simulate(run_cfg, on_hour=on_hour)
+            if stop is None
+            else _simulate_until(run_cfg, stop, on_hour)
+        )
+        for month, ds in months:
             set_label(f"twin {month}")
             if month in todo:
                 item = MonthFile(SOURCE, DATASET_NAME, month)
-                encoding = netcdf_encoding(ds)
+                running = in_progress(month, until)
                 write_month_atomic(
                     item,
                     raw_dir,
-                    lambda tmp, ds=ds, encoding=encoding: ds.to_netcdf(
-                        tmp, engine="netcdf4", format="NETCDF4", encoding=encoding
-                    ),
+                    lambda tmp, ds=ds: _write_netcdf(ds, tmp),
                     VARIABLES,
                     manifest,
-                    info={"fingerprint": settings, "seed": cfg.twin.seed},
+                    check_times=not running,
+                    info={"fingerprint": settings, "seed": cfg.twin.seed, "in_progress": running},
                 )
             month_done(f"{DATASET_NAME} {month}")
-        # months after the last one to write were complete already
+        # months after the last one to write were complete already (or lie in the future)
         for p in planned:
             if p.month > max(todo):
                 month_done(p.label)
+    _refuse_future(future, until)
     return paths
+
+
+def _refuse_future(future: list[str], until: pd.Timestamp) -> None:
+    if future:
+        raise DataError(
+            f"{len(future)} month(s) lie after the present hour ({until:%Y-%m-%d %H}:00 UTC) and were "
+            f"not simulated: {', '.join(future)}",
+            f"end months at {until:%Y-%m} or earlier; the current month is written up to the present "
+            "hour and extended by each run",
+        )
