@@ -611,6 +611,26 @@ def test_files_partial_month_is_an_error_unless_allowed(tmp_path: Path) -> None:
 
 
 @needs_fixtures
+def test_ctrl_c_stops_the_files_source_between_months(tmp_path: Path) -> None:
+    from seacast.interrupts import safe_points
+    from seacast.sources.files import fetch_files
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    hours = pd.date_range("2024-01-01", "2024-02-29T23:00", freq="h")
+    _foreign_names(tiled_sample(FIXTURES / MED_FILE, hours)).to_netcdf(incoming / "a.nc")
+    cfg = _files_config(tmp_path, str(incoming / "*.nc"), months="2024-01:2024-02")
+
+    def ctrl_c_after_january(label: str) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # held by safe_points, as under seacast fetch
+
+    with pytest.raises(KeyboardInterrupt), safe_points():
+        fetch_files(cfg, progress=ctrl_c_after_january)
+    folder = cfg.raw_dir / "files" / "med"
+    assert sorted(p.name for p in folder.iterdir()) == ["2024-01.nc"]
+
+
+@needs_fixtures
 def test_corrupt_file_is_named(tmp_path: Path) -> None:
     incoming = tmp_path / "incoming"
     incoming.mkdir()

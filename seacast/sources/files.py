@@ -24,6 +24,7 @@ import xarray as xr
 
 from seacast.config import DataConfig, FilesSource
 from seacast.errors import ConfigError, DataError
+from seacast.interrupts import check_interrupt
 from seacast.raw import Manifest, MonthFile, write_month_atomic
 from seacast.sources.base import PlannedFile, ProgressCallback, no_progress
 
@@ -196,11 +197,13 @@ def fetch_files(
     opened: list[tuple[Path, xr.Dataset]] = []
     try:
         for path in paths:
+            check_interrupt()  # Ctrl-C is held by seacast fetch: stop between files
             opened.append((path, open_source_file(path, settings)))
         variables = settings.variables or sorted({str(v) for _, ds in opened for v in ds.data_vars})
         written: list[Path] = []
         failures: list[str] = []
         for month in cfg.months.months():
+            check_interrupt()  # and between months
             item = MonthFile(SOURCE, settings.dataset, month)
             pieces = [(p, ds) for p, ds in opened if _month_slice(ds, month).sizes["time"] > 0]
             fingerprint = _fingerprint(settings, [p for p, _ in pieces])
