@@ -77,7 +77,7 @@ def evaluate_command(
     reference", comparison tables in the paper's layout (rows model x trainer and the
     references, columns variable x season), figures and index.md to reports/<name>/.
 
-    Example: seacast evaluate runs/demo-res_3ddr_unet-backprop --split test --by season --every 6 --out reports/first
+    Example: seacast evaluate runs/demo-res_3ddr_unet-backprop --split test --by season --every 6 --out reports/example
     """
     from seacast.evaluation.evaluate import evaluate_runs
     from seacast.evaluation.report import (

@@ -49,7 +49,7 @@ def forecast_command(
     init_time: Annotated[
         str,
         typer.Option(
-            "--init-time", help="'latest' or an ISO time in the store, e.g. 2024-05-01T06."
+            "--init-time", help="'latest' or an ISO time on the hour, e.g. 2024-05-01T06."
         ),
     ] = "latest",
     latest: Annotated[
@@ -112,7 +112,9 @@ def forecast_command(
 
     Example: seacast forecast --run runs/demo-res_3ddr_unet-backprop --init-time 2024-01-20T06 --plots --out forecasts/demo
 
-    Example (cron, hourly): seacast forecast --run runs/demo-res_3ddr_unet-backprop --latest --update --out forecasts/demo --log-file logs/forecast.log
+    Example (the newest init time, as cron does; exit 10 if it exists): seacast forecast --run runs/demo-res_3ddr_unet-backprop --latest --out forecasts/demo --log-file logs/forecast.log
+
+    The hourly line of `seacast cron --print` adds --update, which first fetches and appends what is new (for the twin: every month up to now).
     """
     from seacast.cron import ExitCode, scheduled_forecast, setup_file_logging
 

@@ -83,9 +83,9 @@ def train_command(
     Runs data-parallel under torchrun (backprop with DistributedDataParallel):
     torchrun --standalone --nproc_per_node 2 -m seacast.cli train --config ...
 
-    Example: seacast train --config configs/experiments/twin_demo.yaml --model res_3ddr_unet --trainer backprop --name first
+    Example: seacast train --config configs/experiments/twin_demo.yaml --model res_3ddr_unet --trainer backprop --name example
 
-    Example: seacast train --config configs/experiments/twin_demo.yaml --name first --resume
+    Example: seacast train --config configs/experiments/twin_demo.yaml --name example --resume
     """
     from seacast.config import ExperimentConfig, load_config
     from seacast.training.loop import train
