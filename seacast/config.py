@@ -225,6 +225,11 @@ class FilesSource(StrictModel):
         description="Accept months the files cover only in part (regrid then records the gaps); else such a month is an error.",
     )
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        return _name_in_paths(value)
+
 
 class TwinSource(StrictModel):
     """Settings for `source: twin`: the built-in North Sea simulator."""
@@ -384,6 +389,12 @@ class TimeRange(StrictModel):
                 f"'{value}' is not a date or datetime (use ISO, e.g. 2024-05-01T06)"
             ) from exc
         return str(value)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRange:
+        if pd.Timestamp(self.start) > pd.Timestamp(self.end):
+            raise ValueError(f"the range runs backwards: {self.start} is after {self.end}")
+        return self
 
 
 class SplitConfig(StrictModel):

@@ -153,6 +153,7 @@ def test_set_value_that_is_not_yaml_names_the_key_and_the_value(
         "store.stats_period=[2024-02-01, 2024-01-01]",
         "copernicus.min_depth=-1",
         "copernicus.grid_km=.inf",
+        "files={glob: '*.nc', dataset: ../elsewhere}",  # a folder name under data/raw/files/
     ],
 )
 def test_data_config_bounds(override: str) -> None:
@@ -182,6 +183,7 @@ def test_data_config_bounds(override: str) -> None:
         "tides.rayleigh=0",
         "device=gpu",
         "name=",
+        "samples.split.train={start: 2024-05-01, end: 2024-01-01}",
     ],
 )
 def test_experiment_config_bounds(override: str) -> None:
