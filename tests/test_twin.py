@@ -258,7 +258,7 @@ def test_same_seed_gives_identical_files_and_complete_months_are_skipped(tmp_pat
     with xr.open_dataset(paths[1]) as written:
         np.testing.assert_array_equal(written["zos"].values, mar["zos"].values)
         assert written.attrs == mar.attrs
-    assert not list((tmp_path / "a" / "raw" / "twin").rglob("*.partial"))
+    assert not list((tmp_path / "a" / "raw" / "twin").rglob("*.partial*"))
     assert set(Manifest(tmp_path / "a" / "raw", "twin").entries) == {
         "nws_twin/2024-02",
         "nws_twin/2024-03",
@@ -289,8 +289,8 @@ def test_a_failed_month_leaves_no_file_and_no_manifest_entry(tmp_path: Path, mon
     cfg = twin_config("2024-02:2024-03", tmp_path, shape=[16, 16], spinup_days=0.5)
     real = simulate
 
-    def broken(cfg, on_hour=None):
-        for month, ds in real(cfg, on_hour=on_hour):
+    def broken(cfg, on_hour=None, until=None):
+        for month, ds in real(cfg, on_hour=on_hour, until=until):
             if month == "2024-03":
                 raise RuntimeError("killed")
             yield month, ds

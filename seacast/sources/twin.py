@@ -19,10 +19,9 @@ later months are not written and are reported as an error.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 from rich.progress import (
@@ -42,8 +41,8 @@ from seacast.raw import (
     write_month_atomic,
 )
 from seacast.sources.base import PlannedFile, ProgressCallback
-from seacast.twin import DATASET_NAME, TwinModel, global_attrs, run_span, simulate
-from seacast.twin.output import VARIABLES, month_dataset, netcdf_encoding
+from seacast.twin import DATASET_NAME, run_span, simulate
+from seacast.twin.output import VARIABLES, netcdf_encoding
 
 SOURCE = "twin"
 
@@ -98,37 +97,6 @@ def _hour_progress(
             (lambda text: None),
         )
         bar.update(task, completed=hours)
-
-
-def _simulate_until(
-    cfg: DataConfig, until: pd.Timestamp, on_hour: Callable[[int], None]
-) -> Iterator[tuple[str, xr.Dataset]]:
-    """:func:`seacast.twin.simulate`, stopped at the hour ``until``: the last month ends there.
-
-    The same run (same start, end and so the same storms) hour for hour, so the
-    hours it writes are those the whole month will have; it never steps past ``until``.
-    """
-    start, first, end = run_span(cfg)
-    model = TwinModel(cfg, start, end)
-    attrs = global_attrs(cfg, model)
-    ny, nx = model.grid.shape
-    while model.time < first:
-        model.advance_hour()
-        on_hour(1)
-    for month in pd.period_range(cfg.months.start, cfg.months.end, freq="M"):
-        times = pd.date_range(month.start_time, periods=month.days_in_month * 24, freq="h")
-        times = times[times <= until]
-        if not len(times):
-            return
-        fields = {name: np.empty((len(times), ny, nx), np.float32) for name in VARIABLES}
-        for n in range(len(times)):
-            snap = model.snapshot()
-            for name in VARIABLES:
-                fields[name][n] = getattr(snap, name)
-            if times[n] < until:
-                model.advance_hour()
-                on_hour(1)
-        yield month.strftime("%Y-%m"), month_dataset(model.grid, times, fields, attrs)
 
 
 def _run_hours(cfg: DataConfig, until: pd.Timestamp | None) -> int:
@@ -201,11 +169,7 @@ def fetch_twin(
             check_interrupt()  # a Ctrl-C stops the run between two simulated hours
             advance(n)
 
-        months = (
-            simulate(run_cfg, on_hour=on_hour)
-            if stop is None
-            else _simulate_until(run_cfg, stop, on_hour)
-        )
+        months = simulate(run_cfg, on_hour=on_hour, until=stop)
         for month, ds in months:
             set_label(f"twin {month}")
             if month in todo:

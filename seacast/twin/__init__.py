@@ -68,13 +68,17 @@ def global_attrs(cfg: DataConfig, model: TwinModel) -> dict[str, str | int | flo
 
 
 def simulate(
-    cfg: DataConfig, on_hour: Callable[[int], None] | None = None
+    cfg: DataConfig,
+    on_hour: Callable[[int], None] | None = None,
+    until: pd.Timestamp | None = None,
 ) -> Iterator[tuple[str, xr.Dataset]]:
     """Run the twin over ``cfg.months`` and yield ``(YYYY-MM, hourly Dataset)`` in order.
 
     One continuous run: the spin-up starts at rest ``cfg.twin.spinup_days`` before the
     first month, and the state carries from month to month. ``on_hour(n)`` is called
-    after every ``n`` simulated hours (for progress bars).
+    after every ``n`` simulated hours (for progress bars). ``until`` (an hour) stops the
+    run there: the month holding it ends at that hour, later months are not yielded.
+    The hours written are those of the whole run (same start and end, so same storms).
     """
     start, first, end = run_span(cfg)
     model = TwinModel(cfg, start, end)
@@ -86,12 +90,18 @@ def simulate(
             on_hour(1)
     for month in pd.period_range(cfg.months.start, cfg.months.end, freq="M"):
         times = pd.date_range(month.start_time, periods=month.days_in_month * 24, freq="h")
+        if until is not None:
+            times = times[times <= until]
+            if not len(times):
+                return
         fields = {name: np.empty((len(times), ny, nx), np.float32) for name in VARIABLES}
         for n in range(len(times)):
             # the first hour of the month is the state at 00:00, before stepping on
             snap = model.snapshot()
             for name in VARIABLES:
                 fields[name][n] = getattr(snap, name)
+            if until is not None and times[n] >= until:
+                break  # never step past the last hour asked for
             model.advance_hour()
             if on_hour is not None:
                 on_hour(1)
