@@ -6,19 +6,34 @@ ratio; the achieved GFLOP/s of a training step (FLOPs counted with
 torch.utils.flop_counter.FlopCounterMode) as a fraction of the machine's matmul GFLOP/s,
 measured with a large torch.mm in the same run.
 
+The matmul peak is the median of several 4096x4096 ``torch.mm`` calls on all threads,
+checked against the CPU's theoretical float32 figure (cores x FLOP/cycle x clock).
+
 Before the table it measures CPU settings on one variant (threads, memory format,
 no_grad vs inference_mode, torch.compile) and runs the table with the fastest correct
-ones. Figures are medians of repeats; the CPU may be shared with other jobs, so compare
+ones. The speed-up against the model code before the speed work (``--baseline``, a git
+revision run from a temporary worktree in the same run) follows each variant, and
+``--profile`` adds a per-layer table (time, GFLOP/s, share of the step) of each variant.
+FLOPs are counted on the model as built: faithful mode no longer computes the kernel
+slices that only meet zero padding, so its count is below the reference's.
+
+Figures are medians of repeats; the CPU may be shared with other jobs, so compare
 ratios within one run rather than absolute numbers across runs.
 
-Usage: .venv/bin/python benchmarks/models.py [--quick] [--no-compile] [--models NAME ...]
+Usage: .venv/bin/python benchmarks/models.py [--quick] [--no-compile] [--profile]
+       [--baseline REV|none] [--models NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -36,6 +51,8 @@ LAGS = 10
 CHANNELS = 4
 FILTERS = 16
 THREADS_MAX = torch.get_num_threads()
+# the model code before the speed work (channels-last, 2D paths for flat kernels and lone time steps)
+BASELINE = "e0b0259"
 COMPILE_MIN_GAIN = 0.9  # torch.compile is used only if it takes < 90% of the best eager time
 
 
@@ -175,6 +192,103 @@ def train_flops(name: str, faithful: bool, batch: int) -> int:
     return counter.get_total_flops()
 
 
+def step_rates(models: list[str], batch: int, repeats: int) -> dict[str, list[float]]:
+    """``{"name mode": [forward samples/s, train samples/s]}`` for the seacast on the path."""
+    x0 = torch.rand(batch, CHANNELS, LAGS, *SHAPE)
+    rates = {}
+    for name in models:
+        for faithful in (True, False):
+            mode = "faithful" if faithful else "efficient"
+            runs = {
+                "forward": forward_fn(make(name, faithful), x0, Setup("")),
+                "train": train_fn(make(name, faithful), x0),
+            }
+            seconds = interleaved_seconds(runs, repeats)
+            rates[f"{name} {mode}"] = [batch / seconds["forward"], batch / seconds["train"]]
+    return rates
+
+
+def baseline_rates(
+    rev: str, models: list[str], batch: int, repeats: int
+) -> dict[str, list[float]] | None:
+    """:func:`step_rates` of the model code at git revision ``rev``, from a temporary worktree."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "baseline"
+        made = subprocess.run(
+            ["git", "-C", str(root), "worktree", "add", "--detach", str(tree), rev],
+            capture_output=True,
+            text=True,
+        )
+        if made.returncode:
+            print(f"  no baseline: git worktree add {rev} failed ({made.stderr.strip()})")
+            return None
+        try:
+            args = [sys.executable, __file__, "--rates-json", "--batch", str(batch)]
+            args += ["--repeats", str(repeats), "--models", *models]
+            env = {**os.environ, "PYTHONPATH": str(tree)}  # its seacast before the installed one
+            done = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)])
+
+
+def conv_profile(name: str, faithful: bool, batch: int, repeats: int, peak: float) -> None:
+    """Per conv layer of one training step: time (forward + backward), GFLOP and GFLOP/s.
+
+    Each distinct conv (kernel, channels, input shape) is timed alone on its real input
+    shape, so the table shows which layers keep the step below the matmul peak.
+    """
+    model = make(name, faithful).train()
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+    hooks = [
+        module.register_forward_hook(
+            lambda module, args, out: shapes.setdefault(module, tuple(args[0].shape))
+        )
+        for module in model.modules()
+        if isinstance(module, nn.Conv2d | nn.Conv3d)
+    ]
+    model(torch.rand(batch, CHANNELS, LAGS, *SHAPE))
+    for hook in hooks:
+        hook.remove()
+    layers: dict[tuple, list] = {}
+    for module, shape in shapes.items():
+        key = (tuple(module.weight.shape), shape)
+        layers.setdefault(key, [module, 0])[1] += 1
+    rows = []
+    for (weight_shape, shape), (module, count) in layers.items():
+        x = torch.rand(shape).contiguous(memory_format=channels_last_format(shape))
+        x.requires_grad_(True)
+
+        def run(module: nn.Module = module, x: torch.Tensor = x) -> None:
+            module(x).sum().backward()
+
+        with FlopCounterMode(display=False) as counter:
+            run()
+        seconds = interleaved_seconds({"layer": run}, repeats)["layer"]
+        rows.append(
+            (seconds * count, counter.get_total_flops() * count, weight_shape, shape, count)
+        )
+    total = sum(r[0] for r in rows)
+    mode = "faithful" if faithful else "efficient"
+    print(f"\nconv layers of {name} ({mode}), forward + backward, batch {batch}:")
+    print(
+        f"{'weight':<22}{'input':<26}{'n':>3}{'ms':>8}{'share':>7}{'GFLOP':>8}{'GFLOP/s':>9}{'of peak':>9}"
+    )
+    for seconds, flops, weight_shape, shape, count in sorted(rows, reverse=True)[:12]:
+        rate = flops / seconds / 1e9
+        print(
+            f"{str(list(weight_shape)):<22}{str(list(shape)):<26}{count:>3}{seconds * 1e3:>8.1f}"
+            f"{seconds / total:>7.1%}{flops / 1e9:>8.2f}{rate:>9.1f}{rate / peak:>9.1%}"
+        )
+
+
+def channels_last_format(shape: tuple[int, ...]) -> torch.memory_format:
+    return {5: torch.channels_last_3d, 4: torch.channels_last}.get(
+        len(shape), torch.contiguous_format
+    )
+
+
 def study_settings(batch: int, repeats: int, try_compile: bool) -> Setup:
     """Time forward and training step of the cheapest variant under each setting; return the best."""
     name = "3ddr_unet"
@@ -255,10 +369,25 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile trial")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        help="git revision whose model code the speed-up is measured against ('none' to skip)",
+    )
+    parser.add_argument("--profile", action="store_true", help="per-layer table of each variant")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--rates-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    repeats = 3 if args.quick else 7
+    repeats = args.repeats or (3 if args.quick else 7)
     batch = args.batch
     torch.manual_seed(0)
+    if args.rates_json:  # the baseline's worker: rates only, as one JSON line
+        print(json.dumps(step_rates(args.models, batch, repeats)))
+        return
+    baseline = None
+    if args.baseline != "none":
+        print(f"baseline: the model code at {args.baseline}, measured first in a worktree")
+        baseline = baseline_rates(args.baseline, args.models, batch, repeats)
 
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; the CPU may be shared with other jobs"
@@ -317,6 +446,16 @@ def main() -> None:
         fwd_ratio = speeds["efficient"][0] / speeds["faithful"][0]
         train_ratio = speeds["efficient"][1] / speeds["faithful"][1]
         print(f"{'':<31}{'eff/faith':<10}{'':>10}{fwd_ratio:>7.2f}x{train_ratio:>8.2f}x")
+        if baseline is not None:
+            for mode, (forward, train) in speeds.items():
+                old_forward, old_train = baseline[f"{name} {mode}"]
+                print(
+                    f"{'':<31}{'vs ' + args.baseline[:7]:<10}{mode:>10}{forward / old_forward:>7.2f}x"
+                    f"{train / old_train:>8.2f}x   (baseline {old_forward:.2f} / {old_train:.2f} samples/s)"
+                )
+    if args.profile:
+        for name in args.models:
+            conv_profile(name, True, batch, max(3, repeats // 2), peak)
 
 
 if __name__ == "__main__":

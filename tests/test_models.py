@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -274,3 +277,20 @@ def test_models_command_reports_a_bad_grid() -> None:
     result = CliRunner().invoke(app, ["models", "--size", "100", "128"])
     assert result.exit_code == 1
     assert "multiples of 16" in result.output
+
+
+def test_outputs_and_gradients_equal_the_recorded_ones():
+    """Speed work (memory format, 2D paths for flat kernels) must not change the math."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    from make_unet_outputs import recorded_outputs
+
+    recorded = np.load(Path(__file__).parent / "data" / "unet_outputs.npz")
+    now = recorded_outputs()
+    np.testing.assert_array_equal(now["input"], recorded["input"])
+    for key in recorded.files:
+        scale = float(np.abs(recorded[key]).max())
+        np.testing.assert_allclose(
+            now[key], recorded[key], rtol=1e-4, atol=1e-5 * scale, err_msg=key
+        )

@@ -288,7 +288,7 @@ def test_cli_train_and_its_errors(store, tmp_path):
     again = runner.invoke(app, ["train", "--config", str(path), "--name", "cli", "--no-progress"])
     assert again.exit_code == 1 and "--resume" in again.output
     bad = runner.invoke(app, ["train", "--config", str(path), "--trainer", "hebbian"])
-    assert bad.exit_code == 1 and "trainer.name" in bad.output
+    assert bad.exit_code == 2 and "node-perturbation" in bad.output  # a usage error: the choices
 
 
 @pytest.mark.slow

@@ -57,11 +57,15 @@ def _same_padding(kernel: tuple[int, ...]) -> tuple[tuple[int, ...] | None, tupl
 
 
 class SameConv3d(nn.Conv3d):
-    """``Conv3d`` with TensorFlow-style ``same`` padding, also for even kernels (no warning, no copy for odd).
+    """``Conv3d`` with TensorFlow-style ``same`` padding, also for even kernels, computed the cheap way.
 
-    A time-only kernel ``(k, 1, 1)`` on contiguous data runs as a ``conv2d`` over
-    ``[B, C, T, H*W]``: same weights, same result, 2-6x faster on CPU than oneDNN's
-    3D path for such kernels.
+    Same weights, same result as ``Conv3d``, but three cases run as a ``conv2d`` (oneDNN's
+    2D path is several times faster on CPU, and on channels-last data the reshapes are views):
+
+    * a kernel of time extent 1, e.g. the asymmetric ``(1, 1, 3)``: over ``[B*T, C, H, W]``;
+    * data of one time slice (the faithful decoder): only the kernel's slice at the front
+      padding meets data, the others multiply the zero padding, so that slice alone;
+    * a time-only kernel ``(k, 1, 1)`` on NCDHW data: over ``[B, C, T, H*W]``.
     """
 
     def __init__(
@@ -70,21 +74,35 @@ class SameConv3d(nn.Conv3d):
         extra, padding = _same_padding(kernel)
         super().__init__(in_channels, out_channels, kernel, padding=padding, bias=bias)
         self.extra_pad = extra
-        self.time_only = kernel[0] > 1 and tuple(kernel[1:]) == (1, 1) and extra is None
+        # TF 'same' pads (k - 1) // 2 in front: the kernel slice that meets a lone time step
+        self.front = tuple((k - 1) // 2 for k in kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_only and x.is_contiguous():
-            batch, _, depth, height, width = x.shape
-            y = F.conv2d(
-                x.view(batch, self.in_channels, depth, height * width),
-                self.weight.squeeze(-1),
-                self.bias,
-                padding=(self.padding[0], 0),
-            )
-            return y.unflatten(-1, (height, width))
+        kernel_time, kh, kw = self.kernel_size
+        weight = self.weight
+        if kernel_time > 1 and x.shape[2] == 1:
+            weight = weight[:, :, self.front[0] : self.front[0] + 1]
+            kernel_time = 1
+        if kernel_time == 1:
+            return self._spatial(x, weight[:, :, 0])
+        if (kh, kw) == (1, 1) and self.extra_pad is None and x.is_contiguous():
+            # on channels-last data oneDNN's conv3d is as fast; on NCDHW this is 2-6x faster
+            y = F.conv2d(x.flatten(3), weight.squeeze(-1), self.bias, padding=(self.padding[0], 0))
+            return y.unflatten(-1, x.shape[-2:])
         if self.extra_pad is not None:
             x = F.pad(x, self.extra_pad)
-        return super().forward(x)
+        return F.conv3d(x, weight, self.bias, padding=self.padding)
+
+    def _spatial(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The conv of time extent 1 as a conv2d over every time step at once."""
+        batch, channels, depth, height, width = x.shape
+        frames = x.transpose(1, 2).reshape(batch * depth, channels, height, width)
+        padding: tuple[int, int] | str = self.padding[1:]
+        if self.extra_pad is not None:
+            frames = F.pad(frames, self.extra_pad[:4])
+            padding = (0, 0)
+        y = F.conv2d(frames, weight, self.bias, padding=padding)
+        return y.unflatten(0, (batch, depth)).transpose(1, 2)
 
 
 class SameConv2d(nn.Conv2d):
@@ -206,14 +224,11 @@ class TimeCompressor(nn.Module):
         self.squeeze = not layers.faithful and not layers.flat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 5 and x.is_contiguous() and not self.conv._forward_hooks:
+        if x.dim() == 5 and not self.conv._forward_hooks:
             # as a conv2d over [B, C, T, H*W]: same weights and result, faster than oneDNN's 3D path
             # (not while hooks watch the conv: node perturbation noises its output through one)
-            batch, channels, depth, height, width = x.shape
-            flat = x.view(batch, channels, depth, height * width)
-            y = F.conv2d(flat, self.conv.weight.squeeze(-1), self.conv.bias).unflatten(
-                -1, (height, width)
-            )
+            y = F.conv2d(x.flatten(3), self.conv.weight.squeeze(-1), self.conv.bias)
+            y = y.unflatten(-1, x.shape[-2:])
         else:
             y = self.conv(x)
         y = self.act(y)

