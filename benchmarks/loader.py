@@ -6,7 +6,13 @@ same machine in one run (medians of repeats):
 * the DataLoader over the training split with 0 and 2 workers (shuffled, as in training);
 * a backprop training step of a small U-Net (the demo's res_3ddr_unet, F=8) on a fixed batch.
 
+With ``--loop`` it also runs ``seacast train`` itself (the demo's experiment config on the demo
+store, one epoch of ``--loop-steps`` steps) and sets the loop's samples/s from ``metrics.csv``
+(validation and checkpointing included, as the loop reports it) against the pure step rate of
+the same model, batch and threads, measured in the same run.
+
 Run: .venv/bin/python benchmarks/loader.py [--shape 64] [--batch 16] [--repeats 3]
+     [--loop] [--loop-steps 60] [--store data/twin_dutch_coast.zarr]
 """
 
 from __future__ import annotations
@@ -61,13 +67,76 @@ def step_rate(model, batch_data, loss_fn, steps: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
+def loop_against_step(config: Path, store: Path, steps: int, repeats: int) -> None:
+    """``seacast train``'s samples/s (metrics.csv) next to its model's pure step rate."""
+    import csv
+
+    from seacast.config import ExperimentConfig, load_config
+    from seacast.training.loop import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(
+            ExperimentConfig,
+            config,
+            [
+                f"store={store}",
+                f"runs_dir={tmp}",
+                "name=loop-bench",
+                "trainer.epochs=1",
+                f"trainer.steps_per_epoch={steps}",
+            ],
+        )
+        train(cfg, progress=False)
+        with open(Path(tmp) / "loop-bench" / "metrics.csv") as handle:
+            row = list(csv.DictReader(handle))[-1]
+    loop_rate = float(row["samples_per_s"])
+    samples = cfg.samples
+    channels = len(samples.variables)
+    model = build_model(
+        cfg.model, channels, channels, samples.lags, samples.lead_times, _shape(store), seed=0
+    )
+    batch = cfg.trainer.batch_size
+    x = torch.rand(batch, channels, samples.lags, *_shape(store))
+    y = torch.rand(batch, len(samples.lead_times), channels, *_shape(store))
+    pure = step_rate(model, {"x": x, "y": y}, _mse, 5, repeats)
+    label = f"{cfg.model.name} F={cfg.model.filters}, batch {batch}"
+    print(
+        f"\nseacast train on {store} ({label}, {steps} steps, {torch.get_num_threads()} threads):"
+    )
+    print(f"  loop (metrics.csv, validation and checkpoint included): {loop_rate:8.1f} samples/s")
+    print(f"  pure training step, same model and batch:               {pure:8.1f} samples/s")
+    print(f"  loop / step: {loop_rate / pure:.1%}")
+
+
+def _shape(store: Path) -> tuple[int, int]:
+    from seacast.store import open_store
+
+    ds = open_store(store)
+    return int(ds.sizes["latitude"]), int(ds.sizes["longitude"])
+
+
+def _mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (prediction - target).square()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--filters", type=int, default=8)
+    parser.add_argument("--loop", action="store_true", help="also time seacast train itself")
+    parser.add_argument("--loop-only", action="store_true", help="only the seacast train part")
+    parser.add_argument("--loop-steps", type=int, default=60)
+    parser.add_argument("--store", type=Path, default=Path("data/twin_dutch_coast.zarr"))
+    parser.add_argument("--config", type=Path, default=Path("configs/experiments/twin_demo.yaml"))
     args = parser.parse_args()
+    if args.loop or args.loop_only:
+        if not args.store.exists():
+            raise SystemExit(f"{args.store} does not exist: run `make demo` first, or pass --store")
+        loop_against_step(args.config, args.store, args.loop_steps, args.repeats)
+        if args.loop_only:
+            return
 
     with tempfile.TemporaryDirectory() as tmp:
         store = synthetic_store(
