@@ -447,7 +447,8 @@ def evaluate_runs(
 
     if not run_dirs:
         raise ConfigError(
-            "no run folders to evaluate", "pass one or more runs, e.g. seacast evaluate runs/demo"
+            "no run folders to evaluate",
+            "pass one or more runs, e.g. seacast evaluate runs/demo-res_3ddr_unet-backprop",
         )
     if split not in SPLITS:
         raise ConfigError(
