@@ -35,23 +35,15 @@ def write_raw_month(raw_dir: Path, month: str, lat=SRC_LAT, lon=SRC_LON) -> None
     """Two CMEMS-like datasets for one month in the raw layout: currents, and salinity plus sea level."""
     land = coast(lat, lon)
     times = month_times(month)
-    root = raw_dir / "copernicus"
-    cmems_like_file(
-        root / "cur" / f"{month}.nc",
-        times=times,
-        latitude=lat,
-        longitude=lon,
-        variables=("uo", "vo"),
-        land=land,
-    )
-    cmems_like_file(
-        root / "phy" / f"{month}.nc",
-        times=times,
-        latitude=lat,
-        longitude=lon,
-        variables=("so", "zos"),
-        land=land,
-    )
+    for dataset, variables in (("cur", ("uo", "vo")), ("phy", ("so", "zos"))):
+        cmems_like_file(
+            raw_dir / "copernicus" / dataset / f"{month}.nc",
+            times=times,
+            latitude=lat,
+            longitude=lon,
+            variables=variables,
+            land=land,
+        )
 
 
 def data_config(tmp_path: Path, months: str, **extra) -> DataConfig:
