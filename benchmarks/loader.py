@@ -12,13 +12,20 @@ store, one epoch of ``--loop-steps`` steps) and sets the loop's samples/s from `
 the same model, batch and threads, measured in the same run.
 
 Run: .venv/bin/python benchmarks/loader.py [--shape 64] [--batch 16] [--repeats 3]
-     [--loop] [--loop-steps 60] [--store data/twin_dutch_coast.zarr]
+     [--loop] [--loop-steps 60] [--store data/twin_dutch_coast.zarr] [--side-by-side]
+
+``--side-by-side`` runs the loop once on all cores and twice at once on half of them each, as
+``pipeline run --jobs 2`` does, and prints the total samples/s of both: the demo's ``--jobs``
+follows from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -108,6 +115,50 @@ def loop_against_step(config: Path, store: Path, steps: int, repeats: int) -> No
     print(f"  loop / step: {loop_rate / pure:.1%}")
 
 
+def side_by_side(config: Path, store: Path, steps: int, repeats: int) -> None:
+    """Total samples/s of one training on all cores against two side by side (the demo's --jobs 2).
+
+    Each training is this script's ``--loop-only`` in a subprocess, its threads capped with
+    OMP_NUM_THREADS as ``pipeline run --jobs N`` does.
+    """
+    cores = os.cpu_count() or 1
+
+    def command() -> list[str]:
+        return [
+            sys.executable,
+            __file__,
+            "--loop-only",
+            "--config",
+            str(config),
+            "--store",
+            str(store),
+            "--loop-steps",
+            str(steps),
+            "--repeats",
+            str(repeats),
+        ]
+
+    def loop_rate(output: str) -> float:
+        line = next(line for line in output.splitlines() if line.strip().startswith("loop ("))
+        return float(line.split(":")[-1].split()[0])
+
+    one = subprocess.run(
+        command(), env={**os.environ, "OMP_NUM_THREADS": str(cores)}, capture_output=True, text=True
+    )
+    alone = loop_rate(one.stdout)
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // 2))}
+    pair = [
+        subprocess.Popen(command(), env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    together = [loop_rate(p.communicate()[0]) for p in pair]
+    print(f"\none training, {cores} threads:         {alone:8.1f} samples/s")
+    print(
+        f"two side by side, {max(1, cores // 2)} thread(s) each: {sum(together):8.1f} samples/s in all "
+        f"({' + '.join(f'{r:.1f}' for r in together)})"
+    )
+    print(f"side by side / one after the other: {sum(together) / alone:.2f}x")
+
+
 def _shape(store: Path) -> tuple[int, int]:
     from seacast.store import open_store
 
@@ -128,9 +179,17 @@ def main() -> None:
     parser.add_argument("--loop", action="store_true", help="also time seacast train itself")
     parser.add_argument("--loop-only", action="store_true", help="only the seacast train part")
     parser.add_argument("--loop-steps", type=int, default=60)
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="total samples/s of two trainings at once against one (chooses the demo's --jobs)",
+    )
     parser.add_argument("--store", type=Path, default=Path("data/twin_dutch_coast.zarr"))
     parser.add_argument("--config", type=Path, default=Path("configs/experiments/twin_demo.yaml"))
     args = parser.parse_args()
+    if args.side_by_side:
+        side_by_side(args.config, args.store, args.loop_steps, args.repeats)
+        return
     if args.loop or args.loop_only:
         if not args.store.exists():
             raise SystemExit(f"{args.store} does not exist: run `make demo` first, or pass --store")
