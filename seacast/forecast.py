@@ -42,6 +42,8 @@ from seacast import __version__
 from seacast.config import ExperimentConfig, fingerprint, to_dict
 from seacast.errors import ConfigError, DataError
 from seacast.plots import CF_ATTRS
+from seacast.timeaxis import hour_to_stamp as _hours_to_stamp
+from seacast.timeaxis import stamp_to_hour
 
 log = logging.getLogger("seacast.forecast")
 
@@ -191,10 +193,6 @@ def valid_init_times(
     return indices
 
 
-def _hours_to_stamp(hours: int) -> pd.Timestamp:
-    return pd.Timestamp("1970-01-01") + pd.Timedelta(hours=int(hours))
-
-
 def resolve_init_time(
     hours: np.ndarray, valid: np.ndarray, init_time: str | pd.Timestamp, lags: int
 ) -> int:
@@ -221,7 +219,7 @@ def resolve_init_time(
             f"init time '{init_time}' is not on the hour: forecasts start at whole hours",
             f"use {wanted.floor('h'):%Y-%m-%dT%H} or {wanted.ceil('h'):%Y-%m-%dT%H}",
         )
-    wanted_hours = (wanted - pd.Timestamp("1970-01-01")) / pd.Timedelta(hours=1)
+    wanted_hours = stamp_to_hour(wanted)
     index = np.flatnonzero(hours == wanted_hours)
     if index.size and index[0] in set(valid.tolist()):
         return int(index[0])

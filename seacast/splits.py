@@ -15,7 +15,8 @@ Offered:
 * :class:`Selection` - hour ranges (plus an optional season filter) that a sample must lie in.
 * :class:`SplitPlan` - the selections of train, validation and the test groups.
 * :func:`plan_split` - the plan for a :class:`~seacast.config.SplitConfig` on a timeline.
-* :func:`season_of_hours` - meteorological season of times given in hours since 1970.
+* :data:`SEASONS` and :func:`season_of_hours` - the meteorological seasons, from
+  :mod:`seacast.seasons` (their one definition), re-exported here.
 
 A sample belongs to a selection when its whole window (first input frame to last target
 frame) lies inside one of the selection's ranges, so no frame is shared between train and
@@ -31,11 +32,22 @@ import pandas as pd
 
 from seacast.config import SplitConfig, TimeRange
 from seacast.errors import ConfigError, DataError
+from seacast.seasons import SEASONS, season_of_hours
+from seacast.timeaxis import hour_to_stamp, stamp_to_hour
+
+__all__ = [
+    "HOURS_PER_YEAR",
+    "PAPER_HOURS_NEEDED",
+    "PAPER_TRAIN",
+    "PAPER_WINDOWS",
+    "SEASONS",
+    "Selection",
+    "SplitPlan",
+    "plan_split",
+    "season_of_hours",
+]
 
 HOURS_PER_YEAR = 8760
-SEASONS = ("DJF", "MAM", "JJA", "SON")
-_SEASON_OF_MONTH = {12: "DJF", 1: "DJF", 2: "DJF", 3: "MAM", 4: "MAM", 5: "MAM"}
-_SEASON_OF_MONTH |= {6: "JJA", 7: "JJA", 8: "JJA", 9: "SON", 10: "SON", 11: "SON"}
 
 # (season, validation hour-index range, test hour-index range), inclusive, from reference-unets.md
 PAPER_WINDOWS: tuple[tuple[str, tuple[int, int], tuple[int, int]], ...] = (
@@ -66,22 +78,12 @@ class SplitPlan:
     test: dict[str, list[Selection]] = field(default_factory=dict)
 
 
-def season_of_hours(hours: np.ndarray) -> np.ndarray:
-    """Meteorological season ('DJF', 'MAM', 'JJA', 'SON') of each time in hours since 1970."""
-    months = pd.DatetimeIndex(np.asarray(hours, dtype="int64").astype("datetime64[h]")).month
-    return np.array([_SEASON_OF_MONTH[int(m)] for m in months], dtype=object)
-
-
-def _to_hours(stamp: pd.Timestamp) -> int:
-    return int((stamp - pd.Timestamp("1970-01-01")) // pd.Timedelta(hours=1))
-
-
 def _range_hours(rng: TimeRange) -> tuple[int, int]:
-    start = _to_hours(pd.Timestamp(rng.start))
+    start = stamp_to_hour(rng.start)
     end_stamp = pd.Timestamp(rng.end)
     if len(rng.end) <= 10:  # a date alone means its whole day
         end_stamp = end_stamp + pd.Timedelta(hours=23)
-    end = _to_hours(end_stamp)
+    end = stamp_to_hour(end_stamp)
     if end < start:
         raise ConfigError(
             f"time range {rng.start} .. {rng.end} runs backwards", "put the earlier time first"
@@ -121,7 +123,7 @@ def plan_split(cfg: SplitConfig, hours: np.ndarray) -> SplitPlan:
             raise DataError(
                 f"the paper split needs a store spanning at least {PAPER_HOURS_NEEDED} hours "
                 f"(about {PAPER_HOURS_NEEDED / 24 / 30.44:.1f} months) from its first time; "
-                f"this store spans {span} hours ({pd.Timestamp(first, unit='h')} .. {pd.Timestamp(last, unit='h')})",
+                f"this store spans {span} hours ({hour_to_stamp(first)} .. {hour_to_stamp(last)})",
                 "fetch and regrid about 24 months of data, or use --set samples.split.preset=fractions",
             )
 

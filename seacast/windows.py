@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import xarray as xr
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seacast.config import SamplesConfig
 from seacast.errors import ConfigError, DataError
-from seacast.splits import Selection, SplitPlan, plan_split, season_of_hours
+from seacast.seasons import season_of_hours
+from seacast.splits import Selection, SplitPlan, plan_split
+from seacast.timeaxis import stamp_to_hour, times_to_hours
 
 MINMAX_LOW = 0.1  # the reference scales to [0.1, 1], keeping 0 free for land
 PRELOAD_CHUNK_FRAMES = (
@@ -134,10 +135,6 @@ class Normaliser:
 # --------------------------------------------------------------------------- timeline
 
 
-def _iso_hours(text: str) -> int:
-    return int((pd.Timestamp(text) - pd.Timestamp("1970-01-01")) // pd.Timedelta(hours=1))
-
-
 @dataclass
 class Timeline:
     """The store's times (int64 hours since 1970), its step and its recorded gaps."""
@@ -148,12 +145,10 @@ class Timeline:
 
     @classmethod
     def from_store(cls, ds: xr.Dataset) -> Timeline:
-        from seacast.store import store_gaps, store_step_hours, time_hours
+        from seacast.store import store_gaps, store_step_hours
 
-        gaps = [(_iso_hours(start), _iso_hours(end)) for start, end in store_gaps(ds)]
-        return cls(
-            np.asarray(time_hours(ds["time"].values), dtype=np.int64), store_step_hours(ds), gaps
-        )
+        gaps = [(stamp_to_hour(start), stamp_to_hour(end)) for start, end in store_gaps(ds)]
+        return cls(times_to_hours(ds["time"].values), store_step_hours(ds), gaps)
 
     def steps(self, hours: float, what: str) -> int:
         """``hours`` as a whole number of store steps (ConfigError if it is not one)."""

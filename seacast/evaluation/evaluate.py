@@ -46,12 +46,12 @@ from seacast.evaluation.metrics import (
     error_merge,
     skill_score,
 )
-from seacast.evaluation.seasons import SEASONS, group_labels
+from seacast.seasons import check_grouping, group_labels, group_names
+from seacast.timeaxis import hour_to_stamp, hours_to_times
 
 log = logging.getLogger("seacast.evaluate")
 
 SPLITS = ("test", "validation")
-GROUPINGS = ("season", "all", "split")
 REFERENCES = ("persistence", "climatology", *TIDE_REFERENCES)
 
 
@@ -194,7 +194,7 @@ def score_model(
             )
         if keep_sample is not None and seen <= keep_sample < seen + n:
             k = keep_sample - seen
-            stamp = pd.Timestamp(int(batch["init_time"][k]), unit="h")
+            stamp = hour_to_stamp(batch["init_time"][k])
             sample = SampleForecast(stamp, forecast[k].copy(), truth[k].copy())
         seen += n
     return accs, sample
@@ -215,7 +215,7 @@ def _score_references(
     n_lead = valid_hours.shape[1]
     error_accum(accs["persistence"], persistence(last, n_lead), truth, labels, sea_mask)
     if climatology is not None:
-        valid = valid_hours.reshape(-1).astype("datetime64[h]").astype("datetime64[ns]")
+        valid = hours_to_times(valid_hours.reshape(-1))
         clim = climatology.predict(valid).reshape(truth.shape)
         error_accum(accs["climatology"], clim, truth, labels, sea_mask)
     if tide_references is not None:
@@ -269,7 +269,7 @@ def _train_periods(plan: Any) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     periods = []
     for selection in plan.train:
         for lo, hi in selection.ranges:
-            periods.append((pd.Timestamp(int(lo), unit="h"), pd.Timestamp(int(hi), unit="h")))
+            periods.append((hour_to_stamp(lo), hour_to_stamp(hi)))
     return periods
 
 
@@ -315,12 +315,7 @@ def evaluate_run(
             f"the {split} split of {store_path} holds no sample for run {run_dir.name} (preset {sets.plan.preset})",
             "evaluate on a store that covers the run's test period, or use --split validation",
         )
-    if by == "season":
-        groups: tuple[str, ...] = SEASONS
-    elif by == "all":
-        groups = ("all",)
-    else:
-        groups = tuple(datasets)
+    groups = group_names(by, tuple(datasets))
 
     periods = _train_periods(sets.plan)
     key = (str(store_path.resolve()), tuple(cfg.samples.variables), tuple(periods))
@@ -358,7 +353,7 @@ def evaluate_run(
         if by == "split":
             labels = name
         else:
-            times = dataset.init_hours.astype("datetime64[h]")
+            times = hours_to_times(dataset.init_hours)
             labels = group_labels(times, by)
         accs, kept = score_model(
             run.model,
@@ -454,10 +449,7 @@ def evaluate_runs(
         raise ConfigError(
             f"unknown split '{split}'", f"use --split with one of: {', '.join(SPLITS)}"
         )
-    if by not in GROUPINGS:
-        raise ConfigError(
-            f"unknown grouping '{by}'", f"use --by with one of: {', '.join(GROUPINGS)}"
-        )
+    check_grouping(by)
     if out_dir is None and reports_dir is not None:
         out_dir = Path(reports_dir) / (name or default_report_name(run_dirs, split))
     if out_dir:
