@@ -473,14 +473,14 @@ def _remove(path: Path) -> None:
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``, replacing an existing one via a side name (never half-replaced)."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, old)
-        os.rename(tmp, final)
-        _remove(old)
+    """Move ``tmp`` onto ``final``, never half-replaced: a file by one rename, a Zarr
+    directory by the store's own swap (:func:`seacast.store.replace_store`)."""
+    if tmp.is_dir():
+        from seacast.store import replace_store
+
+        replace_store(tmp, final)
     else:
-        os.rename(tmp, final)
+        os.replace(tmp, final)
 
 
 # --------------------------------------------------------------------------- driver

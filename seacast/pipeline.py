@@ -50,6 +50,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from rich.markup import escape
 
+from seacast.atomic import atomic_write_text
 from seacast.config import StrictModel, apply_overrides, read_yaml, validate
 from seacast.errors import ConfigError, SeacastError
 from seacast.reporting import write_report
@@ -538,10 +539,7 @@ def read_state(workdir: Path, pipeline_name: str) -> dict[str, Any]:
 
 def _write_state(workdir: Path, pipeline_name: str, state: dict[str, Any]) -> None:
     path = workdir / STATE_DIR / f"{pipeline_name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True))
 
 
 def stage_status(

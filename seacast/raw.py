@@ -14,7 +14,8 @@ Offers:
 * :class:`Manifest`: which month files are complete, with what request.
 * :func:`write_month_atomic`: temp name -> check -> rename -> manifest.
 * :func:`check_month_file`: opens, has the variables, has the month's time steps.
-* :func:`expected_times`, :func:`temporary_path`, :func:`atomic_write_text`.
+* :func:`expected_times`, :func:`temporary_path` (and :func:`atomic_write_text`,
+  re-exported from :mod:`seacast.atomic`).
 * :func:`remove_leftovers`: the temporary files a killed fetch left behind.
 * :func:`fetch_lock`: one fetch per source folder at a time (cron-safe).
 * :func:`utc_now`, :func:`in_progress`: the present hour, and whether a month is still running.
@@ -26,7 +27,6 @@ import contextlib
 import glob
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from seacast.atomic import atomic_write_text, give_plain_mode
 from seacast.errors import DataError
 from seacast.interrupts import safe_points
 from seacast.locks import exclusive_lock
@@ -109,31 +110,6 @@ class Manifest:
         atomic_write_text(
             self.path, json.dumps({"complete": self.entries}, indent=2, sort_keys=True)
         )
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        give_plain_mode(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def give_plain_mode(path: Path) -> None:
-    """Give ``path`` the permissions a plain ``open(path, "w")`` would (0666 less the umask).
-
-    Files made through ``mkstemp`` (ours, and the Copernicus toolbox's downloads) are private
-    (0600); the raw files are shared data like the twin's, which netCDF writes 0644.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def temporary_path(final: Path) -> Path:

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from seacast import __version__
+from seacast.atomic import atomic_path, atomic_write_text
 
 MAX_TABLE_ROWS = 40
 _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
@@ -171,11 +172,11 @@ def _curves_figure(summaries: list[dict[str, Any]], path: Path) -> bool:
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -327,8 +328,6 @@ def write_report(
     ``runs``, ``evaluations`` and ``forecasts`` are paths or globs relative to ``workdir``; links in
     the page are relative to the page's folder, so the folder can be moved with its inputs.
     """
-    from seacast.raw import atomic_write_text
-
     workdir = Path(workdir)
     path = Path(path)
     report_dir = path.parent

@@ -18,7 +18,6 @@ Offers:
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,9 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from seacast.atomic import atomic_path, atomic_write_text  # noqa: E402
 from seacast.evaluation.baselines import REFERENCE_TITLES  # noqa: E402
 from seacast.plots import color_limits, draw_field, units_of  # noqa: E402
-from seacast.raw import atomic_write_text  # noqa: E402
 
 if TYPE_CHECKING:
     from seacast.evaluation.evaluate import EvaluationResults, RunScores
@@ -243,10 +242,11 @@ def lead_times_of(results: EvaluationResults) -> list[int]:
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".tmp" + path.suffix) as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from seacast.atomic import atomic_path
 from seacast.config import ExperimentConfig, validate
 from seacast.errors import DataError
 from seacast.windows import Normaliser
@@ -39,17 +39,10 @@ LAST = "checkpoint_last.pt"
 def save_checkpoint(state: dict[str, Any], path: Path | str) -> Path:
     """Write ``state`` to ``path`` atomically (temp file, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 
