@@ -13,8 +13,6 @@ Matplotlib runs headless (Agg); the figure is written through a temporary name a
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +25,7 @@ import matplotlib.patheffects as effects  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from seacast.atomic import atomic_path  # noqa: E402
 from seacast.errors import DataError  # noqa: E402
 from seacast.plots import LAND_COLOUR  # noqa: E402
 
@@ -133,13 +132,8 @@ def cotidal_map(
             fontsize=10,
         )
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
             fig.savefig(tmp, dpi=110, format="png")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     finally:
         plt.close(fig)
     return path

@@ -23,8 +23,6 @@ Offered:
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from seacast.atomic import atomic_path
 from seacast.errors import ConfigError, DataError
 
 UTIDE_EPOCH_DAYS = 719163  # utide's day numbers count from 0000-12-31; 1970-01-01 is this one
@@ -304,13 +303,8 @@ class TidalConstants:
     def save(self, path: Path | str) -> Path:
         """Write NetCDF through a temporary name and a rename (a killed write leaves no half file)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
+        with atomic_path(path, suffix=".tmp.nc") as tmp:
             self.to_dataset().to_netcdf(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
 
