@@ -534,10 +534,7 @@ def forecast(
     check_grid(store, run, store_path)
     hours = np.asarray(time_hours(store["time"].values), dtype=np.int64)
     step_hours = store_step_hours(store)
-    gaps = [
-        (int(time_hours([pd.Timestamp(a)])[0]), int(time_hours([pd.Timestamp(b)])[0]))
-        for a, b in store_gaps(store)
-    ]
+    gaps = [(stamp_to_hour(a), stamp_to_hour(b)) for a, b in store_gaps(store)]
     valid = valid_init_times(hours, step_hours, gaps, lags)
     init_index = resolve_init_time(hours, valid, init_time, lags)
     sea_mask = np.asarray(store["sea_mask"].values, dtype=bool)

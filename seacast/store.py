@@ -33,7 +33,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ import zarr
 from seacast.errors import DataError
 from seacast.interrupts import check_interrupt
 from seacast.locks import exclusive_lock
+from seacast.timeaxis import times_to_hours as time_hours  # noqa: F401 (the one conversion, old name)
 
 TIME_UNITS = "hours since 1970-01-01"
 STORE_DIMS = ("time", "latitude", "longitude")
@@ -180,12 +181,6 @@ def store_fingerprint(ds: xr.Dataset) -> str:
 
 
 # --------------------------------------------------------------------------- metadata pieces
-
-
-def time_hours(times: Iterable[Any]) -> np.ndarray:
-    """Times as int64 hours since 1970-01-01."""
-    values = np.asarray(pd.DatetimeIndex(np.asarray(times)).values.astype("datetime64[ns]"))
-    return (values - np.datetime64("1970-01-01", "ns")) // np.timedelta64(1, "h")
 
 
 def infer_step_hours(times: np.ndarray) -> float | None:

@@ -7,7 +7,7 @@ Offers:
 * :func:`hours_to_times` - its inverse, hours since 1970 as ``datetime64[ns]``.
 * :func:`stamp_to_hour` and :func:`hour_to_stamp` - the same for one time.
 
-:func:`seacast.store.time_hours` is the same conversion as :func:`times_to_hours`.
+:func:`seacast.store.time_hours` is :func:`times_to_hours` under its older name.
 """
 
 from __future__ import annotations
