@@ -145,17 +145,15 @@ def update_store_from_sources(store_path: Path) -> None:
     The store records the DataConfig that made it, so a scheduled run needs no config file:
     the month range is extended to the current (UTC) month and fetch skips complete months.
     """
-    import json
-
     import pandas as pd
 
     from seacast.config import DataConfig, validate
     from seacast.fetch import fetch
     from seacast.regrid import regrid_config
-    from seacast.store import open_store
+    from seacast.store import open_store, store_config
 
     ds = open_store(store_path)
-    raw = json.loads(ds.attrs["seacast_config"])
+    raw = store_config(ds)
     ds.close()
     this_month = pd.Timestamp.now(tz="UTC").strftime("%Y-%m")
     months = raw.get("months") or {}

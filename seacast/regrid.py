@@ -51,6 +51,7 @@ from seacast.interrupts import check_interrupt, safe_points
 from seacast.raw import expected_times
 from seacast.store import (
     ATTR_CONFIG,
+    ATTR_GAPS,
     append_to_store,
     create_store,
     finalise_store,
@@ -691,7 +692,7 @@ def _regrid_locked(
                 step_hours=step,
                 span=span,
             )
-            report.gaps = attrs["seacast_gaps"]
+            report.gaps = attrs[ATTR_GAPS]
         else:
             report.gaps = store_gaps(existing)
         return
@@ -801,7 +802,7 @@ def _regrid_locked(
             step_hours=step,
             span=span,
         )
-        report.gaps = attrs["seacast_gaps"]
+        report.gaps = attrs[ATTR_GAPS]
         if existing is not None:
             existing.close()
         replace_store(target_path, path)
