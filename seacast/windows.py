@@ -13,7 +13,7 @@ needs; each DataLoader worker opens its own handle.
 
 Offered:
 
-* :class:`Normaliser` - min-max to [0.1, 1] (the reference) or z-score, per variable.
+* :class:`~seacast.normalise.Normaliser` - re-exported from :mod:`seacast.normalise`, where it lives.
 * :class:`Timeline` - the store's times and gaps; which init times have a whole window.
 * :class:`WindowDataset` - the torch Dataset for a list of init times.
 * :class:`SampleSets` and :func:`open_samples` - train / validation / test datasets of a
@@ -36,100 +36,17 @@ import xarray as xr
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seacast.config import SamplesConfig
-from seacast.errors import ConfigError, DataError
+from seacast.errors import ConfigError
+from seacast.normalise import MINMAX_LOW as MINMAX_LOW  # re-exported: the old import path
+from seacast.normalise import Normaliser
 from seacast.seasons import season_of_hours
 from seacast.splits import Selection, SplitPlan, plan_split
 from seacast.timeaxis import stamp_to_hour, times_to_hours
 
-MINMAX_LOW = 0.1  # the reference scales to [0.1, 1], keeping 0 free for land
 PRELOAD_CHUNK_FRAMES = (
     168  # frames encoded at a time while preloading (bounds the float64 tide temporaries)
 )
 log = logging.getLogger("seacast.windows")
-
-
-# --------------------------------------------------------------------------- normalisation
-
-
-@dataclass
-class Normaliser:
-    """Per-variable affine scaling: ``normalised = (x - offset) / scale + shift``.
-
-    ``minmax`` maps [min, max] to [0.1, 1]; ``zscore`` maps mean to 0 and std to 1.
-    """
-
-    variables: list[str]
-    method: str
-    offset: np.ndarray
-    scale: np.ndarray
-    shift: float
-
-    @classmethod
-    def from_stats(
-        cls, stats: dict[str, dict[str, float]], variables: Sequence[str], method: str = "minmax"
-    ) -> Normaliser:
-        missing = [v for v in variables if v not in stats]
-        if missing:
-            raise DataError(
-                f"the store has no statistics for {missing}",
-                "remake the store with `seacast regrid`",
-            )
-        if method == "minmax":
-            offset = np.array([stats[v]["min"] for v in variables], dtype=np.float64)
-            span = np.array(
-                [stats[v]["max"] - stats[v]["min"] for v in variables], dtype=np.float64
-            )
-            scale = np.where(span > 0, span, 1.0) / (1.0 - MINMAX_LOW)
-            shift = MINMAX_LOW
-        elif method == "zscore":
-            offset = np.array([stats[v]["mean"] for v in variables], dtype=np.float64)
-            std = np.array([stats[v]["std"] for v in variables], dtype=np.float64)
-            scale = np.where(std > 0, std, 1.0)
-            shift = 0.0
-        else:
-            raise ConfigError(f"unknown normalisation '{method}'", "use minmax or zscore")
-        return cls(list(variables), method, offset, scale, float(shift))
-
-    def _params(self, like: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        dim = channel_dim % like.ndim
-        if like.shape[dim] != len(self.variables):
-            raise ValueError(
-                f"axis {channel_dim} of shape {tuple(like.shape)} is not the {len(self.variables)} variables"
-            )
-        view = [1] * like.ndim
-        view[dim] = len(self.variables)
-        offset = torch.as_tensor(self.offset, dtype=like.dtype, device=like.device).view(view)
-        scale = torch.as_tensor(self.scale, dtype=like.dtype, device=like.device).view(view)
-        return offset, scale
-
-    def normalise(self, x: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
-        """Physical -> normalised; ``channel_dim`` is the variable axis (``[..., C, H, W]`` by default)."""
-        offset, scale = self._params(x, channel_dim)
-        return (x - offset) / scale + self.shift
-
-    def denormalise(self, x: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
-        """Normalised -> physical; inverse of :meth:`normalise`."""
-        offset, scale = self._params(x, channel_dim)
-        return (x - self.shift) * scale + offset
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "variables": list(self.variables),
-            "method": self.method,
-            "offset": [float(v) for v in self.offset],
-            "scale": [float(v) for v in self.scale],
-            "shift": self.shift,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Normaliser:
-        return cls(
-            list(data["variables"]),
-            str(data["method"]),
-            np.asarray(data["offset"], dtype=np.float64),
-            np.asarray(data["scale"], dtype=np.float64),
-            float(data["shift"]),
-        )
 
 
 # --------------------------------------------------------------------------- timeline
