@@ -4,9 +4,10 @@ Offers:
 
 * :func:`plan`: the month files a fetch would write (dataset x month), which are
   complete already and their estimated size. Offline: it reads only the config,
-  the manifest and (for ``files``) the names of the matched files.
+  the manifest and (for ``files``) the matched files' time axes.
 * :func:`fetch`: run the plan through the config's source (``copernicus``,
-  ``files`` or ``twin``) under a lock, with a rich progress bar. Ctrl-C stops it
+  ``files`` or ``twin``, a :class:`~seacast.sources.base.RawSource` found by
+  :func:`seacast.sources.raw_source`) under a lock, with a rich progress bar. Ctrl-C stops it
   at the next safe point (within a second or so), removes the temporary files it
   was writing, releases the lock and raises KeyboardInterrupt.
 * :class:`FetchPlan` (with :meth:`FetchPlan.table`) and :class:`FetchResult`.
@@ -22,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from seacast.config import DataConfig
-from seacast.errors import DataError
 from seacast.interrupts import safe_points
 from seacast.progress import progress_bar
 from seacast.raw import fetch_lock, remove_leftovers
+from seacast.sources import raw_source
 from seacast.sources.base import MarineClient, PlannedFile, ProgressCallback
+from seacast.sources.base import format_bytes as format_bytes  # re-exported: the old import path
 
 logger = logging.getLogger("seacast")
 
@@ -95,60 +96,18 @@ class FetchResult:
     fetched: int
 
 
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _plan_twin(cfg: DataConfig, force: bool) -> list[PlannedFile]:
-    try:
-        from seacast.sources.twin import plan_twin
-    except ModuleNotFoundError as exc:
-        if exc.name != "seacast.sources.twin":
-            raise
-        raise _twin_missing() from None
-    return plan_twin(cfg, force)
-
-
-def _twin_missing() -> DataError:
-    return DataError(
-        "the twin source is not part of this checkout", "use source: copernicus or files"
-    )
-
-
 def plan(cfg: DataConfig, force: bool = False) -> FetchPlan:
     """The fetch plan of ``cfg``; never imports the Copernicus toolbox nor touches the network."""
-    if cfg.source == "copernicus":
-        from seacast.sources.copernicus import estimate_grid, plan_copernicus
-
-        ny, nx = estimate_grid(cfg)
-        notes = [
-            f"product {cfg.copernicus.product}; bbox {cfg.bbox.lat_min}..{cfg.bbox.lat_max} N, "
-            f"{cfg.bbox.lon_min}..{cfg.bbox.lon_max} E; about {ny} x {nx} points at {cfg.copernicus.grid_km:g} km",
-            "sizes assume float32, one depth level, no compression",
-        ]
-        return FetchPlan("copernicus", plan_copernicus(cfg, force), notes)
-    if cfg.source == "files":
-        from seacast.sources.files import matched_files, plan_files
-
-        paths = matched_files(cfg)
-        total = sum(p.stat().st_size for p in paths)
-        notes = [f"{len(paths)} file(s) match '{cfg.files.glob}' ({format_bytes(total)} in all)"]  # type: ignore[union-attr]
-        return FetchPlan("files", plan_files(cfg, force), notes)
-    notes = [
-        f"built-in North Sea twin, {cfg.twin.shape[0]} x {cfg.twin.shape[1]} grid, seed {cfg.twin.seed}"
-    ]
-    return FetchPlan("twin", _plan_twin(cfg, force), notes)
+    source = raw_source(cfg.source)
+    files = source.plan(cfg, force)
+    return FetchPlan(source.name, files, source.notes(cfg))
 
 
 @contextlib.contextmanager
 def _progress_bar(
     total: int, show: bool, console: Console
-) -> Iterator[tuple[Progress, ProgressCallback, Callable[[str], None]]]:
-    """A rich bar over the month files; yields the bar, the advance callback and a logger printing above it."""
+) -> Iterator[tuple[ProgressCallback, Callable[[str], None]]]:
+    """A rich bar over the month files; yields the advance callback and a logger printing above it."""
     with progress_bar(
         "[bold]fetch[/]", "{task.description}", eta=False, console=console, enabled=show
     ) as bar:
@@ -165,7 +124,7 @@ def _progress_bar(
             if not show or _logged_elsewhere():
                 logger.warning(message)
 
-        yield bar, advance, log
+        yield advance, log
 
 
 def _logged_elsewhere() -> bool:
@@ -207,28 +166,12 @@ def fetch(
     with (
         fetch_lock(cfg.raw_dir, cfg.source),
         safe_points(),
-        _progress_bar(len(the_plan.files), show_progress, console) as (bar, advance, log),
+        _progress_bar(len(the_plan.files), show_progress, console) as (advance, log),
     ):
         for leftover in remove_leftovers(cfg.raw_dir, cfg.source):
             logger.info("removed %s, left by a killed fetch", leftover)
-        if cfg.source == "copernicus":
-            from seacast.sources.copernicus import fetch_copernicus
-
-            paths = fetch_copernicus(cfg, client=client, force=force, progress=advance, log=log)
-        elif cfg.source == "files":
-            from seacast.sources.files import fetch_files
-
-            paths = fetch_files(cfg, force=force, progress=advance)
-        else:
-            try:
-                from seacast.sources.twin import fetch_twin
-            except ModuleNotFoundError as exc:
-                if exc.name != "seacast.sources.twin":
-                    raise
-                raise _twin_missing() from None
-            # the twin shows simulated hours on our bar rather than whole months
-            bar.remove_task(bar.task_ids[0])
-            paths = fetch_twin(cfg, progress=bar, force=force)
+        source = raw_source(cfg.source)
+        paths = source.fetch(cfg, force=force, progress=advance, client=client, log=log)
     logger.info(
         "fetch %s: %d month file(s) fetched, %d already complete",
         cfg.name,

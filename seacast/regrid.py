@@ -49,6 +49,7 @@ from seacast.config import BBox, DataConfig, FilesSource, GridConfig, StoreConfi
 from seacast.errors import DataError
 from seacast.interrupts import check_interrupt, safe_points
 from seacast.raw import expected_times
+from seacast.sources import raw_source
 from seacast.store import (
     ATTR_CONFIG,
     ATTR_GAPS,
@@ -826,12 +827,7 @@ def _coverage_warning(report: RegridReport, path: Path) -> None:
 def raw_units(config: DataConfig) -> list[Unit]:
     """The month units of ``config``'s raw layout (``<raw_dir>/<source>/<dataset>/<YYYY-MM>.nc``)."""
     root = Path(config.raw_dir) / config.source
-    if config.source == "copernicus":
-        datasets = [d.id for d in config.copernicus.datasets]
-    elif config.source == "files" and config.files is not None:
-        datasets = [config.files.dataset]
-    else:
-        datasets = sorted(p.name for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    datasets = raw_source(config.source).datasets(config)
     units = []
     for month in config.months.months():
         paths = [root / d / f"{month}.nc" for d in datasets if (root / d / f"{month}.nc").exists()]

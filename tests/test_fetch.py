@@ -36,7 +36,7 @@ from typer.testing import CliRunner
 
 from seacast.cli import app
 from seacast.config import DataConfig, load_config
-from seacast.errors import CredentialsError, DataError
+from seacast.errors import ConfigError, CredentialsError, DataError
 from seacast.fetch import fetch, plan
 from seacast.locks import LockHeld
 from seacast.raw import Manifest, MonthFile, expected_times, fetch_lock, temporary_path
@@ -591,6 +591,57 @@ def test_files_are_renamed_merged_and_split_by_month(tmp_path: Path) -> None:
     assert plan(cfg).todo == []
 
 
+def _local_month_file(path: Path, month: str, value: float) -> None:
+    """A whole month of hourly frames on a 3 x 4 grid, with the foreign names of _files_config."""
+    times = expected_times(month)
+    data = np.full((len(times), 3, 4), value, dtype=np.float32)
+    xr.Dataset(
+        {"sal": (("time", "lat", "lon"), data)},
+        coords={"time": times, "lat": [52.0, 52.5, 53.0], "lon": [3.0, 3.5, 4.0, 4.5]},
+    ).to_netcdf(path)
+
+
+def test_dry_run_lists_exactly_what_the_fetch_fetches_after_a_request_change(
+    tmp_path: Path,
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for month, value in (("2024-01", 35.0), ("2024-02", 34.0)):
+        _local_month_file(incoming / f"{month}.nc", month, value)
+    cfg = _files_config(tmp_path, str(incoming / "*.nc"), months="2024-01:2024-02")
+    raw = cfg.raw_dir / "files" / "med"
+
+    def fetched_months(cfg: DataConfig) -> list[str]:
+        """The months a fetch really rewrites (their files change on disk)."""
+        before = {p.stem: p.stat().st_mtime_ns for p in raw.glob("*.nc")}
+        time.sleep(0.01)  # a rewrite gets a later mtime
+        fetch(cfg)
+        after = {p.stem: p.stat().st_mtime_ns for p in raw.glob("*.nc")}
+        return sorted(m for m in after if before.get(m) != after[m])
+
+    assert [f.month for f in plan(cfg).todo] == ["2024-01", "2024-02"]
+    assert fetched_months(cfg) == ["2024-01", "2024-02"]
+    assert plan(cfg).todo == []
+
+    # an input file replaced: its month's request changes, the other month's does not
+    _local_month_file(incoming / "2024-02.nc", "2024-02", 33.0)
+    planned = [f.month for f in plan(cfg).todo]
+    assert planned == ["2024-02"]
+    assert fetched_months(cfg) == planned
+
+    # another rename mapping: every month's request changes
+    cfg = _files_config(
+        tmp_path,
+        str(incoming / "*.nc"),
+        months="2024-01:2024-02",
+        rename={"lat": "latitude", "lon": "longitude", "sal": "so", "unused": "x"},
+    )
+    planned = [f.month for f in plan(cfg).todo]
+    assert planned == ["2024-01", "2024-02"]
+    assert fetched_months(cfg) == planned
+    assert plan(cfg).todo == []
+
+
 @needs_fixtures
 def test_files_partial_month_is_an_error_unless_allowed(tmp_path: Path) -> None:
     incoming = tmp_path / "incoming"
@@ -664,24 +715,28 @@ def test_missing_variable_lists_what_is_there(tmp_path: Path) -> None:
 
 
 def test_twin_source_is_dispatched_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rich.progress import Progress
-
     from seacast.sources.base import PlannedFile
 
     calls = []
     path = tmp_path / "raw" / "twin" / "nws_twin" / "2024-01.nc"
 
-    def fake_plan_twin(cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
-        return [PlannedFile("twin", "nws_twin", "2024-01", ("zos",), path, 10, False)]
+    class FakeTwin:
+        name = "twin"
 
-    def fake_fetch_twin(cfg: DataConfig, progress=None, force: bool = False) -> list[Path]:
-        assert isinstance(progress, Progress)  # the twin adds its simulated-hours bar to ours
-        calls.append((cfg.name, force))
-        return [path]
+        def plan(self, cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
+            return [PlannedFile("twin", "nws_twin", "2024-01", ("zos",), path, 10, False)]
+
+        def notes(self, cfg: DataConfig) -> list[str]:
+            return []
+
+        def fetch(self, cfg: DataConfig, *, force=False, progress=None, client=None, log=None):
+            assert callable(progress)  # the driver's one progress type: a month-file callback
+            progress("nws_twin 2024-01")
+            calls.append((cfg.name, force))
+            return [path]
 
     module = types.ModuleType("seacast.sources.twin")
-    module.fetch_twin = fake_fetch_twin  # type: ignore[attr-defined]
-    module.plan_twin = fake_plan_twin  # type: ignore[attr-defined]
+    module.RAW_SOURCE = FakeTwin()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "seacast.sources.twin", module)
     cfg = DataConfig.model_validate(
         {"name": "demo", "source": "twin", "months": "2024-01", "raw_dir": str(tmp_path / "raw")}
@@ -689,6 +744,17 @@ def test_twin_source_is_dispatched_lazily(tmp_path: Path, monkeypatch: pytest.Mo
     assert plan(cfg).estimated_bytes == 10
     result = fetch(cfg, force=True)
     assert calls == [("demo", True)] and result.paths == [path] and result.fetched == 1
+
+
+def test_every_source_is_in_the_registry() -> None:
+    from seacast.config import DataConfig as Config
+    from seacast.sources import SOURCE_MODULES, raw_source
+
+    names = Config.model_fields["source"].annotation.__args__  # type: ignore[union-attr]
+    assert set(names) == set(SOURCE_MODULES)
+    assert all(raw_source(name).name == name for name in names)
+    with pytest.raises(ConfigError, match="unknown source"):
+        raw_source("ftp")
 
 
 @needs_fixtures

@@ -5,6 +5,7 @@ Offers:
 * :func:`fetch_copernicus`: every (dataset, month) of the config, written through
   :func:`seacast.raw.write_month_atomic`; complete months are skipped.
 * :func:`plan_copernicus`: what a fetch would write, with size estimates, offline.
+* :data:`RAW_SOURCE`: both as the :class:`~seacast.sources.base.RawSource` of ``copernicus``.
 * :func:`resolve_credentials` / :func:`require_credentials`: the toolbox's own
   order (environment, credentials file, ``~/.netrc``), read by seacast so the
   toolbox is never left to prompt.
@@ -783,3 +784,40 @@ def login(
             f"check them (recover them at https://help.marine.copernicus.eu); register at {REGISTER_URL}",
         )
     return directory / CREDENTIALS_FILENAME
+
+
+# --------------------------------------------------------------------------- the source
+
+
+class CopernicusRaw:
+    """``source: copernicus`` as a :class:`~seacast.sources.base.RawSource`."""
+
+    name = SOURCE
+
+    def plan(self, cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
+        return plan_copernicus(cfg, force)
+
+    def notes(self, cfg: DataConfig) -> list[str]:
+        ny, nx = estimate_grid(cfg)
+        return [
+            f"product {cfg.copernicus.product}; bbox {cfg.bbox.lat_min}..{cfg.bbox.lat_max} N, "
+            f"{cfg.bbox.lon_min}..{cfg.bbox.lon_max} E; about {ny} x {nx} points at {cfg.copernicus.grid_km:g} km",
+            "sizes assume float32, one depth level, no compression",
+        ]
+
+    def fetch(
+        self,
+        cfg: DataConfig,
+        *,
+        force: bool = False,
+        progress: ProgressCallback = no_progress,
+        client: MarineClient | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> list[Path]:
+        return fetch_copernicus(cfg, client=client, force=force, progress=progress, log=log)
+
+    def datasets(self, cfg: DataConfig) -> list[str]:
+        return [spec.id for spec in cfg.copernicus.datasets]
+
+
+RAW_SOURCE = CopernicusRaw()

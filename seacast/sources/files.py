@@ -7,15 +7,23 @@ coordinates renamed with ``files.rename`` (e.g. ``lat -> latitude``,
 ``<raw_dir>/files/<files.dataset>/<YYYY-MM>.nc``. Times present in several
 files are taken once (from the first file in name order).
 
-Offers :func:`fetch_files`, :func:`plan_files`, :func:`matched_files` and
-:func:`open_source_file` (one file, checked and renamed).
+A month is complete when the manifest lists it with the fingerprint of the files that
+hold its times (their names, sizes and modification times) and of the renames:
+:func:`plan_files` and :func:`fetch_files` both decide it so, so ``--dry-run`` lists
+exactly the months a fetch writes.
+
+Offers :func:`fetch_files`, :func:`plan_files`, :func:`matched_files`,
+:func:`open_source_file` (one file, checked and renamed) and :data:`RAW_SOURCE` (the
+:class:`~seacast.sources.base.RawSource` of ``files``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +34,13 @@ from seacast.config import DataConfig, FilesSource
 from seacast.errors import ConfigError, DataError
 from seacast.interrupts import check_interrupt
 from seacast.raw import Manifest, MonthFile, write_month_atomic
-from seacast.sources.base import PlannedFile, ProgressCallback, no_progress
+from seacast.sources.base import (
+    MarineClient,
+    PlannedFile,
+    ProgressCallback,
+    format_bytes,
+    no_progress,
+)
 
 SOURCE = "files"
 REQUIRED_COORDS = ("time", "latitude", "longitude")
@@ -161,24 +175,66 @@ def _write_month(pieces: list[tuple[Path, xr.Dataset]], month: str, tmp: Path) -
     merged.to_netcdf(tmp, encoding=encoding)
 
 
+@contextlib.contextmanager
+def _opened_sources(
+    cfg: DataConfig, settings: FilesSource
+) -> Iterator[list[tuple[Path, xr.Dataset]]]:
+    """Every matched file, opened lazily and checked (a DataError naming a bad one); all closed on exit."""
+    opened: list[tuple[Path, xr.Dataset]] = []
+    try:
+        for path in matched_files(cfg):
+            check_interrupt()  # Ctrl-C is held by seacast fetch: stop between files
+            opened.append((path, open_source_file(path, settings)))
+        yield opened
+    finally:
+        for _, ds in opened:
+            ds.close()
+
+
+def _month_pieces(
+    opened: list[tuple[Path, xr.Dataset]], month: str
+) -> list[tuple[Path, xr.Dataset]]:
+    """The opened files holding times of ``month``."""
+    return [(p, ds) for p, ds in opened if _month_slice(ds, month).sizes["time"] > 0]
+
+
+def _is_complete(
+    manifest: Manifest,
+    item: MonthFile,
+    raw_dir: Path,
+    request: str,
+    pieces: list[tuple[Path, xr.Dataset]],
+    force: bool,
+) -> bool:
+    """The one test of a complete month (plan and fetch): on disk, made by the same files and renames."""
+    return not force and bool(pieces) and manifest.is_complete(item, raw_dir, request)
+
+
 def plan_files(cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
-    """Every month file the fetch would write (sizes are unknown before reading the files)."""
+    """Every month file the fetch would write (sizes are unknown before reading the files).
+
+    Opens the matched files for their time axes: which files hold a month decides its
+    fingerprint, as in :func:`fetch_files`.
+    """
     settings = _settings(cfg)
     manifest = Manifest(cfg.raw_dir, SOURCE)
     planned = []
-    for month in cfg.months.months():
-        item = MonthFile(SOURCE, settings.dataset, month)
-        planned.append(
-            PlannedFile(
-                source=SOURCE,
-                dataset=settings.dataset,
-                month=month,
-                variables=tuple(settings.variables),
-                path=item.path(cfg.raw_dir),
-                estimated_bytes=None,
-                complete=not force and manifest.is_complete(item, cfg.raw_dir),
+    with _opened_sources(cfg, settings) as opened:
+        for month in cfg.months.months():
+            item = MonthFile(SOURCE, settings.dataset, month)
+            pieces = _month_pieces(opened, month)
+            request = _fingerprint(settings, [p for p, _ in pieces])
+            planned.append(
+                PlannedFile(
+                    source=SOURCE,
+                    dataset=settings.dataset,
+                    month=month,
+                    variables=tuple(settings.variables),
+                    path=item.path(cfg.raw_dir),
+                    estimated_bytes=None,
+                    complete=_is_complete(manifest, item, cfg.raw_dir, request, pieces, force),
+                )
             )
-        )
     return planned
 
 
@@ -192,22 +248,17 @@ def fetch_files(
     are reported together at the end, after the others are written.
     """
     settings = _settings(cfg)
-    paths = matched_files(cfg)
     manifest = Manifest(cfg.raw_dir, SOURCE)
-    opened: list[tuple[Path, xr.Dataset]] = []
-    try:
-        for path in paths:
-            check_interrupt()  # Ctrl-C is held by seacast fetch: stop between files
-            opened.append((path, open_source_file(path, settings)))
+    with _opened_sources(cfg, settings) as opened:
         variables = settings.variables or sorted({str(v) for _, ds in opened for v in ds.data_vars})
         written: list[Path] = []
         failures: list[str] = []
         for month in cfg.months.months():
             check_interrupt()  # and between months
             item = MonthFile(SOURCE, settings.dataset, month)
-            pieces = [(p, ds) for p, ds in opened if _month_slice(ds, month).sizes["time"] > 0]
+            pieces = _month_pieces(opened, month)
             fingerprint = _fingerprint(settings, [p for p, _ in pieces])
-            if not force and pieces and manifest.is_complete(item, cfg.raw_dir, fingerprint):
+            if _is_complete(manifest, item, cfg.raw_dir, fingerprint, pieces, force):
                 written.append(item.path(cfg.raw_dir))
                 progress(f"{settings.dataset} {month}")
                 continue
@@ -238,9 +289,6 @@ def fetch_files(
             except DataError as exc:
                 failures.append(f"{month}: {exc.problem}")
             progress(f"{settings.dataset} {month}")
-    finally:
-        for _, ds in opened:
-            ds.close()
     if failures:
         raise DataError(
             f"{len(failures)} month(s) could not be written from the local files:\n    - "
@@ -249,3 +297,36 @@ def fetch_files(
             "to accept months covered in part",
         )
     return written
+
+
+class LocalFilesRaw:
+    """``source: files`` as a :class:`~seacast.sources.base.RawSource`."""
+
+    name = SOURCE
+
+    def plan(self, cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
+        return plan_files(cfg, force)
+
+    def notes(self, cfg: DataConfig) -> list[str]:
+        paths = matched_files(cfg)
+        total = sum(p.stat().st_size for p in paths)
+        return [
+            f"{len(paths)} file(s) match '{_settings(cfg).glob}' ({format_bytes(total)} in all)"
+        ]
+
+    def fetch(
+        self,
+        cfg: DataConfig,
+        *,
+        force: bool = False,
+        progress: ProgressCallback = no_progress,
+        client: MarineClient | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> list[Path]:
+        return fetch_files(cfg, force=force, progress=progress)
+
+    def datasets(self, cfg: DataConfig) -> list[str]:
+        return [_settings(cfg).dataset]
+
+
+RAW_SOURCE = LocalFilesRaw()

@@ -3,7 +3,8 @@
 Offers :func:`fetch_twin`, which runs :func:`seacast.twin.simulate` once over
 ``cfg.months`` and writes each month to ``<raw_dir>/twin/nws_twin/<YYYY-MM>.nc``
 through :func:`seacast.raw.write_month_atomic`; :func:`plan_twin` (the month files
-and which are complete, for ``--dry-run``) and :func:`twin_fingerprint`.
+and which are complete, for ``--dry-run``), :func:`twin_fingerprint` and
+:data:`RAW_SOURCE` (the :class:`~seacast.sources.base.RawSource` of ``twin``).
 
 A month is complete when the manifest lists it with the same twin fingerprint
 (twin settings, box and the run's first month: a month's ocean state depends on
@@ -19,14 +20,12 @@ later months are not written and are reported as an error.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
 import xarray as xr
-from rich.progress import (
-    Progress,
-)
+from rich.progress import Progress
 
 from seacast.config import DataConfig, fingerprint, to_dict
 from seacast.errors import DataError
@@ -40,7 +39,7 @@ from seacast.raw import (
     utc_now,
     write_month_atomic,
 )
-from seacast.sources.base import PlannedFile, ProgressCallback
+from seacast.sources.base import MarineClient, PlannedFile, ProgressCallback, no_progress
 from seacast.twin import DATASET_NAME, run_span, simulate
 from seacast.twin.output import VARIABLES, netcdf_encoding
 
@@ -80,16 +79,14 @@ def _hour_bar() -> Progress:
 
 
 @contextlib.contextmanager
-def _hour_progress(
-    progress: Progress | ProgressCallback | None, hours: int, label: str
-) -> Iterator[tuple]:
-    """(advance_hours(n), set_label(text), month_done(label)) for a rich Progress or a month callback."""
-    if progress is not None and not isinstance(progress, Progress):
+def _hour_progress(progress: ProgressCallback | None, hours: int, label: str) -> Iterator[tuple]:
+    """(advance_hours(n), set_label(text), month_done(label)): the caller's month callback,
+    or, with none, a bar of simulated hours of our own."""
+    if progress is not None:
         # the fetch driver's callback: one call per month file done
         yield (lambda n: None), (lambda text: None), progress
         return
-    bar = progress if progress is not None else _hour_bar()
-    with bar if progress is None else contextlib.nullcontext():
+    with _hour_bar() as bar:
         task = bar.add_task(label, total=hours)
         yield (
             (lambda n: bar.advance(task, n)),
@@ -131,15 +128,15 @@ def _write_netcdf(ds: xr.Dataset, path: Path) -> None:
 
 def fetch_twin(
     cfg: DataConfig,
-    progress: Progress | ProgressCallback | None = None,
+    progress: ProgressCallback | None = None,
     force: bool = False,
     now: pd.Timestamp | None = None,
 ) -> list[Path]:
     """Simulate ``cfg.months`` with the twin and write the month files; returns their paths.
 
-    ``force`` rewrites complete months. ``progress`` is a rich Progress to add a bar of
-    simulated hours to (one is made and shown if None), or the fetch driver's
-    ``progress(label)`` callback, called once per month file done. ``now`` (UTC, the
+    ``force`` rewrites complete months. ``progress(label)`` is called once per month file
+    done (the fetch driver's callback); without one, a bar of simulated hours is shown
+    instead. ``now`` (UTC, the
     present by default) caps the run: the current month is written up to that hour and
     recorded in progress; months after it are not written (a DataError names them).
     """
@@ -152,7 +149,7 @@ def fetch_twin(
     todo = {p.month for p in planned if not p.complete and p.month <= current}
     if not todo:
         for p in planned:
-            if callable(progress) and not isinstance(progress, Progress):
+            if progress is not None:
                 progress(p.label)
         _refuse_future(future, until)
         return paths
@@ -201,3 +198,35 @@ def _refuse_future(future: list[str], until: pd.Timestamp) -> None:
             f"end months at {until:%Y-%m} or earlier; the current month is written up to the present "
             "hour and extended by each run",
         )
+
+
+class TwinRaw:
+    """``source: twin`` as a :class:`~seacast.sources.base.RawSource`."""
+
+    name = SOURCE
+
+    def plan(self, cfg: DataConfig, force: bool = False) -> list[PlannedFile]:
+        return plan_twin(cfg, force)
+
+    def notes(self, cfg: DataConfig) -> list[str]:
+        return [
+            f"built-in North Sea twin, {cfg.twin.shape[0]} x {cfg.twin.shape[1]} grid, seed {cfg.twin.seed}"
+        ]
+
+    def fetch(
+        self,
+        cfg: DataConfig,
+        *,
+        force: bool = False,
+        progress: ProgressCallback = no_progress,
+        client: MarineClient | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> list[Path]:
+        return fetch_twin(cfg, progress=progress, force=force)
+
+    def datasets(self, cfg: DataConfig) -> list[str]:
+        root = Path(cfg.raw_dir) / SOURCE
+        return sorted(p.name for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+
+
+RAW_SOURCE = TwinRaw()
