@@ -14,7 +14,8 @@ This module offers:
 * :func:`plan_pipeline`: expand vars and ``foreach`` matrices into :class:`PlannedStage` objects.
 * :func:`stage_status`: is a stage up to date, and why (used by ``show`` and ``run``).
 * :func:`run_pipeline`: run the plan, returning a :class:`PipelineResult` with per-stage timings.
-* :func:`write_report`: the ``report`` stage's library call (re-exported from :mod:`seacast.reporting`).
+* :func:`write_report`: the Markdown page (re-exported from :mod:`seacast.reporting`); the ``report``
+  stage writes it and the HTML page beside it with :func:`seacast.html_report.write_report_pages`.
 
 Variables are written ``${NAME}`` anywhere in ``run``, ``config``, ``inputs``, ``outputs`` and
 ``report``. They come from ``vars`` (overridable with ``--set NAME=VALUE``), from ``choices``
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import glob
 import hashlib
 import itertools
 import json
@@ -53,7 +53,8 @@ from rich.markup import escape
 from seacast.atomic import atomic_write_text
 from seacast.config import StrictModel, apply_overrides, read_yaml, validate
 from seacast.errors import ConfigError, SeacastError
-from seacast.reporting import write_report
+from seacast.html_report import write_report_pages
+from seacast.reporting import expand_globs, write_report
 
 STAGE_KINDS = ("fetch", "regrid", "train", "evaluate", "forecast", "report", "command")
 PIPELINES_DIR = Path("pipelines")
@@ -73,7 +74,7 @@ def _as_list(value: Any) -> Any:
 
 
 class ReportSpec(StrictModel):
-    """What a ``kind: report`` stage combines into one Markdown page.
+    """What a ``kind: report`` stage combines into one page, Markdown at ``path`` and HTML beside it.
 
     Example: ``{path: reports/demo/index.md, runs: ["runs/demo-*"], evaluations: [reports/demo/evaluation],
     forecasts: ["forecasts/demo/*.png"]}``. Missing parts get a note in the report, not an error.
@@ -487,15 +488,6 @@ def select_stages(
 # --------------------------------------------------------------------------- freshness
 
 
-def _expand(pattern: str, workdir: Path) -> list[Path]:
-    """Existing paths matching ``pattern`` (relative to workdir; ** allowed)."""
-    path = Path(pattern)
-    full = path if path.is_absolute() else workdir / path
-    if glob.has_magic(pattern):
-        return sorted(Path(p) for p in glob.glob(str(full), recursive=True))
-    return [full] if full.exists() else []
-
-
 def _newest_mtime(path: Path) -> int:
     """Modification time in ns; for a folder (a Zarr store, a run) the newest file inside it."""
     newest = path.stat().st_mtime_ns
@@ -563,7 +555,7 @@ def stage_status(
         return StageStatus(False, "commands or files changed since the last run")
     oldest_output: int | None = None
     for pattern in stage.outputs:
-        matches = _expand(pattern, workdir)
+        matches = expand_globs(pattern, workdir)
         if not matches:
             return StageStatus(False, f"output {pattern} is missing")
         for path in matches:
@@ -575,7 +567,7 @@ def stage_status(
     reference = max(oldest_output, int(record.get("started_ns", 0))) if record else oldest_output
     for kind, patterns in (("config", stage.config), ("input", stage.inputs)):
         for pattern in patterns:
-            matches = _expand(pattern, workdir)
+            matches = expand_globs(pattern, workdir)
             if not matches:
                 return StageStatus(False, f"{kind} {pattern} is missing")
             for path in matches:
@@ -694,7 +686,8 @@ def _execute(
             )
     if stage.report is not None:
         spec = stage.report
-        write_report(
+        # the same pages as `seacast report`: index.md at spec.path, index.html beside it
+        write_report_pages(
             workdir / spec.path,
             title=spec.title or stage.name,
             runs=spec.runs,
@@ -702,7 +695,7 @@ def _execute(
             forecasts=spec.forecasts,
             workdir=workdir,
         )
-    missing = [pattern for pattern in stage.outputs if not _expand(pattern, workdir)]
+    missing = [pattern for pattern in stage.outputs if not expand_globs(pattern, workdir)]
     if missing:
         raise StageFailed(
             f"stage '{stage.name}' finished but did not write {', '.join(missing)}",

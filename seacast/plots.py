@@ -2,10 +2,13 @@
 
 Offers:
 
-* :data:`CF_ATTRS` - CF standard names, long names and units of the CMEMS variables.
+* :data:`CF_ATTRS` - CF standard names, long names and units (defined in :mod:`seacast.schema`).
 * :func:`colormap_for` - the cmocean colormap of a variable (a diverging one for errors).
-* :func:`draw_field` - one field on an axis, land masked, coastline drawn, colorbar labelled.
+* :func:`draw_field` - one field on an axis, land masked, coastline drawn along the cell edges,
+  colour bar labelled with the units and arrowed where the colours are clipped.
 * :func:`forecast_maps` - one PNG per variable of a forecast file, one panel per lead time.
+* :func:`forecast_lead_maps` - one PNG per lead time, one panel per variable (the HTML report's
+  lead-time selector shows them one at a time, on the same colour scales).
 
 Matplotlib runs headless (Agg); figures are closed after saving so a long cron job does not leak.
 """
@@ -24,35 +27,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 
-CF_ATTRS: dict[str, dict[str, str]] = {
-    "zos": {
-        "standard_name": "sea_surface_height_above_geoid",
-        "long_name": "Sea surface height",
-        "units": "m",
-    },
-    "uo": {
-        "standard_name": "eastward_sea_water_velocity",
-        "long_name": "Eastward current",
-        "units": "m s-1",
-    },
-    "vo": {
-        "standard_name": "northward_sea_water_velocity",
-        "long_name": "Northward current",
-        "units": "m s-1",
-    },
-    "so": {"standard_name": "sea_water_salinity", "long_name": "Salinity", "units": "1e-3"},
-    "thetao": {
-        "standard_name": "sea_water_potential_temperature",
-        "long_name": "Temperature",
-        "units": "degrees_C",
-    },
-    "VHM0": {
-        "standard_name": "sea_surface_wave_significant_height",
-        "long_name": "Significant wave height",
-        "units": "m",
-    },
-}
+from seacast.schema import CF_ATTRS  # noqa: E402 (re-exported: forecast files read it here)
 
 _COLORMAPS = {
     "zos": cmocean.cm.balance,
@@ -89,6 +66,46 @@ def color_limits(values: np.ndarray, variable: str, error: bool = False) -> tupl
     return (lo, hi) if hi > lo else (lo - 1e-6, hi + 1e-6)
 
 
+def cell_edges(centres: np.ndarray) -> np.ndarray:
+    """Edges of cells around 1-D ``centres``: midpoints inside, half a cell beyond the ends."""
+    centres = np.asarray(centres, dtype=float)
+    if centres.size < 2:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5]) if centres.size else centres
+    inner = (centres[:-1] + centres[1:]) / 2
+    return np.concatenate([[2 * centres[0] - inner[0]], inner, [2 * centres[-1] - inner[-1]]])
+
+
+def coastline_segments(
+    sea_mask: np.ndarray, lat_edges: np.ndarray, lon_edges: np.ndarray
+) -> list[list[tuple[float, float]]]:
+    """The land/sea boundary as segments along cell edges, the same cells the map colours.
+
+    A contour of the mask would run through cell centres: half a cell off the coloured cells and
+    stopping half a cell short of the map's edges, which left sea cells outside the coastline.
+    """
+    sea = np.asarray(sea_mask, dtype=bool)
+    segments: list[list[tuple[float, float]]] = []
+    rows, cols = np.nonzero(sea[:, 1:] != sea[:, :-1])  # a change between columns i and i+1
+    for j, i in zip(rows, cols, strict=True):
+        x = float(lon_edges[i + 1])
+        segments.append([(x, float(lat_edges[j])), (x, float(lat_edges[j + 1]))])
+    rows, cols = np.nonzero(sea[1:, :] != sea[:-1, :])  # a change between rows j and j+1
+    for j, i in zip(rows, cols, strict=True):
+        y = float(lat_edges[j + 1])
+        segments.append([(float(lon_edges[i]), y), (float(lon_edges[i + 1]), y)])
+    return segments
+
+
+def _extend(values: np.ndarray, vmin: float, vmax: float) -> str:
+    """Which ends of the colour bar to arrow: the colours there are clipped, not the data."""
+    finite = values[np.isfinite(values)]
+    below = bool(finite.size and finite.min() < vmin)
+    above = bool(finite.size and finite.max() > vmax)
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (below, above), "neither"
+    )
+
+
 def draw_field(
     ax,
     values: np.ndarray,
@@ -98,40 +115,45 @@ def draw_field(
     sea_mask: np.ndarray | None = None,
     *,
     title: str = "",
-    units: str = "",
+    units: str | None = None,
     limits: tuple[float, float] | None = None,
     error: bool = False,
     colorbar: bool = True,
 ):
-    """Draw one ``[lat, lon]`` field on ``ax``; land (NaN or off ``sea_mask``) grey, coastline black."""
+    """Draw one ``[lat, lon]`` field on ``ax``; land (NaN or off ``sea_mask``) grey, coastline black.
+
+    The colour bar is labelled with ``units`` (the variable's CF units if not given) and arrowed
+    at an end where values lie beyond ``limits``.
+    """
     values = np.asarray(values, dtype=float)
     if sea_mask is not None:
         values = np.where(sea_mask, values, np.nan)
     vmin, vmax = limits or color_limits(values, variable, error)
+    lat_edges, lon_edges = cell_edges(latitude), cell_edges(longitude)
+    # explicit edges (shading "flat"): each value colours exactly its own cell, the last column too
     mesh = ax.pcolormesh(
-        longitude,
-        latitude,
+        lon_edges,
+        lat_edges,
         np.ma.masked_invalid(values),
         cmap=colormap_for(variable, error),
         vmin=vmin,
         vmax=vmax,
-        shading="auto",
+        shading="flat",
     )
     if sea_mask is not None and (~np.asarray(sea_mask)).any() and np.asarray(sea_mask).any():
-        ax.contour(
-            longitude,
-            latitude,
-            np.asarray(sea_mask, dtype=float),
-            levels=[0.5],
-            colors="k",
-            linewidths=0.7,
+        ax.add_collection(
+            LineCollection(
+                coastline_segments(sea_mask, lat_edges, lon_edges), colors="k", linewidths=0.7
+            )
         )
+    ax.set_xlim(lon_edges[0], lon_edges[-1])
+    ax.set_ylim(lat_edges[0], lat_edges[-1])
     ax.set_aspect(1 / np.cos(np.deg2rad(float(np.mean(latitude)))))
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
     if colorbar:
-        bar = ax.figure.colorbar(mesh, ax=ax, shrink=0.85)
-        bar.set_label(units, fontsize=8)
+        bar = ax.figure.colorbar(mesh, ax=ax, shrink=0.85, extend=_extend(values, vmin, vmax))
+        bar.set_label(units if units is not None else units_of(variable), fontsize=8)
         bar.ax.tick_params(labelsize=7)
     return mesh
 
@@ -188,3 +210,60 @@ def forecast_maps(
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def forecast_lead_maps(
+    ds: xr.Dataset, out_dir: Path | str, stem: str, variables: Sequence[str] | None = None
+) -> dict[int, Path]:
+    """One PNG per lead time of a forecast dataset (first init time), a panel per variable.
+
+    Each variable keeps one colour scale across lead times, so flipping between them compares
+    like with like. Files are ``<out_dir>/<stem>_+<hours>h.png``; returns ``{hours: path}``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sea = ds["sea_mask"].values.astype(bool) if "sea_mask" in ds else None
+    lat, lon = ds["latitude"].values, ds["longitude"].values
+    init = pd.Timestamp(ds["init_time"].values[0])
+    names = list(variables or forecast_variables(ds))
+    fields = {var: ds[var].isel(init_time=0).values for var in names}
+    limits = {var: color_limits(fields[var], var) for var in names}
+    paths: dict[int, Path] = {}
+    for k, lead in enumerate(ds["lead_time"].values):
+        hours = _lead_hours(lead)
+        valid = init + pd.Timedelta(hours=hours)
+        fig, axes = plt.subplots(
+            1, len(names), figsize=(3.4 * len(names), 3.3), squeeze=False, layout="constrained"
+        )
+        for ax, var in zip(axes.flat, names, strict=True):
+            draw_field(
+                ax,
+                fields[var][k],
+                lat,
+                lon,
+                var,
+                sea,
+                title=str(ds[var].attrs.get("long_name", var)) + f" ({var})",
+                units=units_of(var, ds[var].attrs),
+                limits=limits[var],
+            )
+        fig.suptitle(
+            f"+{hours} h from {init:%Y-%m-%d %H:%M} UTC, valid {valid:%Y-%m-%d %H:%M} UTC",
+            fontsize=10,
+        )
+        path = out_dir / f"{stem}_+{hours}h.png"
+        try:
+            fig.savefig(path, dpi=90)
+        finally:
+            plt.close(fig)
+        paths[hours] = path
+    return paths
+
+
+def forecast_variables(ds: xr.Dataset) -> list[str]:
+    """The forecast fields of a forecast dataset, without the tide or other companions."""
+    return [
+        str(v)
+        for v in ds.data_vars
+        if "lead_time" in ds[v].dims and not str(v).endswith(("_tide", "_base", "_spread"))
+    ]

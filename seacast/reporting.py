@@ -20,24 +20,33 @@ import contextlib
 import glob
 import json
 import math
+import numbers
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from seacast import __version__
 from seacast.atomic import atomic_path, atomic_write_text
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 MAX_TABLE_ROWS = 40
 _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 
 
-def _expand(patterns: list[str], workdir: Path) -> list[Path]:
+def expand_globs(patterns: str | Sequence[str], workdir: Path) -> list[Path]:
+    """Existing paths matching ``patterns`` (relative to ``workdir``, ``**`` allowed), each once.
+
+    The one glob expander of reports and of the pipeline's freshness checks.
+    """
     found: list[Path] = []
-    for pattern in patterns:
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
         full = pattern if Path(pattern).is_absolute() else str(workdir / pattern)
         matches = (
             sorted(Path(p) for p in glob.glob(full, recursive=True))
@@ -52,18 +61,39 @@ def _rel(target: Path, report_dir: Path) -> str:
     return Path(os.path.relpath(target.resolve(), report_dir.resolve())).as_posix()
 
 
-def _format(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _format(value: Any, digits: int = 4) -> str:
+    if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return f"{value:.{digits}g}" if math.isfinite(value) else "–"
     return str(value).replace("|", "\\|")
 
 
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub-flavoured Markdown table (floats to 4 significant digits)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_format(v) for v in row) + " |" for row in rows]
+def markdown_table(
+    table: Sequence[str] | pd.DataFrame,
+    rows: Sequence[Sequence[Any]] | None = None,
+    *,
+    digits: int = 4,
+) -> str:
+    """A GitHub-flavoured Markdown table (floats to ``digits`` significant digits, NaN as –).
+
+    Either a header and its rows, or a DataFrame: its index becomes the first column, its values
+    are right-aligned, and a two-level column index is joined with spaces.
+    """
+    if rows is None:  # a DataFrame
+        frame = table
+        columns = [
+            " ".join(str(p) for p in col) if isinstance(col, tuple) else str(col)
+            for col in frame.columns
+        ]
+        header = ["", *columns]
+        rows = [[index, *row] for index, row in zip(frame.index, frame.to_numpy(), strict=True)]
+        rule = "|---|" + "---:|" * len(columns)
+    else:
+        header = [str(h) for h in table]
+        rule = "|" + "---|" * len(header)
+    lines = ["| " + " | ".join(header) + " |", rule]
+    lines += ["| " + " | ".join(_format(v, digits) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -141,7 +171,7 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _curves_figure(summaries: list[dict[str, Any]], path: Path) -> bool:
+def draw_training_curves(summaries: list[dict[str, Any]], path: Path) -> bool:
     """Validation loss against epoch (or step) for every run; False if no run has one."""
     curves = []
     for summary in summaries:
@@ -162,16 +192,16 @@ def _curves_figure(summaries: list[dict[str, Any]], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4 + 0.2 * ((len(curves) + 1) // 2)), layout="constrained")
     for name, xs, ys, _ in curves:
         ax.plot(list(xs), list(ys), marker=".", label=name)
     ax.set_xlabel(curves[0][3])
     ax.set_ylabel("validation loss")
     if all((c[2] > 0).all() for c in curves):
         ax.set_yscale("log")
-    ax.legend(fontsize="small")
+    # below the axes, not on them: a run's curve must not hide under another's label
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small", frameon=False)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     try:
         with atomic_path(path, suffix=".tmp.png") as tmp:
             fig.savefig(tmp, dpi=100)
@@ -182,7 +212,7 @@ def _curves_figure(summaries: list[dict[str, Any]], path: Path) -> bool:
 
 def _training_section(runs: list[str], workdir: Path, report_dir: Path) -> list[str]:
     lines = ["## Training", ""]
-    run_dirs = [p for p in _expand(runs, workdir) if p.is_dir()]
+    run_dirs = [p for p in expand_globs(runs, workdir) if p.is_dir()]
     if not run_dirs:
         where = f"looked in {', '.join(runs)}" if runs else "none listed in the report stage"
         return [*lines, f"_No training runs found ({where})._", ""]
@@ -219,7 +249,7 @@ def _training_section(runs: list[str], workdir: Path, report_dir: Path) -> list[
     lines.append("")
     figure = report_dir / "training_curves.png"
     try:
-        drawn = _curves_figure(summaries, figure)
+        drawn = draw_training_curves(summaries, figure)
     except Exception as exc:  # a figure must not cost the report
         lines += [f"_Training curves could not be drawn: {exc}._", ""]
     else:
@@ -263,7 +293,7 @@ def _evaluation_section(
     evaluations: list[str], workdir: Path, report_dir: Path, own_page: Path
 ) -> list[str]:
     lines = ["## Evaluation", ""]
-    found = _expand(evaluations, workdir)
+    found = expand_globs(evaluations, workdir)
     if not found:
         where = (
             f"looked in {', '.join(evaluations)}"
@@ -301,9 +331,18 @@ def _evaluation_section(
     return lines
 
 
+def forecast_plots(matches: list[Path]) -> list[Path]:
+    """The PNG plots among ``matches``: the files themselves, and those inside a named folder."""
+    plots: list[Path] = []
+    for path in matches:
+        found = sorted(path.glob("*.png")) if path.is_dir() else [path] if path.is_file() else []
+        plots.extend(p for p in found if p not in plots)
+    return plots
+
+
 def _forecast_section(forecasts: list[str], workdir: Path, report_dir: Path) -> list[str]:
     lines = ["## Forecasts", ""]
-    plots = [p for p in _expand(forecasts, workdir) if p.is_file()]
+    plots = forecast_plots(expand_globs(forecasts, workdir))
     if not plots:
         where = (
             f"looked in {', '.join(forecasts)}" if forecasts else "none listed in the report stage"
@@ -345,4 +384,4 @@ def write_report(
     return path
 
 
-__all__ = ["markdown_table", "summarise_run", "write_report"]
+__all__ = ["expand_globs", "markdown_table", "summarise_run", "write_report"]

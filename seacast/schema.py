@@ -1,6 +1,9 @@
-"""Valid example stores for tests, written through the real store writer.
+"""The variables' CF attributes, and valid example stores for tests (written through the real store writer).
 
-Public functions:
+Public names:
+
+* :data:`CF_ATTRS` - units, CF standard names and the CMEMS long names of the variables: the one
+  table that the twin's files, forecast files and the figures' labels read.
 
 * :func:`synthetic_dataset` - an in-memory dataset in the store layout: smooth,
   tidal-like fields (M2 and S2 waves travelling across the box plus a slow random
@@ -22,6 +25,35 @@ import xarray as xr
 
 from seacast.config import BBox, DataConfig, GridConfig, StoreConfig, to_dict
 from seacast.store import finalise_store, write_new_store
+
+CF_ATTRS: dict[str, dict[str, str]] = {
+    "zos": {
+        "units": "m",
+        "standard_name": "sea_surface_height_above_geoid",
+        "long_name": "Sea surface height above geoid",
+    },
+    "uo": {
+        "units": "m s-1",
+        "standard_name": "eastward_sea_water_velocity",
+        "long_name": "Eastward velocity",
+    },
+    "vo": {
+        "units": "m s-1",
+        "standard_name": "northward_sea_water_velocity",
+        "long_name": "Northward velocity",
+    },
+    "so": {"units": "1e-3", "standard_name": "sea_water_salinity", "long_name": "Salinity"},
+    "thetao": {
+        "units": "degrees_C",
+        "standard_name": "sea_water_potential_temperature",
+        "long_name": "Temperature",
+    },
+    "VHM0": {
+        "units": "m",
+        "standard_name": "sea_surface_wave_significant_height",
+        "long_name": "Significant wave height",
+    },
+}
 
 M2_HOURS = 12.4206012
 S2_HOURS = 12.0

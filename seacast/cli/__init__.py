@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "tides",
     "pipeline",
     "gradcheck",
+    "report",
 )
 
 for _name in _COMMAND_MODULES:

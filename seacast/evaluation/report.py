@@ -3,10 +3,12 @@
 Offers:
 
 * :func:`best_reference_table` - "skill vs the best reference": per variable and lead time,
-  the strongest reference and whether each model beats it, season by season.
+  the strongest reference and whether each model beats it, season by season;
+  :func:`skill_summary` - the same as numbers (from the scores or ``skill_vs_best.csv``),
+  which the HTML report colours.
 * :func:`comparison_table` - the paper's layout: rows model x trainer (and the references),
   columns variable x season, for one metric and lead time.
-* :func:`markdown_table` - a DataFrame as a GitHub Markdown table (no extra dependency).
+* :func:`markdown_table` - a DataFrame as a GitHub Markdown table (:mod:`seacast.reporting`'s).
 * :func:`markdown_fragment` - the Markdown of an evaluation (tables and figure links),
   ready to paste into ``reports/<name>/index.md`` or a pipeline report page.
 * :func:`plot_rmse_vs_lead`, :func:`plot_mean_error`, :func:`plot_sample` - the figures.
@@ -32,6 +34,7 @@ import pandas as pd  # noqa: E402
 from seacast.atomic import atomic_path, atomic_write_text  # noqa: E402
 from seacast.evaluation.baselines import REFERENCE_TITLES  # noqa: E402
 from seacast.plots import color_limits, draw_field, units_of  # noqa: E402
+from seacast.reporting import markdown_table  # noqa: E402 (the one table writer; callers import it here)
 
 if TYPE_CHECKING:
     from seacast.evaluation.evaluate import EvaluationResults, RunScores
@@ -181,30 +184,56 @@ def best_reference_rows(results: EvaluationResults) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def skill_summary(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per variable x lead time x run of :func:`best_reference_rows` (or its CSV,
+    ``skill_vs_best.csv``): the pooled best reference and its RMSE, the model's RMSE and skill,
+    whether it beats that reference, and in how many groups (``won`` of ``groups``) it beats
+    the best reference of the group."""
+    rows = []
+    for (variable, lead, run), cell in long.groupby(["variable", "lead_time", "run"], sort=False):
+        pooled = cell[cell["group"] == "all"]
+        if pooled.empty:
+            continue
+        groups = cell[cell["group"] != "all"]
+        overall = pooled.iloc[0]
+        rows.append(
+            {
+                "variable": variable,
+                "lead_time": int(lead),
+                "run": run,
+                "best_reference": overall["best_reference"],
+                "reference_rmse": float(overall["reference_rmse"]),
+                "model_rmse": float(overall["model_rmse"]),
+                "skill": float(overall["skill"]),
+                "beats": bool(overall["beats"]),
+                "won": int(groups["beats"].astype(bool).sum()),
+                "groups": len(groups),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def best_reference_table(results: EvaluationResults) -> pd.DataFrame:
     """Rows variable x lead time; the strongest reference (all groups pooled) and, per run, the
     model's RMSE, its skill against that reference and in how many groups it beats the best
     reference of the group."""
-    long = best_reference_rows(results)
+    summary = skill_summary(best_reference_rows(results))
     labels = dict(zip((r.name for r in results.runs), row_labels(results), strict=True))
     first = results.runs[0].name
     table: dict[str, dict[str, str]] = {}
-    for (variable, lead), cell in long.groupby(["variable", "lead_time"], sort=False):
-        pooled = cell[cell["group"] == "all"]
-        ref_row = pooled[pooled["run"] == first].iloc[0]
+    for (variable, lead), cell in summary.groupby(["variable", "lead_time"], sort=False):
+        ref_row = cell[cell["run"] == first].iloc[0]
         row = {
             "best reference": REFERENCE_TITLES[ref_row["best_reference"]],
             "its RMSE": f"{ref_row['reference_rmse']:.4g}",
         }
         for run_name, label in labels.items():
             mine = cell[cell["run"] == run_name]
-            overall = mine[mine["group"] == "all"]
-            if overall.empty:
+            if mine.empty:
                 row[label] = "–"
                 continue
-            seasons = mine[mine["group"] != "all"]
-            won, n = int(seasons["beats"].sum()), len(seasons)
-            o = overall.iloc[0]
+            o = mine.iloc[0]
+            won, n = o["won"], o["groups"]
             mark = "✅" if won == n and o["beats"] else ("❌" if won == 0 else "⚠️")
             row[label] = f"{mark} {o['model_rmse']:.4g} ({o['skill']:+.0%}, {won}/{n})"
         table[f"{variable} +{int(lead)} h"] = row
@@ -214,24 +243,6 @@ def best_reference_table(results: EvaluationResults) -> pd.DataFrame:
 def _has_samples(run: RunScores, group: str) -> bool:
     ds = run.metrics["model"]
     return group in ds["group"].values and float(ds["count"].sel(group=group).sum()) > 0
-
-
-def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
-    """A DataFrame (with a 2-level column index or a flat one) as a Markdown table."""
-    if isinstance(frame.columns, pd.MultiIndex):
-        headers = [" ".join(str(p) for p in col) for col in frame.columns]
-    else:
-        headers = [str(c) for c in frame.columns]
-
-    def fmt(value: object) -> str:
-        if isinstance(value, float | np.floating):
-            return "–" if not np.isfinite(value) else f"{value:.{digits}g}"
-        return str(value)
-
-    lines = ["| | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
-    for index, row in frame.iterrows():
-        lines.append(f"| {index} | " + " | ".join(fmt(v) for v in row.to_numpy()) + " |")
-    return "\n".join(lines)
 
 
 def lead_times_of(results: EvaluationResults) -> list[int]:
@@ -283,7 +294,16 @@ def plot_rmse_vs_lead(results: EvaluationResults, path: Path) -> Path:
             ax.set_ylabel(f"RMSE ({units_of(var)})", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="best")
+    # one legend for all panels, below them: inside a panel it hid that panel's lines
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        names,
+        loc="outside lower center",
+        ncols=min(3, len(names)),
+        fontsize=7,
+        frameon=False,
+    )
     fig.suptitle(f"RMSE against lead time ({results.split} split)", fontsize=10)
     return _save(fig, path)
 

@@ -13,45 +13,27 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from seacast.schema import CF_ATTRS
 from seacast.twin.grid import TwinGrid
 
 SURFACE_DEPTH = 0.0  # m: the NWS products' top level; the twin is depth-averaged
 THREE_D = ("uo", "vo", "so", "thetao")
 VARIABLES = ("zos", "uo", "vo", "so", "thetao")
 
-VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
-    "zos": {
-        "units": "m",
-        "standard_name": "sea_surface_height_above_geoid",
-        "long_name": "Sea surface height above geoid",
-        "unit_long": "Meters",
-    },
-    "uo": {
-        "units": "m s-1",
-        "standard_name": "eastward_sea_water_velocity",
-        "long_name": "Eastward velocity",
-        "unit_long": "Meters per second",
-    },
-    "vo": {
-        "units": "m s-1",
-        "standard_name": "northward_sea_water_velocity",
-        "long_name": "Northward velocity",
-        "unit_long": "Meters per second",
-    },
+# what CMEMS files carry beyond the CF attributes (seacast.schema.CF_ATTRS, the one table of those)
+_CMEMS_EXTRAS: dict[str, dict[str, Any]] = {
+    "zos": {"unit_long": "Meters"},
+    "uo": {"unit_long": "Meters per second"},
+    "vo": {"unit_long": "Meters per second"},
     "so": {
-        "units": "1e-3",
-        "standard_name": "sea_water_salinity",
-        "long_name": "Salinity",
         "unit_long": "Practical Salinity Unit",
         "valid_min": np.float32(0.0),
         "valid_max": np.float32(50.0),
     },
-    "thetao": {
-        "units": "degrees_C",
-        "standard_name": "sea_water_potential_temperature",
-        "long_name": "Temperature",
-        "unit_long": "Degrees Celsius",
-    },
+    "thetao": {"unit_long": "Degrees Celsius"},
+}
+VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
+    name: {**CF_ATTRS[name], **_CMEMS_EXTRAS[name]} for name in VARIABLES
 }
 
 TIME_UNITS = "hours since 1950-01-01 00:00:00"
