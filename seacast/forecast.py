@@ -20,7 +20,6 @@ Offers:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -259,7 +258,7 @@ def check_grid(store: xr.Dataset, run: Any, store_path: Path) -> None:
             f"store {store_path} is on a {shape[0]}x{shape[1]} grid, the run was trained on {expected[0]}x{expected[1]}",
             "forecast from a store on the run's grid (regrid with the run's data config) or train a run on this grid",
         )
-    reference = _reference_grid(run)
+    reference = _trained_grid(run, store_path)
     if reference is not None:
         lat, lon = reference
         if not (
@@ -274,19 +273,29 @@ def check_grid(store: xr.Dataset, run: Any, store_path: Path) -> None:
             )
 
 
-def _reference_grid(run: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """The run's grid coordinates: from meta.json if recorded, else from the store it was trained on."""
-    grid = run.meta.get("grid") if isinstance(run.meta, dict) else None
-    if isinstance(grid, dict) and "latitude" in grid and "longitude" in grid:
-        return np.asarray(grid["latitude"], dtype=float), np.asarray(grid["longitude"], dtype=float)
+def _trained_grid(run: Any, store_path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Latitude and longitude of the store the run was trained on (its config's ``store``).
+
+    Training records that store's path, not its coordinates, so the store itself is the
+    reference. None when it is the store forecast from (nothing to compare) or is gone;
+    a store there that cannot be read skips the check with a warning.
+    """
+    from seacast.store import open_store
+
     trained_on = Path(run.config.store)
-    if trained_on.exists():
-        with (
-            contextlib.suppress(Exception),
-            xr.open_zarr(trained_on, consolidated=False, zarr_format=3) as ds,
-        ):
-            return ds["latitude"].values.astype(float), ds["longitude"].values.astype(float)
-    return None
+    if not trained_on.exists() or trained_on.resolve() == Path(store_path).resolve():
+        return None
+    try:
+        trained = open_store(trained_on)
+    except DataError as exc:
+        log.warning(
+            "grid check skipped: the run's training store %s cannot be read (%s)",
+            trained_on,
+            exc.problem,
+        )
+        return None
+    with trained:
+        return trained["latitude"].values.astype(float), trained["longitude"].values.astype(float)
 
 
 def model_input(frames: np.ndarray, encoding: Any, hours: np.ndarray) -> torch.Tensor:

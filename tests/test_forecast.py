@@ -164,6 +164,31 @@ def test_clear_errors(run_dir, tmp_path):
     assert not out.exists() or not list(out.iterdir())
 
 
+def test_a_store_on_other_coordinates_of_the_same_size_is_refused(run_dir, tmp_path):
+    """The run's grid is that of the store it was trained on: same size, moved north, refused."""
+    from seacast.config import DataConfig, GridConfig, StoreConfig, to_dict
+    from seacast.schema import synthetic_dataset
+    from seacast.store import finalise_store, write_new_store
+
+    ds = synthetic_dataset(
+        shape=TINY["shape"], hours=24, variables=TINY["variables"], start=TINY["start"]
+    )
+    ds = ds.assign_coords(latitude=ds["latitude"] + 1.0)
+    moved = tmp_path / "moved.zarr"
+    config = DataConfig(
+        name="moved",
+        source="twin",
+        months="2024-02",
+        variables=list(TINY["variables"]),
+        grid=GridConfig(shape=TINY["shape"]),
+        store=StoreConfig(path=moved, chunk_hours=24),
+    )
+    write_new_store(moved, ds, chunk_hours=24, overwrite=True)
+    finalise_store(moved, config=to_dict(config), stats_period=None, step_hours=1.0)
+    with pytest.raises(DataError, match="different grid than the run's"):
+        forecast(run_dir, out_dir=tmp_path / "fc", store_path=moved)
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
