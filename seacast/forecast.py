@@ -517,30 +517,93 @@ def forecast(
     a failure midway leaves no partial forecast. If the forecast for that init time exists,
     nothing is done (``skipped=True``) unless ``force``.
     """
-    from seacast.store import open_store, store_gaps, store_step_hours, time_hours
+    from seacast.store import open_store
     from seacast.training.checkpoint import load_run
 
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    _check_request(run_dir, fmt, adapt, which)
+    store_path = resolve_store_path(run_dir, store_path)
+    run = load_run(run_dir, which=which, device=device)
+    cfg: ExperimentConfig = run.config
+    store = open_store(store_path)
+    check_grid(store, run, store_path)
+    window = _input_window(
+        store, store_path, list(cfg.samples.variables), cfg.samples.lags, init_time
+    )
+    init = _hours_to_stamp(window.hours[window.init_index])
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / forecast_name(init, fmt, adapted=adapt is not None)
+    if final.exists() and not force:
+        _check_same_run(final, fmt, run_dir)
+        log.info("forecast %s exists: skipped (use --force to redo it)", final)
+        store.close()
+        return ForecastResult(final, init, skipped=True)
+
+    adaptation = None
+    if adapt == "zo":
+        adaptation = _adapt(run, Path(store_path), window, adapt_hours, adapt_steps, adapt_lr)
+    encoding = run.encoding_for(window.sea_mask)
+    physical, valid_hours = _predict(run, encoding, window, device)
+    peak = peak_rss_mb()
+    if adaptation is not None:
+        adaptation["peak_rss_mb"] = round(peak, 1)
+    provenance = _provenance(run, run_dir, store, Path(store_path), init, adaptation, adapt_hours)
+    ds = _forecast_file(run, store, window.sea_mask, physical, init, provenance)
+    if run.tides is not None:
+        _add_tide(ds, run, encoding, window.sea_mask, valid_hours)
+    store.close()
+
+    published = _write_forecast(ds, final, fmt, plots, list(cfg.samples.variables))
+    log.info("forecast from %s written to %s", init, final)
+    return ForecastResult(
+        final,
+        init,
+        skipped=False,
+        adaptation=adaptation,
+        plots=published,
+        peak_rss_mb=peak,
+    )
+
+
+def _check_request(run_dir: Path, fmt: str, adapt: str | None, which: str) -> None:
+    """ConfigError for an unknown format or adaptation; DataError for a run without the checkpoint."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown forecast format '{fmt}'", f"use one of: {', '.join(FORMATS)}")
     if adapt not in (None, "zo"):
         raise ConfigError(f"unknown adaptation '{adapt}'", "use --adapt zo (or leave it out)")
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir)
-    for name in ("checkpoint_best.pt" if which == "best" else "checkpoint_last.pt",):
-        if not (run_dir / name).is_file():
-            raise DataError(
-                f"run {run_dir} has no {name}"
-                + ("" if run_dir.is_dir() else " (the folder does not exist)"),
-                "train the run first (seacast train --config ...) or pass the right --run folder",
-            )
-    store_path = resolve_store_path(run_dir, store_path)
-    run = load_run(run_dir, which=which, device=device)
-    cfg: ExperimentConfig = run.config
-    lags = cfg.samples.lags
-    variables = list(cfg.samples.variables)
+    name = "checkpoint_best.pt" if which == "best" else "checkpoint_last.pt"
+    if not (run_dir / name).is_file():
+        raise DataError(
+            f"run {run_dir} has no {name}"
+            + ("" if run_dir.is_dir() else " (the folder does not exist)"),
+            "train the run first (seacast train --config ...) or pass the right --run folder",
+        )
 
-    store = open_store(store_path)
-    check_grid(store, run, store_path)
+
+@dataclass
+class _InputWindow:
+    """The store's time axis and the ``lags`` physical frames up to the chosen init time."""
+
+    hours: np.ndarray
+    step_hours: float
+    gaps: list[tuple[int, int]]
+    sea_mask: np.ndarray
+    init_index: int
+    frame_indices: np.ndarray
+    frames: np.ndarray  # [lags, C, H, W], NaN on land
+
+
+def _input_window(
+    store: xr.Dataset,
+    store_path: Path,
+    variables: list[str],
+    lags: int,
+    init_time: str | pd.Timestamp,
+) -> _InputWindow:
+    """Resolve ``init_time`` and read its frames; 'latest' steps back past frames still being written."""
+    from seacast.store import store_gaps, store_step_hours, time_hours
+
     hours = np.asarray(time_hours(store["time"].values), dtype=np.int64)
     step_hours = store_step_hours(store)
     gaps = [(stamp_to_hour(a), stamp_to_hour(b)) for a, b in store_gaps(store)]
@@ -561,47 +624,60 @@ def forecast(
             init_index = int(earlier[-1])
             frame_indices = np.arange(init_index - lags + 1, init_index + 1)
             frames = _read_frames(store, variables, frame_indices)
-    init = _hours_to_stamp(hours[init_index])
+    return _InputWindow(hours, step_hours, gaps, sea_mask, init_index, frame_indices, frames)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / forecast_name(init, fmt, adapted=adapt is not None)
-    if final.exists() and not force:
-        _check_same_run(final, fmt, run_dir)
-        log.info("forecast %s exists: skipped (use --force to redo it)", final)
-        store.close()
-        return ForecastResult(final, init, skipped=True)
 
-    adaptation = None
-    if adapt == "zo":
-        adaptation = adapt_zo(
-            run,
-            Path(store_path),
-            init_index,
-            hours,
-            step_hours,
-            gaps,
-            sea_mask,
-            adapt_hours=adapt_hours,
-            steps=adapt_steps,
-            lr=adapt_lr,
-            seed=cfg.seed,
-        )
+def _adapt(
+    run: Any,
+    store_path: Path,
+    window: _InputWindow,
+    adapt_hours: int,
+    steps: int,
+    lr: float | None,
+) -> dict[str, Any]:
+    """:func:`adapt_zo` on the hours before the window's init time; returns its record."""
+    return adapt_zo(
+        run,
+        store_path,
+        window.init_index,
+        window.hours,
+        window.step_hours,
+        window.gaps,
+        window.sea_mask,
+        adapt_hours=adapt_hours,
+        steps=steps,
+        lr=lr,
+        seed=run.config.seed,
+    )
 
+
+def _predict(
+    run: Any, encoding: Any, window: _InputWindow, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The physical forecast ``[n_lead, C, H, W]`` (NaN on land) and its valid hours."""
     run.model.eval()
-    encoding = run.encoding_for(sea_mask)
-    lead_hours = list(cfg.samples.lead_times)
-    valid_hours = int(hours[init_index]) + np.asarray(lead_hours, dtype=np.int64)
-    x = model_input(frames, encoding, hours[frame_indices]).to(device)
+    lead_hours = list(run.config.samples.lead_times)
+    valid_hours = int(window.hours[window.init_index]) + np.asarray(lead_hours, dtype=np.int64)
+    x = model_input(window.frames, encoding, window.hours[window.frame_indices]).to(device)
     log.debug("before the forecast pass: peak RSS %.1f MiB", peak_rss_mb())
     with torch.no_grad():
         prediction = run.model(x)  # [1, n_lead, C, H, W] normalised
     log.debug("after the forecast pass: peak RSS %.1f MiB", peak_rss_mb())
-    physical = encoding.decode(prediction[0], valid_hours)
-    peak = peak_rss_mb()
-    if adaptation is not None:
-        adaptation["peak_rss_mb"] = round(peak, 1)
+    return encoding.decode(prediction[0], valid_hours), valid_hours
 
-    provenance = {
+
+def _provenance(
+    run: Any,
+    run_dir: Path,
+    store: xr.Dataset,
+    store_path: Path,
+    init: pd.Timestamp,
+    adaptation: dict[str, Any] | None,
+    adapt_hours: int,
+) -> dict[str, Any]:
+    """The forecast file's global attrs: which run, checkpoint, config, store and adaptation."""
+    cfg: ExperimentConfig = run.config
+    return {
         "seacast_run": str(run_dir.resolve()),
         "seacast_run_name": cfg.name,
         "seacast_checkpoint": run.checkpoint_path.name,
@@ -610,10 +686,10 @@ def forecast(
         "seacast_trainer": cfg.trainer.name,
         "seacast_config_fingerprint": fingerprint(cfg),
         "seacast_config": to_dict(cfg),
-        "seacast_store": str(Path(store_path).resolve()),
+        "seacast_store": str(store_path.resolve()),
         "seacast_store_fingerprint": str(store.attrs.get("seacast_fingerprint", "")).strip('"'),
         "seacast_trained_store_fingerprint": str(run.meta.get("store_fingerprint", "")),
-        "seacast_lags": lags,
+        "seacast_lags": cfg.samples.lags,
         "seacast_base": cfg.model.base,
         "seacast_tides": run.tides.provenance() if run.tides is not None else {},
         "seacast_adapted": "true" if adaptation else "false",
@@ -621,6 +697,18 @@ def forecast(
         "history": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} seacast forecast --run {run_dir} --init-time {init:%Y-%m-%dT%H}"
         + (f" --adapt zo --adapt-hours {adapt_hours}" if adaptation else ""),
     }
+
+
+def _forecast_file(
+    run: Any,
+    store: xr.Dataset,
+    sea_mask: np.ndarray,
+    physical: np.ndarray,
+    init: pd.Timestamp,
+    provenance: dict[str, Any],
+) -> xr.Dataset:
+    """The forecast file's dataset, with the store's variable attrs."""
+    variables = list(run.config.samples.variables)
     variable_attrs = {
         v: {
             k: store[v].attrs[k]
@@ -629,10 +717,10 @@ def forecast(
         }
         for v in variables
     }
-    ds = forecast_dataset(
+    return forecast_dataset(
         physical,
         init_time=init,
-        lead_hours=list(cfg.samples.lead_times),
+        lead_hours=list(run.config.samples.lead_times),
         latitude=store["latitude"].values,
         longitude=store["longitude"].values,
         variables=variables,
@@ -640,21 +728,30 @@ def forecast(
         variable_attrs=variable_attrs,
         provenance=provenance,
     )
-    if run.tides is not None:
-        # what a tide table says at the valid times, next to the forecast that starts from it
-        tide = encoding.tide(valid_hours)
-        for k, var in enumerate(variables):
-            ds[f"{var}_tide"] = (
-                ds[var].dims,
-                np.where(sea_mask, tide[:, k], np.nan)[None].astype(np.float32),
-                {
-                    **{a: ds[var].attrs[a] for a in ("units",) if a in ds[var].attrs},
-                    "long_name": f"harmonic tide prediction of {var} at the valid time",
-                    "comment": "from the run's tides.nc (" + ", ".join(run.tides.period) + ")",
-                },
-            )
-    store.close()
 
+
+def _add_tide(
+    ds: xr.Dataset, run: Any, encoding: Any, sea_mask: np.ndarray, valid_hours: np.ndarray
+) -> None:
+    """``<var>_tide``: what a tide table says at the valid times, next to the forecast that starts from it."""
+    tide = encoding.tide(valid_hours)
+    for k, var in enumerate(run.config.samples.variables):
+        ds[f"{var}_tide"] = (
+            ds[var].dims,
+            np.where(sea_mask, tide[:, k], np.nan)[None].astype(np.float32),
+            {
+                **{a: ds[var].attrs[a] for a in ("units",) if a in ds[var].attrs},
+                "long_name": f"harmonic tide prediction of {var} at the valid time",
+                "comment": "from the run's tides.nc (" + ", ".join(run.tides.period) + ")",
+            },
+        )
+
+
+def _write_forecast(
+    ds: xr.Dataset, final: Path, fmt: str, plots: bool, variables: list[str]
+) -> list[Path]:
+    """Write ``ds`` (and its maps) under a temporary folder, then publish them; returns the maps."""
+    out_dir = final.parent
     tmp_dir = out_dir / f".tmp-{final.stem}-{uuid.uuid4().hex[:8]}"
     tmp_dir.mkdir()
     plot_paths: list[Path] = []
@@ -673,15 +770,7 @@ def forecast(
         _publish(tmp_dir / final.name, final)
     finally:
         _remove(tmp_dir)
-    log.info("forecast from %s written to %s", init, final)
-    return ForecastResult(
-        final,
-        init,
-        skipped=False,
-        adaptation=adaptation,
-        plots=published if plots else [],
-        peak_rss_mb=peak,
-    )
+    return published
 
 
 def _check_same_run(path: Path, fmt: str, run_dir: Path) -> None:
