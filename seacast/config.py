@@ -546,7 +546,8 @@ class NodePerturbationConfig(StrictModel):
     sigma: float = Field(1e-2, gt=0, description="Std of the noise on pre-activations.")
     probes: int = Field(1, ge=1, description="Noisy passes per step.")
     baseline: bool = Field(
-        False, description="Subtract a running loss baseline instead of a clean pass."
+        False,
+        description="Subtract a running loss baseline instead of a clean pass (needs antithetic: false).",
     )
     antithetic: bool = Field(True, description="Pair +psi and -psi noise.")
     layerwise: bool = Field(False, description="Perturb one layer per step, cycling.")
@@ -577,6 +578,21 @@ class NodePerturbationConfig(StrictModel):
         description="none: every sample noises every layer; samples: each sample of the batch noises one layer "
         "(cycling), so its loss difference is that layer's alone.",
     )
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> NodePerturbationConfig:
+        # each pair names two ways to do one thing: refuse the pair rather than pick one silently
+        if self.baseline and self.antithetic:
+            raise ValueError(
+                "baseline and antithetic are two ways to get the loss difference: with "
+                "baseline: true set antithetic: false"
+            )
+        if self.layerwise and self.split == "samples":
+            raise ValueError(
+                "layerwise and split: samples are two ways to choose the layers a step noises: "
+                "keep one (layerwise: false, or split: none)"
+            )
+        return self
 
 
 class ForwardGradientConfig(StrictModel):

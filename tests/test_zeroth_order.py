@@ -215,7 +215,7 @@ def test_node_perturbation_never_calls_autograd(monkeypatch: pytest.MonkeyPatch)
         rule = make_rule("node-perturbation", model, cfg)
         with zo.no_autograd():
             stats = rule.step(model, x, y, loss_fn)
-        assert stats.forwards == 4
+        assert stats.forwards == 5  # two antithetic pairs and the clean pass that makes the update
     assert graphs and not any(graphs)
     assert all(p.grad is None or not p.grad.requires_grad for p in model.parameters())
     with zo.no_autograd(), pytest.raises(AssertionError, match="backward"):
@@ -351,7 +351,7 @@ def test_gradient_check_ranks_estimates_and_leaves_the_model_alone() -> None:
     rows = gradient_check(model, x, y, mse_per_sample, probes=64, seed=0)
     assert [r.rule for r in rows] == ["backprop", "spsa", "node-perturbation", "forward-gradient"]
     by_rule = {r.rule: r for r in rows}
-    assert by_rule["spsa"].forwards == 128 and by_rule["node-perturbation"].forwards == 128
+    assert by_rule["spsa"].forwards == 128 and by_rule["node-perturbation"].forwards == 129
     assert by_rule["forward-gradient"].forwards == 64 * zo.JVP_FORWARD_COST
     for name in ("spsa", "node-perturbation", "forward-gradient"):
         assert 0.05 < by_rule[name].cosine < 1.0
@@ -505,3 +505,84 @@ def test_credit_radius_by_layer_covering_the_influence_field_recovers_a_hidden_l
         cosines[radius] = cosine(total, true_first)
     assert cosines[1] > 0.8, cosines
     assert cosines[0] < cosines[1] - 0.2, cosines  # a window smaller than the field is biased
+
+
+# --------------------------------------------------------------------------- node perturbation in inference memory
+
+
+def test_node_perturbation_update_is_the_hebbian_rule_on_regenerated_noise() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    x, y = torch.randn(8, 6), torch.randn(8, 3)
+    sigma = 1e-2
+    cfg = trainer("node-perturbation", node_perturbation={"sigma": sigma, "credit": "global"})
+    torch.manual_seed(5)
+    seed = zo._draw_seed()
+    psi = sigma * torch.randn((8, 3), generator=zo._generator(x.device, seed))
+    with torch.no_grad():
+        clean = model(x)
+        delta = 0.5 * (mse_per_sample(clean + psi, y) - mse_per_sample(clean - psi, y))
+    signal = delta[:, None] / sigma**2 * psi
+    expected_weight = signal.T @ x / 8
+    expected_bias = signal.sum(0) / 8
+
+    torch.manual_seed(5)
+    stats = make_rule("node-perturbation", model, cfg).step(model, x, y, mse_per_sample)
+
+    torch.testing.assert_close(model.weight.grad, expected_weight, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.bias.grad, expected_bias, rtol=1e-4, atol=1e-6)
+    assert stats.forwards == 3
+
+
+def test_node_perturbation_keeps_no_activation_between_passes() -> None:
+    import gc
+
+    model = small_conv_net().train()  # hidden layer: 6 channels, 3x the input's size
+    x, y = torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8)
+    rule = make_rule(
+        "node-perturbation",
+        model,
+        trainer("node-perturbation", node_perturbation={"credit": "global"}),
+    )
+    hidden = 4 * 6 * 8 * 8
+    alive: list[int] = []
+
+    def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # when a pass ends, no layer input or noise of the hidden size may still be held
+        alive.append(
+            sum(
+                1
+                for o in gc.get_objects()
+                if isinstance(o, torch.Tensor) and o.is_floating_point() and o.numel() >= hidden
+            )
+        )
+        return mse_per_sample(pred, target)
+
+    rule.step(model, x, y, loss_fn)
+    assert len(alive) == 2 and max(alive) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"baseline": True}, "with baseline: true set antithetic: false"),
+        ({"layerwise": True, "split": "samples"}, "keep one"),
+    ],
+)
+def test_node_perturbation_refuses_options_that_would_override_each_other(
+    options: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        trainer("node-perturbation", node_perturbation=options)
+
+
+def test_time_compressor_conv_runs_its_forward_hooks() -> None:
+    from seacast.models.blocks import TimeOnlyConv3d
+
+    conv = TimeOnlyConv3d(3, 3, (4, 1, 1))
+    seen: list[tuple[int, ...]] = []
+    conv.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)))
+    x = torch.randn(2, 3, 4, 5, 5)
+    out = conv(x)
+    torch.testing.assert_close(out, nn.functional.conv3d(x, conv.weight, conv.bias))
+    assert seen == [(2, 3, 1, 5, 5)]

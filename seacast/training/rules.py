@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -18,6 +19,21 @@ from seacast.config import TrainerConfig
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(prediction, target) -> per-sample loss [B]``."""
+
+
+@runtime_checkable
+class CellLoss(Protocol):
+    """A per-sample loss that can also give each output cell's share of it.
+
+    Node perturbation's local credit needs the cells; :func:`seacast.training.losses.make_loss`
+    returns one.
+    """
+
+    def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+    def elementwise(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each cell's share ``[B, ..., H, W]``, summing over all but the batch to ``self(...)``."""
+        ...
 
 
 @dataclass

@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -39,7 +38,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from seacast.config import TrainerConfig
-from seacast.training.rules import LossFn, StepStats, UpdateRule, register
+from seacast.training.rules import CellLoss, LossFn, StepStats, UpdateRule, register
 
 JVP_FORWARD_COST = 3.0
 """Cost of one forward-mode pass (primal + tangent) in forward-pass equivalents.
@@ -256,14 +255,6 @@ class SpsaRule(UpdateRule):
 _LOCAL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-@dataclass
-class _LayerRecord:
-    """What one layer saw in a step: its inputs and the noise added to its outputs, per call."""
-
-    inputs: list[torch.Tensor] = field(default_factory=list)
-    noise: list[torch.Tensor] = field(default_factory=list)
-
-
 def local_layers(model: nn.Module) -> list[nn.Module]:
     """The Conv1d/2d/3d and Linear layers with a trainable weight: those node perturbation updates."""
     return [m for m in model.modules() if isinstance(m, _LOCAL_LAYERS) and m.weight.requires_grad]
@@ -334,24 +325,29 @@ class NodePerturbationRule(UpdateRule):
     """Node perturbation (NRL): noisy pre-activations and a layer-local Hebbian update.
 
     A forward hook on every Conv/Linear layer adds Gaussian noise ψ_l (std σ,
-    independent per sample and position) to the layer output in the noisy pass
-    and records the layer input x_l. Per sample b:
+    independent per sample and position) to the layer output. Per sample b the
+    noisy passes give a loss difference δ_b:
 
-    * ``antithetic`` (default): passes with +ψ and −ψ, ``δ_b = (L₊[b] − L₋[b])/2``,
-      x_l the mean of the two passes' inputs; the loss reported is their mean.
-      Cost ``2·probes`` forwards.
-    * otherwise: a clean pass (loss reported, x_l recorded) and ``probes`` noisy
-      passes, ``δ_b = L_noisy[b] − L_clean[b]``; cost ``1 + probes``.
-    * ``baseline``: no clean pass; ``δ_b = L_noisy[b] − b̄`` with b̄ a running
-      mean of the batch loss (NRL's reward prediction error); cost ``probes``.
-      Noisier: b̄ cannot follow per-sample loss differences.
+    * ``antithetic`` (default): passes with +ψ and −ψ, ``δ_b = (L₊[b] − L₋[b])/2``;
+      the loss reported is their mean.
+    * otherwise a clean pass and ``probes`` noisy passes, ``δ_b = L_noisy[b] − L_clean[b]``;
+      with ``baseline`` no clean pass, ``δ_b = L_noisy[b] − b̄`` with b̄ a running mean of
+      the batch loss (NRL's reward prediction error). Noisier: b̄ cannot follow
+      per-sample loss differences.
 
     The estimate of ∂(mean_b L_b)/∂W_l is ``mean_b δ_b/σ² · ψ_{l,b} ⊗ x_{l,b}``
-    (bias: ψ summed over positions), written to ``.grad``. ``layerwise``
-    perturbs one layer per step, cycling (other parameters get ``grad = None``).
-    Parameters outside Conv/Linear layers (BatchNorm affine, attention scalars)
-    get no update (``grad = None``): they stay at their initial values.
-    All passes run under ``torch.no_grad()``; no autograd graph is ever built.
+    (bias: ψ summed over positions), written to ``.grad``. It is computed in one more,
+    clean pass once every δ is known: each layer's hook regenerates the ψ of every probe
+    from its seed and applies the conv weight-gradient operator to the layer's clean
+    input x_l, there and then. Nothing is kept from pass to pass but the seeds and the
+    per-sample losses, so a step needs the memory of inference; it costs
+    ``2·probes + 1`` forwards (antithetic), ``probes + 2`` (clean pass) or
+    ``probes + 1`` (baseline), plus one weight-gradient operator per layer.
+
+    ``layerwise`` perturbs one layer per step, cycling (other parameters get
+    ``grad = None``). Parameters outside Conv/Linear layers (BatchNorm affine,
+    attention scalars) get no update (``grad = None``): they stay at their initial
+    values. All passes run under ``torch.no_grad()``; no autograd graph is ever built.
     """
 
     name = "node-perturbation"
@@ -379,7 +375,7 @@ class NodePerturbationRule(UpdateRule):
         self.layer_cursor = 0
         self.baseline_value: float | None = None
         self.baseline_momentum = 0.9
-        self.sample_masks: dict[nn.Module, torch.Tensor] | None = None
+        self.sample_masks: dict[nn.Module, torch.Tensor] | None = None  # the last step's split
         self.warned_no_cells = False
 
     def _radius_of(self, name: str) -> int:
@@ -393,52 +389,17 @@ class NodePerturbationRule(UpdateRule):
         self.layer_cursor = int(state.get("layer_cursor", 0))
         self.baseline_value = state.get("baseline")
 
-    def _run(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        active: list[nn.Module],
-        noise: dict[nn.Module, list[torch.Tensor]] | None,
-        records: dict[nn.Module, _LayerRecord] | None,
-        generator: torch.Generator | None,
-        sign: float,
-    ) -> torch.Tensor:
-        """One forward; with ``generator`` draw fresh noise, with ``noise`` replay it times ``sign``."""
-        calls: dict[nn.Module, int] = {m: 0 for m in active}
-
-        def hook(
-            module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
-        ) -> torch.Tensor | None:
-            i = calls[module]
-            calls[module] += 1
-            if records is not None:
-                rec = records[module]
-                layer_in = _layer_input(module, inputs[0])
-                if i < len(rec.inputs):  # second antithetic pass: average the inputs
-                    rec.inputs[i] = 0.5 * (rec.inputs[i] + layer_in)
-                else:
-                    rec.inputs.append(layer_in)
-            if generator is not None:
-                psi = torch.randn(
-                    output.shape, generator=generator, device=output.device, dtype=output.dtype
-                )
-                psi.mul_(self.opts.sigma)
-                if self.sample_masks is not None:  # split: only this layer's samples get noise
-                    mask = self.sample_masks[module].to(psi.dtype)
-                    psi.mul_(mask.view(-1, *([1] * (psi.dim() - 1))))
-                assert records is not None
-                records[module].noise.append(psi)
-                return output + psi
-            if noise is not None:
-                return output + sign * noise[module][i]
-            return None
-
-        handles = [m.register_forward_hook(hook) for m in active]
-        try:
-            return model(x)
-        finally:
-            for h in handles:
-                h.remove()
+    def _active_layers(
+        self, batch: int, device: torch.device
+    ) -> tuple[list[nn.Module], dict[nn.Module, torch.Tensor] | None]:
+        """The layers this step perturbs and, with ``split: samples``, each one's samples."""
+        if self.opts.layerwise:
+            layer = self.layers[self.layer_cursor % len(self.layers)]
+            self.layer_cursor += 1
+            return [layer], None
+        if self.opts.split == "samples":
+            return self._split_by_samples(batch, device)
+        return self.layers, None
 
     def _split_by_samples(
         self, batch: int, device: torch.device
@@ -455,132 +416,177 @@ class NodePerturbationRule(UpdateRule):
         masks = {m: owner == i for i, m in enumerate(self.layers) if bool((owner == i).any())}
         return list(masks), masks
 
+    def _noise(
+        self,
+        generator: torch.Generator,
+        module: nn.Module,
+        output: torch.Tensor,
+        masks: dict[nn.Module, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """The next ψ of ``generator`` for one call of ``module`` (same seed and calls, same ψ)."""
+        psi = torch.randn(
+            output.shape, generator=generator, device=output.device, dtype=output.dtype
+        )
+        psi.mul_(self.opts.sigma)
+        if masks is not None:  # split: only this layer's samples get noise
+            psi.mul_(masks[module].to(psi.dtype).view(-1, *([1] * (psi.dim() - 1))))
+        return psi
+
+    def _noisy_pass(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        active: list[nn.Module],
+        masks: dict[nn.Module, torch.Tensor] | None,
+        seed: int | None,
+        sign: float,
+    ) -> torch.Tensor:
+        """One forward with ``sign`` × the ψ drawn from ``seed`` on the active layers (clean if None)."""
+        if seed is None:
+            return model(x)
+        generator = _generator(x.device, seed)
+
+        def add_noise(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            return output.add_(self._noise(generator, module, output, masks), alpha=sign)
+
+        with _hooks(active, add_noise):
+            return model(x)
+
+    def _update_pass(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        active: list[nn.Module],
+        masks: dict[nn.Module, torch.Tensor] | None,
+        probes: list[tuple[int, _Credit]],
+    ) -> dict[int, tuple[nn.Parameter, torch.Tensor]]:
+        """A clean forward that sums ``Σ_k Σ_b credit_kb ψ_kb ⊗ x_b`` into each active layer's update."""
+        generators = [(_generator(x.device, seed), credit) for seed, credit in probes]
+        sums: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
+
+        def accumulate(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            signal: torch.Tensor | None = None  # built in the first ψ's buffer: one buffer held
+            for generator, credit in generators:
+                psi = self._noise(generator, module, output, masks)
+                term = psi.mul_(credit.for_output(module, psi))
+                signal = term if signal is None else signal.add_(term)
+            assert signal is not None
+            if masks is not None:  # mean over the layer's own samples
+                share = masks[module]
+                signal.mul_(share.numel() / float(share.sum().clamp(min=1)))
+            layer_in = _layer_input(module, inputs[0])
+            _add(sums, module.weight, local_weight_gradient(module, layer_in, signal))
+            if module.bias is not None and module.bias.requires_grad:
+                if isinstance(module, nn.Linear):
+                    bias = signal.reshape(-1, signal.shape[-1]).sum(0)
+                else:
+                    bias = signal.sum(dim=[d for d in range(signal.dim()) if d != 1])
+                _add(sums, module.bias, bias)
+
+        with _hooks(active, accumulate):
+            model(x)
+        return sums
+
     def _losses(
         self, prediction: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-sample losses ``[B]`` and, with local credit, the loss map ``[B, H, W]`` over output cells."""
         if self.opts.credit == "global":
             return loss_fn(prediction, target), None
-        elementwise = getattr(loss_fn, "elementwise", None)
-        if elementwise is None:
+        if not isinstance(loss_fn, CellLoss):
             if not self.warned_no_cells:
                 warnings.warn(
                     "node_perturbation.credit=local needs each output cell's loss, and this loss "
-                    "function has no `elementwise` companion (make_loss's has one): using global "
+                    "function has no `elementwise` method (make_loss's has one): using global "
                     "credit. Set trainer.node_perturbation.credit=global to silence this.",
                     stacklevel=2,
                 )
                 self.warned_no_cells = True
             return loss_fn(prediction, target), None
-        cells = elementwise(prediction, target)
+        cells = loss_fn.elementwise(prediction, target)
         per_cell = cells.flatten(1, -3).sum(1) if cells.dim() > 3 else cells  # [B, H, W]
         return per_cell.flatten(1).sum(1), per_cell
+
+    def _baseline_delta(self, loss_noisy: torch.Tensor) -> torch.Tensor:
+        """``L_noisy − b̄``, then b̄ follows the batch loss (a running mean)."""
+        batch_mean = float(loss_noisy.mean())
+        base = batch_mean if self.baseline_value is None else self.baseline_value
+        self.baseline_value = (
+            batch_mean
+            if self.baseline_value is None
+            else self.baseline_momentum * self.baseline_value
+            + (1 - self.baseline_momentum) * batch_mean
+        )
+        return loss_noisy - base
 
     def step(
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
     ) -> StepStats:
-        self.sample_masks = None
-        if self.opts.layerwise:
-            active = [self.layers[self.layer_cursor % len(self.layers)]]
-            self.layer_cursor += 1
-        elif self.opts.split == "samples":
-            active, self.sample_masks = self._split_by_samples(x.shape[0], x.device)
-        else:
-            active = self.layers
+        active, masks = self._active_layers(x.shape[0], x.device)
+        self.sample_masks = masks
         sigma2 = self.opts.sigma**2
         seeds = [_draw_seed() for _ in range(self.opts.probes)]
         passes = _SamePasses(model)
-        sums: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
         forwards = 0
+
+        def losses(seed: int | None, sign: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+            nonlocal forwards
+            passes.before_pass()
+            forwards += 1
+            return self._losses(
+                self._noisy_pass(model, x, active, masks, seed, sign), target, loss_fn
+            )
+
         with torch.no_grad():
-            clean_loss: torch.Tensor | None = None
-            clean_map: torch.Tensor | None = None
-            clean_inputs: dict[nn.Module, _LayerRecord] | None = None
+            clean: tuple[torch.Tensor, torch.Tensor | None] | None = None
             if not self.opts.antithetic and not self.opts.baseline:
-                clean_inputs = {m: _LayerRecord() for m in active}
-                passes.before_pass()
-                clean_loss, clean_map = self._losses(
-                    self._run(model, x, active, None, clean_inputs, None, 1.0), target, loss_fn
-                )
-                forwards += 1
+                clean = losses(None)
             reported: list[torch.Tensor] = []
+            probes: list[tuple[int, _Credit]] = []
             for seed in seeds:
-                gen = _generator(x.device, seed)
-                records = {m: _LayerRecord() for m in active}
-                passes.before_pass()
-                loss_noisy, map_noisy = self._losses(
-                    self._run(model, x, active, None, records, gen, 1.0), target, loss_fn
-                )
-                forwards += 1
+                loss_noisy, map_noisy = losses(seed)
                 delta_map: torch.Tensor | None = None
                 if self.opts.antithetic:
-                    noise = {m: r.noise for m, r in records.items()}
-                    passes.before_pass()
-                    loss_minus, map_minus = self._losses(
-                        self._run(model, x, active, noise, records, None, -1.0), target, loss_fn
-                    )
-                    forwards += 1
+                    loss_minus, map_minus = losses(seed, -1.0)
                     delta = 0.5 * (loss_noisy - loss_minus)
                     if map_noisy is not None and map_minus is not None:
                         delta_map = 0.5 * (map_noisy - map_minus)
                     reported.append(0.5 * (loss_noisy + loss_minus))
                 elif self.opts.baseline:
-                    batch_mean = float(loss_noisy.mean())
-                    base = batch_mean if self.baseline_value is None else self.baseline_value
-                    delta = loss_noisy - base
-                    self.baseline_value = (
-                        batch_mean
-                        if self.baseline_value is None
-                        else self.baseline_momentum * self.baseline_value
-                        + (1 - self.baseline_momentum) * batch_mean
-                    )
+                    delta = self._baseline_delta(loss_noisy)
                     reported.append(loss_noisy)
                 else:
-                    assert clean_loss is not None and clean_inputs is not None
-                    delta = loss_noisy - clean_loss
-                    if map_noisy is not None and clean_map is not None:
-                        delta_map = map_noisy - clean_map
-                    for m in active:  # the clean pass's inputs are the exact pre-synaptic signal
-                        records[m].inputs = clean_inputs[m].inputs
+                    assert clean is not None
+                    delta = loss_noisy - clean[0]
+                    if map_noisy is not None and clean[1] is not None:
+                        delta_map = map_noisy - clean[1]
                 credit = _Credit(
-                    self.sample_masks,
-                    delta / sigma2,
-                    None if delta_map is None else delta_map / sigma2,
-                    self.radius,
+                    delta / sigma2, None if delta_map is None else delta_map / sigma2, self.radius
                 )
-                self._accumulate(records, credit, sums)
+                probes.append((seed, credit))
+            passes.before_pass()
+            sums = self._update_pass(model, x, active, masks, probes)
+            forwards += 1
             passes.finish()
             loss_value = (
-                float(clean_loss.mean())
-                if clean_loss is not None
-                else float(torch.stack(reported).mean())
+                float(clean[0].mean()) if clean is not None else float(torch.stack(reported).mean())
             )
             _clear_grads(self.params)
-            batch, probes = x.shape[0], len(seeds)
+            batch = x.shape[0]
             for p, total in sums.values():
-                _set_grad(p, total / (batch * probes))
+                _set_grad(p, total / (batch * len(seeds)))
         return StepStats(loss=loss_value, forwards=float(forwards))
 
-    @staticmethod
-    def _accumulate(
-        records: dict[nn.Module, _LayerRecord],
-        credit: _Credit,
-        sums: dict[int, tuple[nn.Parameter, torch.Tensor]],
-    ) -> None:
-        """Add ``Σ_b credit_b ψ_b ⊗ x_b`` of each layer (and ``Σ_b Σ_pos credit_b ψ_b`` for its bias)."""
-        for module, rec in records.items():
-            for layer_in, psi in zip(rec.inputs, rec.noise, strict=True):
-                signal = psi * credit.for_output(module, psi)
-                if credit.sample_share is not None:  # mean over the layer's own samples
-                    share = credit.sample_share[module]
-                    signal = signal * (share.numel() / share.sum().clamp(min=1)).to(signal.dtype)
-                _add(sums, module.weight, local_weight_gradient(module, layer_in, signal))
-                if module.bias is not None and module.bias.requires_grad:
-                    if isinstance(module, nn.Linear):
-                        b = signal.reshape(-1, signal.shape[-1]).sum(0)
-                    else:
-                        b = signal.sum(dim=[d for d in range(signal.dim()) if d != 1])
-                    _add(sums, module.bias, b)
+
+@contextmanager
+def _hooks(modules: list[nn.Module], hook: Callable[..., torch.Tensor | None]) -> Iterator[None]:
+    """``hook`` as a forward hook on ``modules`` for the duration of the block."""
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class _Credit:
@@ -600,12 +606,10 @@ class _Credit:
 
     def __init__(
         self,
-        sample_share: dict[nn.Module, torch.Tensor] | None,
         delta: torch.Tensor,
         delta_map: torch.Tensor | None,
         radius: dict[nn.Module, int],
     ) -> None:
-        self.sample_share = sample_share  # layer -> [B] bool: the samples that noise it
         self.delta = delta  # [B]
         self.delta_map = delta_map  # [B, H, W] or None
         self.radius = radius
