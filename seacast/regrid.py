@@ -404,52 +404,77 @@ def process_unit(
         times = source.times
         if len(times) > 1 and (np.diff(times) < np.timedelta64(0)).any():
             unsorted.append(str(source.path))
-        order = np.argsort(times, kind="stable")
-        _, first = np.unique(times[order], return_index=True)
-        keep = order[first]  # first occurrence of each time, in time order
+        keep = _first_of_each_time(times)
         if len(keep) < len(times):
             duplicates[str(source.path)] = len(times) - len(keep)
         keep = keep[~np.isin(times[keep], skip)]
         if len(keep) == 0:
             continue
-        ds = _open(source.path)
-        try:
-            prepared = _prepare_source(ds, wanted, target)
-            if prepared.sizes["latitude"] < 2 or prepared.sizes["longitude"] < 2:
-                raise DataError(
-                    f"no sea cell in the box: {source.path} ({source.grid}) has fewer than 2 cells "
-                    f"across the target box in latitude or longitude",
-                    "choose a bbox inside the data's latitude/longitude range",
-                )
-            frame_bytes = 4 * prepared.sizes["latitude"] * prepared.sizes["longitude"]
-            block_frames = max(8, BLOCK_BYTES // frame_bytes)
-            for start in range(0, len(keep), block_frames):
-                check_interrupt()
-                block = keep[start : start + block_frames]
-                block = np.sort(block)
-                # a contiguous run reads as one slice; NetCDF reads of index lists go element by element
-                index = (
-                    slice(int(block[0]), int(block[-1]) + 1)
-                    if (np.diff(block) == 1).all()
-                    else block
-                )
-                try:
-                    with NETCDF_LOCK:
-                        frames = prepared.isel(time=index).load()
-                except Exception as exc:  # truncated files fail on read, not on open
-                    raise DataError(
-                        f"{source.path} cannot be read ({type(exc).__name__}: {exc})",
-                        "the file is truncated or corrupt: delete it and fetch it again",
-                    ) from None
-                frames = frames.sortby("time")
-                regridded = regrid_frames(frames, target, method, min_sea_fraction)
-                for var in wanted:
-                    pieces[var].append(regridded[var])
-                del frames, regridded
-                _release_memory()
-        finally:
-            with NETCDF_LOCK:
-                ds.close()
+        for regridded in _regrid_source(source, wanted, keep, target, method, min_sea_fraction):
+            for var in wanted:
+                pieces[var].append(regridded[var])
+    data, all_nan = _unit_frames(pieces, variables)
+    return UnitResult(unit.key, data, duplicates, unsorted, all_nan)
+
+
+def _first_of_each_time(times: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each time, in time order."""
+    order = np.argsort(times, kind="stable")
+    _, first = np.unique(times[order], return_index=True)
+    return order[first]
+
+
+def _regrid_source(
+    source: SourceFile,
+    wanted: list[str],
+    keep: np.ndarray,
+    target: xr.Dataset,
+    method: str,
+    min_sea_fraction: float,
+) -> Iterator[xr.Dataset]:
+    """The time steps ``keep`` of one file regridded, a block of at most ``BLOCK_BYTES`` at a time."""
+    ds = _open(source.path)
+    try:
+        prepared = _prepare_source(ds, wanted, target)
+        if prepared.sizes["latitude"] < 2 or prepared.sizes["longitude"] < 2:
+            raise DataError(
+                f"no sea cell in the box: {source.path} ({source.grid}) has fewer than 2 cells "
+                f"across the target box in latitude or longitude",
+                "choose a bbox inside the data's latitude/longitude range",
+            )
+        frame_bytes = 4 * prepared.sizes["latitude"] * prepared.sizes["longitude"]
+        block_frames = max(8, BLOCK_BYTES // frame_bytes)
+        for start in range(0, len(keep), block_frames):
+            check_interrupt()
+            frames = _read_block(prepared, np.sort(keep[start : start + block_frames]), source.path)
+            regridded = regrid_frames(frames.sortby("time"), target, method, min_sea_fraction)
+            del frames
+            yield regridded
+            del regridded
+            _release_memory()
+    finally:
+        with NETCDF_LOCK:
+            ds.close()
+
+
+def _read_block(prepared: xr.Dataset, block: np.ndarray, path: Path) -> xr.Dataset:
+    """Load the sorted time indices ``block``; a DataError naming ``path`` if the file is unreadable."""
+    # a contiguous run reads as one slice; NetCDF reads of index lists go element by element
+    index = slice(int(block[0]), int(block[-1]) + 1) if (np.diff(block) == 1).all() else block
+    try:
+        with NETCDF_LOCK:
+            return prepared.isel(time=index).load()
+    except Exception as exc:  # truncated files fail on read, not on open
+        raise DataError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc})",
+            "the file is truncated or corrupt: delete it and fetch it again",
+        ) from None
+
+
+def _unit_frames(
+    pieces: dict[str, list[xr.DataArray]], variables: Sequence[str]
+) -> tuple[xr.Dataset | None, list[str]]:
+    """The regridded pieces as one dataset of ``variables`` (None if empty), and the all-NaN frames dropped."""
     arrays = {}
     for var, parts in pieces.items():
         if not parts:
@@ -459,7 +484,7 @@ def process_unit(
         _, first = np.unique(da["time"].values, return_index=True)
         arrays[var] = da.isel(time=first)
     if not arrays:
-        return UnitResult(unit.key, None, duplicates, unsorted, [])
+        return None, []
     data = xr.Dataset(arrays).transpose("time", "latitude", "longitude")
     for var in variables:
         if var not in data:
@@ -471,7 +496,7 @@ def process_unit(
         empty |= data[var].isnull().all(dim=("latitude", "longitude")).values
     all_nan = [pd.Timestamp(t).isoformat() for t in data["time"].values[empty]]
     data = data.isel(time=~empty)
-    return UnitResult(unit.key, data if data.sizes["time"] else None, duplicates, unsorted, all_nan)
+    return (data if data.sizes["time"] else None), all_nan
 
 
 # --------------------------------------------------------------------------- parallel map
@@ -666,13 +691,7 @@ def _regrid_locked(
 ) -> None:
     """:func:`regrid_units` holding the store lock: every write goes to a sibling, swapped in last."""
     path = Path(config.store.path)
-    variables = list(config.variables)
-    existing: xr.Dataset | None = None
-    stored_config: dict[str, Any] | None = None
-    if path.exists() and not overwrite:
-        existing = open_store(path)
-        stored_config = json.loads(existing.attrs[ATTR_CONFIG])
-        _check_same_store(stored_config, to_dict(config), path)
+    existing, stored_config = _existing_store(path, config, overwrite)
     step = _unit_step(units, store_step_hours(existing) if existing is not None else None)
     report.step_hours = step
     have = existing["time"].values if existing is not None else np.array([], dtype="datetime64[ns]")
@@ -680,122 +699,29 @@ def _regrid_locked(
     incoming = np.unique(np.concatenate([u.times for u in units]))
     new_times = incoming[~np.isin(incoming, have)]
     report.frames_already_present = int(len(incoming) - len(new_times))
-    all_times = np.union1d(have, new_times)
     stored = dict(to_dict(config))
-    stored["months"] = _merged_months(stored_config, config, all_times)
-    config_changed = stored_config is not None and stored_config != stored
+    stored["months"] = _merged_months(stored_config, config, np.union1d(have, new_times))
     if existing is not None and len(new_times) == 0:
-        if config_changed:  # e.g. another stats_period: new statistics, same frames
-            attrs = finalise_store(
-                path,
-                config=stored,
-                stats_period=config.store.stats_period,
-                step_hours=step,
-                span=span,
-            )
-            report.gaps = attrs[ATTR_GAPS]
-        else:
-            report.gaps = store_gaps(existing)
+        report.gaps = _nothing_new(existing, path, config, stored, stored_config, step, span)
         return
 
     todo = [u for u in units if np.isin(u.times, new_times).any()]
     rebuild = existing is not None and len(have) > 0 and bool((new_times < have[-1]).any())
-    fresh = existing is None or rebuild
-    # an append goes to a hard-linked copy that is swapped in whole: a kill never leaves half of it
-    target_path = temporary_store_path(path) if fresh else staged_copy(path)
     report.created = existing is None
     report.rebuilt = rebuild
     target = target_grid(config.bbox, config.grid.shape)
     mask: xr.DataArray | None = existing["sea_mask"].load() if existing is not None else None
-    run_mask: xr.DataArray | None = None
-    if mask is None and len(todo) > 1:
-        # months may come on different source grids with different coasts: sea is where
-        # every month has data, so no month leaves NaN on a sea cell
-        for unit in todo:
-            check_interrupt()
-            unit_mask = _first_valid_frame_mask(
-                unit, variables, target, config.grid.method, config.grid.min_sea_fraction
-            )
-            if unit_mask is not None:
-                run_mask = unit_mask if run_mask is None else run_mask & unit_mask
-
-    def work(unit: Unit) -> UnitResult:
-        _large_arrays_from_mmap()  # here too: a distributed worker is another process
-        with dask.config.set(scheduler="synchronous"):
-            return process_unit(
-                unit, variables, target, config.grid.method, config.grid.min_sea_fraction, have
-            )
-
-    # in a rebuild the stored frames are rewritten month by month, merged with the new ones
-    keys = sorted(
-        {u.key for u in todo} | ({f"{pd.Timestamp(t):%Y-%m}" for t in have} if rebuild else set())
+    run_mask = _run_sea_mask(todo, config, target) if mask is None and len(todo) > 1 else None
+    fresh = existing is None or rebuild
+    # an append goes to a hard-linked copy that is swapped in whole: a kill never leaves half of it
+    target_path = temporary_store_path(path) if fresh else staged_copy(path)
+    write = _StoreWrite(
+        config, report, existing, have, rebuild, target_path, target, mask, run_mask
     )
-    by_key = {u.key: u for u in todo}
-    results = _map_ordered(work, [by_key[k] for k in keys if k in by_key], dask_address, workers)
-    written = False
     try:
-        for done, key in enumerate(keys, start=1):
-            check_interrupt()
-            parts = []
-            if rebuild:
-                month = pd.Period(key, freq="M")
-                old = existing.drop_vars("sea_mask").sel(
-                    time=slice(month.start_time, month.end_time)
-                )
-                if old.sizes["time"]:
-                    parts.append(old.load())
-            if key in by_key:
-                result = next(results)
-                report.duplicates.update(result.duplicates)
-                report.unsorted.extend(result.unsorted)
-                report.all_nan_frames.extend(result.all_nan_frames)
-                if result.data is not None:
-                    parts.append(result.data)
-                    report.units.append(key)
-                    report.frames_written += int(result.data.sizes["time"])
-            if progress:
-                progress(key, done, len(keys))
-            if not parts:
-                continue
-            data = xr.concat(parts, dim="time").sortby("time") if len(parts) > 1 else parts[0]
-            if mask is None:
-                mask = _sea_mask(data)
-                if run_mask is not None:
-                    mask = mask & run_mask
-                if not bool(mask.any()):
-                    raise DataError(
-                        f"no sea cell in the box {config.bbox.model_dump()} for {key}: every value is NaN",
-                        "check that the bbox overlaps the data (see the files' latitude/longitude range)",
-                    )
-            data = data.where(mask)
-            holes = int((data[variables[0]].isnull() & mask).any("time").sum())
-            for var in variables[1:]:
-                holes = max(holes, int((data[var].isnull() & mask).any("time").sum()))
-            if holes:
-                report.warnings.append(
-                    f"{key}: {holes} sea cell(s) are NaN in some frames (a source with another coast or "
-                    "missing values); left as NaN, not filled"
-                )
-            del parts
-            _release_memory()
-            if not written and fresh:
-                create_store(
-                    target_path, data.assign(sea_mask=mask), chunk_hours=config.store.chunk_hours
-                )
-            else:
-                append_to_store(target_path, data)
-            written = True
-        if not written:
-            nan_frames = report.all_nan_frames
-            listed = ", ".join(nan_frames[:3]) + (
-                f" and {len(nan_frames) - 3} more" if len(nan_frames) > 3 else ""
-            )
-            raise DataError(
-                "every frame of the inputs is NaN or already in the store: nothing to write"
-                + (f" ({len(nan_frames)} all-NaN frame(s): {listed})" if nan_frames else ""),
-                "check that the files hold data inside the bbox "
-                f"{config.bbox.model_dump()} (e.g. ncdump -h, or xarray), and fetch them again if not",
-            )
+        _write_months(todo, write, dask_address, workers, progress)
+        if not write.written:
+            raise _nothing_written(report, config)
         attrs = finalise_store(
             target_path,
             config=stored,
@@ -810,6 +736,192 @@ def _regrid_locked(
     finally:
         if target_path.exists():
             shutil.rmtree(target_path, ignore_errors=True)
+
+
+def _existing_store(
+    path: Path, config: DataConfig, overwrite: bool
+) -> tuple[xr.Dataset | None, dict[str, Any] | None]:
+    """The store at ``path`` and the config it records (None, None for a new or overwritten one).
+
+    A store made with another grid, box or variables is refused (see :func:`_check_same_store`).
+    """
+    if not path.exists() or overwrite:
+        return None, None
+    existing = open_store(path)
+    stored_config = json.loads(existing.attrs[ATTR_CONFIG])
+    _check_same_store(stored_config, to_dict(config), path)
+    return existing, stored_config
+
+
+def _nothing_new(
+    existing: xr.Dataset,
+    path: Path,
+    config: DataConfig,
+    stored: dict[str, Any],
+    stored_config: dict[str, Any] | None,
+    step: float,
+    span: tuple[Any, Any] | None,
+) -> list[list[str]]:
+    """No new frame: the store's gaps, after new statistics if the config changed."""
+    if stored_config is None or stored_config == stored:
+        return store_gaps(existing)
+    # e.g. another stats_period: new statistics, same frames
+    attrs = finalise_store(
+        path, config=stored, stats_period=config.store.stats_period, step_hours=step, span=span
+    )
+    return attrs[ATTR_GAPS]
+
+
+def _run_sea_mask(todo: list[Unit], config: DataConfig, target: xr.Dataset) -> xr.DataArray | None:
+    """Sea where every month's first valid frame has data.
+
+    Months may come on different source grids with different coasts: so no month
+    leaves NaN on a sea cell.
+    """
+    run_mask: xr.DataArray | None = None
+    for unit in todo:
+        check_interrupt()
+        unit_mask = _first_valid_frame_mask(
+            unit, list(config.variables), target, config.grid.method, config.grid.min_sea_fraction
+        )
+        if unit_mask is not None:
+            run_mask = unit_mask if run_mask is None else run_mask & unit_mask
+    return run_mask
+
+
+@dataclass
+class _StoreWrite:
+    """One regrid's writes into ``target_path``: what they merge with and the sea mask they share."""
+
+    config: DataConfig
+    report: RegridReport
+    existing: xr.Dataset | None
+    have: np.ndarray  # times already in the store
+    rebuild: bool  # new times before stored ones: every month is rewritten
+    target_path: Path
+    target: xr.Dataset  # the target grid
+    mask: xr.DataArray | None  # the store's sea mask, fixed by the first month written
+    run_mask: xr.DataArray | None  # sea in every month of this run (several months only)
+    written: bool = False
+
+    @property
+    def fresh(self) -> bool:
+        """Whether the first month creates the store (new or rebuilt) rather than appending."""
+        return self.existing is None or self.rebuild
+
+
+def _write_months(
+    todo: list[Unit],
+    write: _StoreWrite,
+    dask_address: str | None,
+    workers: int | None,
+    progress: ProgressFn | None,
+) -> None:
+    """Regrid ``todo`` in parallel and write the months in time order (merged with the stored ones in a rebuild)."""
+    config = write.config
+    variables = list(config.variables)
+
+    def work(unit: Unit) -> UnitResult:
+        _large_arrays_from_mmap()  # here too: a distributed worker is another process
+        with dask.config.set(scheduler="synchronous"):
+            return process_unit(
+                unit,
+                variables,
+                write.target,
+                config.grid.method,
+                config.grid.min_sea_fraction,
+                write.have,
+            )
+
+    # in a rebuild the stored frames are rewritten month by month, merged with the new ones
+    stored_months = {f"{pd.Timestamp(t):%Y-%m}" for t in write.have} if write.rebuild else set()
+    keys = sorted({u.key for u in todo} | stored_months)
+    by_key = {u.key: u for u in todo}
+    results = _map_ordered(work, [by_key[k] for k in keys if k in by_key], dask_address, workers)
+    for done, key in enumerate(keys, start=1):
+        check_interrupt()
+        parts = _month_parts(key, write, next(results) if key in by_key else None)
+        if progress:
+            progress(key, done, len(keys))
+        if not parts:
+            continue
+        data = xr.concat(parts, dim="time").sortby("time") if len(parts) > 1 else parts[0]
+        data = _masked(data, key, write)
+        del parts
+        _release_memory()
+        if not write.written and write.fresh:
+            create_store(
+                write.target_path,
+                data.assign(sea_mask=write.mask),
+                chunk_hours=config.store.chunk_hours,
+            )
+        else:
+            append_to_store(write.target_path, data)
+        write.written = True
+
+
+def _month_parts(key: str, write: _StoreWrite, result: UnitResult | None) -> list[xr.Dataset]:
+    """The frames of month ``key`` to write: the stored ones (in a rebuild) and the new ones.
+
+    Records what the unit's regrid found in the report.
+    """
+    parts = []
+    if write.rebuild and write.existing is not None:
+        month = pd.Period(key, freq="M")
+        old = write.existing.drop_vars("sea_mask").sel(time=slice(month.start_time, month.end_time))
+        if old.sizes["time"]:
+            parts.append(old.load())
+    if result is not None:
+        report = write.report
+        report.duplicates.update(result.duplicates)
+        report.unsorted.extend(result.unsorted)
+        report.all_nan_frames.extend(result.all_nan_frames)
+        if result.data is not None:
+            parts.append(result.data)
+            report.units.append(key)
+            report.frames_written += int(result.data.sizes["time"])
+    return parts
+
+
+def _masked(data: xr.Dataset, key: str, write: _StoreWrite) -> xr.Dataset:
+    """``data`` NaN off the store's sea mask (made from the first month written); warns of sea holes."""
+    config = write.config
+    variables = list(config.variables)
+    if write.mask is None:
+        mask = _sea_mask(data)
+        if write.run_mask is not None:
+            mask = mask & write.run_mask
+        if not bool(mask.any()):
+            raise DataError(
+                f"no sea cell in the box {config.bbox.model_dump()} for {key}: every value is NaN",
+                "check that the bbox overlaps the data (see the files' latitude/longitude range)",
+            )
+        write.mask = mask
+    mask = write.mask
+    data = data.where(mask)
+    holes = int((data[variables[0]].isnull() & mask).any("time").sum())
+    for var in variables[1:]:
+        holes = max(holes, int((data[var].isnull() & mask).any("time").sum()))
+    if holes:
+        write.report.warnings.append(
+            f"{key}: {holes} sea cell(s) are NaN in some frames (a source with another coast or "
+            "missing values); left as NaN, not filled"
+        )
+    return data
+
+
+def _nothing_written(report: RegridReport, config: DataConfig) -> DataError:
+    """The error when every frame of the inputs was all NaN or already stored."""
+    nan_frames = report.all_nan_frames
+    listed = ", ".join(nan_frames[:3]) + (
+        f" and {len(nan_frames) - 3} more" if len(nan_frames) > 3 else ""
+    )
+    return DataError(
+        "every frame of the inputs is NaN or already in the store: nothing to write"
+        + (f" ({len(nan_frames)} all-NaN frame(s): {listed})" if nan_frames else ""),
+        "check that the files hold data inside the bbox "
+        f"{config.bbox.model_dump()} (e.g. ncdump -h, or xarray), and fetch them again if not",
+    )
 
 
 def _coverage_warning(report: RegridReport, path: Path) -> None:
