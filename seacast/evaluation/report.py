@@ -272,7 +272,8 @@ def plot_rmse_vs_lead(results: EvaluationResults, path: Path) -> Path:
     fig, axes = plt.subplots(
         len(variables),
         len(groups),
-        figsize=(3.2 * len(groups), 2.6 * len(variables)),
+        # wide enough for the legend below the panels, even with one group
+        figsize=(max(3.2 * len(groups), 6.4), 2.6 * len(variables)),
         squeeze=False,
         layout="constrained",
     )
@@ -300,7 +301,7 @@ def plot_rmse_vs_lead(results: EvaluationResults, path: Path) -> Path:
         handles,
         names,
         loc="outside lower center",
-        ncols=min(3, len(names)),
+        ncols=min(3 if len(groups) > 1 else 2, len(names)),
         fontsize=7,
         frameon=False,
     )
