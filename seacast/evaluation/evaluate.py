@@ -290,7 +290,6 @@ def evaluate_run(
     every_hours: int = 1,
 ) -> RunScores:
     """Score one run (see :func:`evaluate_runs`)."""
-    from seacast.store import open_store
     from seacast.training.checkpoint import load_run
     from seacast.windows import open_samples
 
@@ -301,14 +300,7 @@ def evaluate_run(
     sets = open_samples(store_path, cfg.samples)
     if run.tides is not None:
         sets = sets.with_tides(run.tides)
-    if split == "test":
-        datasets = dict(sets.test_groups) if by == "split" else {"": sets.test}
-    else:
-        datasets = {"validation" if by == "split" else "": sets.validation}
-    # scoring every few hours keeps the tide's phases sampled evenly at a fraction of the cost
-    datasets = {name: dataset.thinned(every_hours) for name, dataset in datasets.items()}
-    for dataset in datasets.values():
-        dataset.preload(cfg.trainer.preload_gb)
+    datasets = _scored_datasets(sets, split, by, every_hours, cfg.trainer.preload_gb)
     total = sum(len(d) for d in datasets.values())
     if total == 0:
         raise DataError(
@@ -316,78 +308,27 @@ def evaluate_run(
             "evaluate on a store that covers the run's test period, or use --split validation",
         )
     groups = group_names(by, tuple(datasets))
-
-    periods = _train_periods(sets.plan)
-    key = (str(store_path.resolve()), tuple(cfg.samples.variables), tuple(periods))
     cache = climatology_cache if climatology_cache is not None else {}
-    if key not in cache:
-        store = open_store(store_path)
-        cache[key] = Climatology.from_store(store, cfg.samples.variables, periods)
-        store.close()
-    climatology = cache[key]
+    climatology, climatology_key = _climatology(cfg, sets, store_path, cache)
     tides = reference_tides(run, sets, store_path, cache)
 
-    lead_hours = list(cfg.samples.lead_times)
     # runs scored on the same samples share their references' scores: compute them once
-    samples_key = hashlib.sha256(
-        b"".join(d.init_hours.astype(np.int64).tobytes() for d in datasets.values())
-    ).hexdigest()
-    scores_key = (
-        "reference-scores",
-        key,
-        tuple(lead_hours),
-        by,
-        tuple(datasets),
-        samples_key,
-        tides.tides.period,
-        tuple(tides.tides.constituents),
-        tides.damping.tobytes(),
-    )
+    scores_key = _reference_scores_key(climatology_key, cfg, by, datasets, tides)
     known = cache.get(scores_key)
-    merged: dict[str, ErrorAccumulator] | None = None
-    sample = None
-    for name, dataset in datasets.items():
-        if len(dataset) == 0:
-            continue
-        labels: np.ndarray | str
-        if by == "split":
-            labels = name
-        else:
-            times = hours_to_times(dataset.init_hours)
-            labels = group_labels(times, by)
-        accs, kept = score_model(
-            run.model,
-            run.normaliser,
-            dataset,
-            lead_hours=lead_hours,
-            groups=groups,
-            labels=labels,
-            climatology=climatology,
-            batch_size=batch_size,
-            device=device,
-            keep_sample=len(dataset) // 2 if sample is None else None,
-            tide_references=tides,
-            references=known is None,
-        )
-        sample = sample or kept
-        merged = accs if merged is None else {k: error_merge(merged[k], accs[k]) for k in accs}
-    assert merged is not None
+    merged, sample = _score_datasets(
+        run,
+        datasets,
+        by=by,
+        groups=groups,
+        climatology=climatology,
+        tides=tides,
+        batch_size=batch_size,
+        device=device,
+        references=known is None,
+    )
     if known is None:
         known = cache[scores_key] = {k: acc for k, acc in merged.items() if k != "model"}
-    metrics = {reference: error_compute(acc) for reference, acc in {**merged, **known}.items()}
-    with xr.open_zarr(store_path, consolidated=False, zarr_format=3) as store:
-        lat, lon = store["latitude"].values, store["longitude"].values
-    for ds in metrics.values():
-        if "mean_error" in ds:
-            ds.coords["latitude"] = lat
-            ds.coords["longitude"] = lon
-    skill = xr.Dataset(
-        {
-            f"skill_{ref}": skill_score(metrics["model"]["mse"], metrics[ref]["mse"])
-            for ref in REFERENCES
-            if ref in metrics
-        }
-    )
+    metrics, lat, lon = _metrics(merged | known, store_path)
     model_name, trainer = _run_label(cfg)
     return RunScores(
         run_dir=run_dir,
@@ -395,7 +336,7 @@ def evaluate_run(
         model=model_name,
         trainer=trainer,
         metrics=metrics,
-        skill=skill,
+        skill=_skill(metrics),
         samples=total,
         latitude=lat,
         longitude=lon,
@@ -404,6 +345,126 @@ def evaluate_run(
         climatology_period=climatology.period,
         tide_source=tides.source,
         tide_period=tides.tides.period,
+    )
+
+
+def _scored_datasets(
+    sets: Any, split: str, by: str, every_hours: int, preload_gb: float
+) -> dict[str, Any]:
+    """The datasets scored, by group name ('' for one group): thinned and preloaded."""
+    if split == "test":
+        datasets = dict(sets.test_groups) if by == "split" else {"": sets.test}
+    else:
+        datasets = {"validation" if by == "split" else "": sets.validation}
+    # scoring every few hours keeps the tide's phases sampled evenly at a fraction of the cost
+    datasets = {name: dataset.thinned(every_hours) for name, dataset in datasets.items()}
+    for dataset in datasets.values():
+        dataset.preload(preload_gb)
+    return datasets
+
+
+def _climatology(
+    cfg: Any, sets: Any, store_path: Path, cache: dict[Any, Any]
+) -> tuple[Climatology, tuple[Any, ...]]:
+    """The climatology of the run's training period (shared through ``cache``) and its cache key."""
+    from seacast.store import open_store
+
+    periods = _train_periods(sets.plan)
+    key = (str(store_path.resolve()), tuple(cfg.samples.variables), tuple(periods))
+    if key not in cache:
+        store = open_store(store_path)
+        cache[key] = Climatology.from_store(store, cfg.samples.variables, periods)
+        store.close()
+    return cache[key], key
+
+
+def _reference_scores_key(
+    climatology_key: tuple[Any, ...],
+    cfg: Any,
+    by: str,
+    datasets: dict[str, Any],
+    tides: TideReferences,
+) -> tuple[Any, ...]:
+    """What the references' scores depend on: store, variables, samples, leads, grouping, tides."""
+    samples_key = hashlib.sha256(
+        b"".join(d.init_hours.astype(np.int64).tobytes() for d in datasets.values())
+    ).hexdigest()
+    return (
+        "reference-scores",
+        climatology_key,
+        tuple(cfg.samples.lead_times),
+        by,
+        tuple(datasets),
+        samples_key,
+        tides.tides.period,
+        tuple(tides.tides.constituents),
+        tides.damping.tobytes(),
+    )
+
+
+def _score_datasets(
+    run: Any,
+    datasets: dict[str, Any],
+    *,
+    by: str,
+    groups: tuple[str, ...],
+    climatology: Climatology,
+    tides: TideReferences,
+    batch_size: int,
+    device: str,
+    references: bool,
+) -> tuple[dict[str, ErrorAccumulator], SampleForecast | None]:
+    """:func:`score_model` over each dataset, merged; keeps the middle sample of the first one."""
+    merged: dict[str, ErrorAccumulator] | None = None
+    sample = None
+    for name, dataset in datasets.items():
+        if len(dataset) == 0:
+            continue
+        labels: np.ndarray | str = (
+            name if by == "split" else group_labels(hours_to_times(dataset.init_hours), by)
+        )
+        accs, kept = score_model(
+            run.model,
+            run.normaliser,
+            dataset,
+            lead_hours=list(run.config.samples.lead_times),
+            groups=groups,
+            labels=labels,
+            climatology=climatology,
+            batch_size=batch_size,
+            device=device,
+            keep_sample=len(dataset) // 2 if sample is None else None,
+            tide_references=tides,
+            references=references,
+        )
+        sample = sample or kept
+        merged = accs if merged is None else {k: error_merge(merged[k], accs[k]) for k in accs}
+    assert merged is not None
+    return merged, sample
+
+
+def _metrics(
+    accs: dict[str, ErrorAccumulator], store_path: Path
+) -> tuple[dict[str, xr.Dataset], np.ndarray, np.ndarray]:
+    """Each accumulator's metrics (error maps on the store's coordinates), and those coordinates."""
+    metrics = {reference: error_compute(acc) for reference, acc in accs.items()}
+    with xr.open_zarr(store_path, consolidated=False, zarr_format=3) as store:
+        lat, lon = store["latitude"].values, store["longitude"].values
+    for ds in metrics.values():
+        if "mean_error" in ds:
+            ds.coords["latitude"] = lat
+            ds.coords["longitude"] = lon
+    return metrics, lat, lon
+
+
+def _skill(metrics: dict[str, xr.Dataset]) -> xr.Dataset:
+    """The model's MSE skill against each reference scored."""
+    return xr.Dataset(
+        {
+            f"skill_{ref}": skill_score(metrics["model"]["mse"], metrics[ref]["mse"])
+            for ref in REFERENCES
+            if ref in metrics
+        }
     )
 
 
