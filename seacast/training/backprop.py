@@ -21,6 +21,7 @@ class Backprop(UpdateRule):
 
     name = "backprop"
     applies_update = False
+    uses_autograd = True
 
     def step(
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn

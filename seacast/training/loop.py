@@ -27,6 +27,7 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,10 +43,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Subset
 
 import seacast
+from seacast.atomic import atomic_write_text
 from seacast.config import ExperimentConfig, fingerprint, to_dict, to_yaml
 from seacast.errors import ConfigError, DataError, SeacastError
 from seacast.progress import progress_bar
-from seacast.raw import atomic_write_text
 from seacast.training.checkpoint import (
     BEST,
     LAST,
@@ -358,15 +359,183 @@ def train(
         cleanup(info)
 
 
-def _train(
-    cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: bool, overwrite: bool
-) -> RunResult:
-    from seacast.models import build_model
+@dataclass
+class TrainState:
+    """The counters a run carries from epoch to epoch; saved in, and restored from, checkpoints."""
 
-    started = time.perf_counter()
-    _set_determinism(cfg)
-    run_dir = _prepare_run_dir(cfg, resume, overwrite, info)
-    sets: SampleSets = open_samples(cfg.store, cfg.samples)
+    epoch: int = 0
+    step: int = 0
+    forwards: float = 0.0
+    samples: int = 0
+    best_val: float = float("inf")
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "forwards": self.forwards,
+            "samples": self.samples,
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> TrainState:
+        return cls(
+            epoch=int(saved["epoch"]),
+            step=int(saved["step"]),
+            forwards=float(saved["forwards"]),
+            samples=int(saved["samples"]),
+            best_val=float(saved["best_val"]),
+            best_epoch=int(saved["best_epoch"]),
+            bad_epochs=int(saved["bad_epochs"]),
+            history=[dict(row) for row in saved["history"]],
+        )
+
+    @property
+    def wall_seconds(self) -> float:
+        """Training time of the epochs done (before a resume, too)."""
+        return float(self.history[-1]["wall_seconds"]) if self.history else 0.0
+
+    def record_validation(self, val: float) -> bool:
+        """Count an epoch's validation loss; whether it is the best yet."""
+        self.epoch += 1
+        improved = val < self.best_val
+        if improved:
+            self.best_val, self.best_epoch, self.bad_epochs = val, self.epoch, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+
+class Schedule:
+    """The learning-rate schedule: per step (warm-up, cosine) or per validation (plateau)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: ExperimentConfig, total_steps: int):
+        self.optimizer = optimizer
+        self.per_validation = cfg.trainer.optimizer.schedule == "plateau"
+        self.scheduler = _scheduler(optimizer, cfg, total_steps)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def after_step(self) -> None:
+        if self.scheduler is not None and not self.per_validation:
+            self.scheduler.step()
+
+    def after_validation(self, val: float) -> None:
+        if self.scheduler is not None and self.per_validation:
+            self.scheduler.step(val)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return self.scheduler.state_dict() if self.scheduler is not None else None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if self.scheduler is not None and state is not None:
+            self.scheduler.load_state_dict(state)
+
+
+@dataclass
+class RunFolder:
+    """What a run writes: config.yaml, meta.json, metrics.csv and the checkpoints (rank 0 only)."""
+
+    path: Path
+    writes: bool
+    meta: dict[str, Any]
+
+    def write_meta(self, **updates: Any) -> None:
+        self.meta.update(updates)
+        if self.writes:
+            _write_meta(self.path / "meta.json", self.meta)
+
+    def write_config(self, cfg: ExperimentConfig) -> None:
+        if self.writes:
+            atomic_write_text(self.path / "config.yaml", to_yaml(cfg))
+
+    def save(self, checkpoint: dict[str, Any], *, last: bool, best: bool) -> None:
+        if not self.writes:
+            return
+        if last:
+            save_checkpoint(checkpoint, self.path / LAST)
+        if best:
+            save_checkpoint(checkpoint, self.path / BEST)
+
+    def write_metrics(self, history: list[dict[str, float]]) -> None:
+        if self.writes:
+            _write_metrics(self.path / "metrics.csv", history)
+
+
+@dataclass
+class Session:
+    """Everything a run trains with, built once by :func:`setup`."""
+
+    cfg: ExperimentConfig
+    info: DistInfo
+    sets: SampleSets
+    model: nn.Module
+    step_model: nn.Module  # the model, or its DistributedDataParallel wrapper
+    rule: UpdateRule
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    loss_fn: LossFn
+    sampler: DistributedSampler
+    train_loader: Any
+    val_loader: Any
+    steps_per_epoch: int
+    total_steps: int
+    model_args: dict[str, Any]
+    folder: RunFolder
+
+    def checkpoint(self, state: TrainState) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "rule": self.rule.state_dict(),
+            **state.to_checkpoint(),
+            "rng": rng_state(),
+            "config": to_dict(self.cfg),
+            "model_args": self.model_args,
+            "normaliser": self.sets.normaliser.to_dict(),
+            "store_fingerprint": self.sets.fingerprint,
+        }
+
+    def restore(self) -> TrainState:
+        """The state of ``checkpoint_last.pt``, loaded into the model, optimiser, schedule and rule."""
+        path = self.folder.path / LAST
+        saved = load_checkpoint(path, map_location=self.info.device)
+        _check_resumable(saved["config"], self.cfg, path)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved.get("scheduler"))
+        self.rule.load_state_dict(saved.get("rule", {}))
+        set_rng_state(saved["rng"])
+        return TrainState.from_checkpoint(saved)
+
+    def stop_reason(self, state: TrainState) -> str | None:
+        """Why training ends after this point, or None while it goes on."""
+        tcfg = self.cfg.trainer
+        if state.bad_epochs >= tcfg.patience:
+            return "early_stopping"
+        if tcfg.max_steps is not None and state.step >= tcfg.max_steps:
+            return "max_steps"
+        if state.epoch >= tcfg.epochs or state.step >= self.total_steps:
+            return "epochs"
+        return None
+
+    def check_loss(self, value: float, where: str) -> None:
+        _stop_on_bad_loss(
+            value, where, self.folder.path, self.schedule.lr, self.info, self.folder.meta
+        )
+
+
+def _check_nonempty(sets: SampleSets, cfg: ExperimentConfig) -> None:
     for name, dataset in (("training", sets.train), ("validation", sets.validation)):
         if len(dataset) == 0:
             raise DataError(
@@ -375,23 +544,78 @@ def _train(
                 "use a longer store, shorter lags or lead times, or other split ranges",
             )
 
-    tides = None
-    if cfg.model.base == "tide":
-        tides = run_tides(cfg, sets, run_dir, reuse=resume, save=info.is_main)
-        sets = sets.with_tides(tides)
 
-    for dataset in (sets.train, sets.validation):
-        # a store this size fits in memory: read and encode each frame once, not once per sample
-        dataset.preload(cfg.trainer.preload_gb)
-
+def _model_args(cfg: ExperimentConfig, sets: SampleSets) -> dict[str, Any]:
+    """The arguments of ``build_model`` besides the config, as checkpoints record them."""
     n_vars = len(cfg.samples.variables)
-    model_args = {
+    return {
         "in_channels": n_vars,
         "out_channels": n_vars,
         "lags": cfg.samples.lags,
         "lead_times": list(cfg.samples.lead_times),
         "shape": list(sets.shape),
     }
+
+
+def _loaders(cfg: ExperimentConfig, sets: SampleSets, info: DistInfo) -> tuple[Any, Any, Any]:
+    """The sampler, training loader and validation loader, with private generators."""
+    tcfg = cfg.trainer
+    sampler = DistributedSampler(
+        sets.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
+    )
+    train_loader = make_loader(
+        sets.train,
+        tcfg.batch_size,
+        sampler=sampler,
+        num_workers=tcfg.num_workers,
+        device=str(info.device),
+    )
+    # private generators: creating loader iterators must not draw from the global RNG
+    train_loader.generator = torch.Generator().manual_seed(cfg.seed)
+    val_loader = make_loader(
+        _val_subset(sets.validation, cfg, info),
+        tcfg.batch_size,
+        num_workers=tcfg.num_workers,
+        device=str(info.device),
+    )
+    val_loader.generator = torch.Generator().manual_seed(cfg.seed + 1)
+    return sampler, train_loader, val_loader
+
+
+def _step_budget(cfg: ExperimentConfig, sampler: DistributedSampler) -> tuple[int, int]:
+    """Steps per epoch and steps in all."""
+    tcfg = cfg.trainer
+    steps_per_epoch = math.ceil(len(sampler) / tcfg.batch_size)
+    if tcfg.steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, tcfg.steps_per_epoch)
+    total_steps = tcfg.epochs * steps_per_epoch
+    if tcfg.max_steps is not None:
+        total_steps = min(total_steps, tcfg.max_steps)
+    return steps_per_epoch, total_steps
+
+
+def setup(
+    cfg: ExperimentConfig, info: DistInfo, *, resume: bool, overwrite: bool
+) -> tuple[Session, Any]:
+    """The session a run trains with: data, tides, model, rule, optimiser, schedule, run folder.
+
+    Returns it with the run's tidal constants (None without a tide base).
+    """
+    from seacast.models import build_model
+
+    run_dir = _prepare_run_dir(cfg, resume, overwrite, info)
+    sets: SampleSets = open_samples(cfg.store, cfg.samples)
+    _check_nonempty(sets, cfg)
+    tides = None
+    if cfg.model.base == "tide":
+        tides = run_tides(cfg, sets, run_dir, reuse=resume, save=info.is_main)
+        sets = sets.with_tides(tides)
+    for dataset in (sets.train, sets.validation):
+        # a store this size fits in memory: read and encode each frame once, not once per sample
+        dataset.preload(cfg.trainer.preload_gb)
+
+    model_args = _model_args(cfg, sets)
+    n_vars = model_args["in_channels"]
     model = build_model(
         cfg.model,
         n_vars,
@@ -410,48 +634,14 @@ def _train(
             f"trainer '{cfg.trainer.name}' updates the weights in place, which cannot be kept in step across ranks",
             "run it in a single process, or turn its in-place option off (e.g. trainer.spsa.inplace_sgd=false)",
         )
-    use_ddp = info.distributed and cfg.trainer.name == "backprop"
     step_model: nn.Module = model
-    if use_ddp:
+    if info.distributed and rule.uses_autograd:
         step_model = DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
-
     optimizer = _optimizer(model, cfg)
-    loss_fn = make_loss(
-        sets.normaliser, sets.sea_mask, cfg.trainer.land_in_loss, cfg.trainer.loss_units
-    )
-
-    tcfg = cfg.trainer
-    sampler = DistributedSampler(
-        sets.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
-    )
-    # a private generator: creating loader iterators must not draw from the global RNG
-    loader_gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = make_loader(
-        sets.train,
-        tcfg.batch_size,
-        sampler=sampler,
-        num_workers=tcfg.num_workers,
-        device=str(info.device),
-    )
-    train_loader.generator = loader_gen
-    val_loader = make_loader(
-        _val_subset(sets.validation, cfg, info),
-        tcfg.batch_size,
-        num_workers=tcfg.num_workers,
-        device=str(info.device),
-    )
-    val_loader.generator = torch.Generator().manual_seed(cfg.seed + 1)
-
-    steps_per_epoch = math.ceil(len(sampler) / tcfg.batch_size)
-    if tcfg.steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, tcfg.steps_per_epoch)
-    total_steps = tcfg.epochs * steps_per_epoch
-    if tcfg.max_steps is not None:
-        total_steps = min(total_steps, tcfg.max_steps)
-    scheduler = _scheduler(optimizer, cfg, total_steps)
-
+    sampler, train_loader, val_loader = _loaders(cfg, sets, info)
+    steps_per_epoch, total_steps = _step_budget(cfg, sampler)
     meta: dict[str, Any] = {
         "name": cfg.name,
         "store": str(cfg.store),
@@ -470,210 +660,223 @@ def _train(
         "status": "running",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    session = Session(
+        cfg=cfg,
+        info=info,
+        sets=sets,
+        model=model,
+        step_model=step_model,
+        rule=rule,
+        optimizer=optimizer,
+        schedule=Schedule(optimizer, cfg, total_steps),
+        loss_fn=make_loss(
+            sets.normaliser, sets.sea_mask, cfg.trainer.land_in_loss, cfg.trainer.loss_units
+        ),
+        sampler=sampler,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        model_args=model_args,
+        folder=RunFolder(run_dir, info.is_main, meta),
+    )
+    return session, tides
 
-    epoch, step, forwards, samples_seen = 0, 0, 0.0, 0
-    best_val, best_epoch, bad_epochs = float("inf"), 0, 0
-    wall_before = 0.0
-    history: list[dict[str, float]] = []
-    if resume:
-        state = load_checkpoint(run_dir / LAST, map_location=info.device)
-        _check_resumable(state["config"], cfg, run_dir / LAST)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        rule.load_state_dict(state.get("rule", {}))
-        set_rng_state(state["rng"])
-        epoch, step = int(state["epoch"]), int(state["step"])
-        best_val, best_epoch, bad_epochs = (
-            float(state["best_val"]),
-            int(state["best_epoch"]),
-            int(state["bad_epochs"]),
-        )
-        forwards, samples_seen = float(state["forwards"]), int(state["samples"])
-        history = [dict(row) for row in state["history"]]
-        wall_before = float(history[-1]["wall_seconds"]) if history else 0.0
-        old_meta = run_dir / "meta.json"
-        if old_meta.is_file():
-            meta["started"] = json.loads(old_meta.read_text()).get("started", meta["started"])
-        meta["resumed_at_epoch"] = epoch
-    meta["epochs_completed"] = epoch
 
-    if info.is_main:
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-        _write_meta(run_dir / "meta.json", meta)
+def train_step(session: Session, state: TrainState, batch: dict[str, torch.Tensor]) -> float:
+    """One update from one batch: the rule's estimate, then the optimiser and the schedule."""
+    info = session.info
+    x = batch["x"].to(info.device, non_blocking=True)
+    y = batch["y"].to(info.device, non_blocking=True)
+    session.optimizer.zero_grad(set_to_none=True)
+    session.rule.set_lr(session.schedule.lr)
+    stats = session.rule.step(session.step_model, x, y, session.loss_fn)
+    loss = stats.loss
+    if info.distributed:
+        if not session.rule.uses_autograd:  # DDP averages backprop's gradients itself
+            average_gradients(session.model, info)
+        summed = all_reduce_sum(torch.tensor([loss], dtype=torch.float64, device=info.device), info)
+        loss = float(summed[0]) / info.world_size
+    session.check_loss(loss, f"training (epoch {state.epoch + 1}, step {state.step + 1})")
+    if not session.rule.applies_update:
+        session.optimizer.step()
+    session.schedule.after_step()
+    batch_samples = int(x.shape[0]) * info.world_size
+    state.step += 1
+    state.samples += batch_samples
+    state.forwards += stats.forwards
+    return loss
 
-    def current_lr() -> float:
-        return float(optimizer.param_groups[0]["lr"])
 
-    def checkpoint_state() -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rule": rule.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "best_val": best_val,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
-            "forwards": forwards,
-            "samples": samples_seen,
-            "history": history,
-            "rng": rng_state(),
-            "config": to_dict(cfg),
-            "model_args": model_args,
-            "normaliser": sets.normaliser.to_dict(),
-            "store_fingerprint": sets.fingerprint,
+@dataclass
+class EpochStats:
+    """What one pass over the training loader did."""
+
+    mean_loss: float
+    steps: int
+    samples: int
+    seconds: float
+
+
+def train_epoch(
+    session: Session, state: TrainState, on_step: Callable[[float, float], None] | None = None
+) -> EpochStats:
+    """Up to ``steps_per_epoch`` updates (fewer when the step budget ends first).
+
+    ``on_step(loss, samples_per_s)`` is called after each (the progress bar).
+    """
+    session.sampler.set_epoch(state.epoch)
+    session.model.train()
+    started = time.perf_counter()
+    total_loss, steps, samples_before = 0.0, 0, state.samples
+    for batch in session.train_loader:
+        if steps >= session.steps_per_epoch or state.step >= session.total_steps:
+            break
+        step_started = time.perf_counter()
+        before = state.samples
+        loss = train_step(session, state, batch)
+        total_loss += loss
+        steps += 1
+        if on_step is not None:
+            rate = (state.samples - before) / max(time.perf_counter() - step_started, 1e-9)
+            on_step(loss, rate)
+    return EpochStats(
+        mean_loss=total_loss / max(steps, 1),
+        steps=steps,
+        samples=state.samples - samples_before,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def validate(session: Session) -> float:
+    """The model's mean validation loss (every rank's samples)."""
+    return validation_loss(session.model, session.val_loader, session.loss_fn, session.info)
+
+
+def _end_epoch(
+    session: Session, state: TrainState, epoch: EpochStats, val: float, wall_seconds: float
+) -> bool:
+    """Count the validation, append the history row, save the checkpoints; whether it improved."""
+    session.schedule.after_validation(val)
+    improved = state.record_validation(val)
+    state.history.append(
+        {
+            "epoch": state.epoch,
+            "step": state.step,
+            "train_loss": epoch.mean_loss,
+            "val_loss": val,
+            "best_val": state.best_val,
+            "lr": session.schedule.lr,
+            "forwards": state.forwards,
+            "samples": state.samples,
+            "epoch_seconds": epoch.seconds,
+            "samples_per_s": epoch.samples / max(epoch.seconds, 1e-9),
+            "wall_seconds": wall_seconds,
         }
-
-    def stop_reason() -> str:
-        if bad_epochs >= tcfg.patience:
-            return "early_stopping"
-        if tcfg.max_steps is not None and step >= tcfg.max_steps:
-            return "max_steps"
-        return "epochs"
-
-    if not resume and cfg.model.residual:
-        # an untrained model with a base *is* its reference: score it, and keep it as the best
-        # checkpoint until training beats it on validation, so training can only improve on it
-        reference_val = validation_loss(model, val_loader, loss_fn, info)
-        _stop_on_bad_loss(
-            reference_val, "validation (untrained)", run_dir, current_lr(), info, meta
+    )
+    folder = session.folder
+    folder.meta["epochs_completed"] = state.epoch
+    if folder.writes:
+        folder.save(session.checkpoint(state), last=True, best=improved)
+        folder.write_metrics(state.history)
+        folder.write_meta(
+            steps=state.step,
+            best_epoch=state.best_epoch,
+            best_val=state.best_val,
+            forwards=state.forwards,
         )
-        best_val, best_epoch = reference_val, 0
-        meta.update(reference_val=reference_val, best_epoch=0, best_val=reference_val)
-        if info.is_main:
-            save_checkpoint(checkpoint_state(), run_dir / BEST)
-            _write_meta(run_dir / "meta.json", meta)
+    return improved
 
-    stopped = stop_reason()
-    run_started, first_step = time.perf_counter(), step
+
+def _start_from_reference(session: Session, state: TrainState) -> None:
+    """An untrained model with a base *is* its reference: score it and keep it as the best checkpoint.
+
+    Training can then only improve on it.
+    """
+    reference_val = validate(session)
+    session.check_loss(reference_val, "validation (untrained)")
+    state.best_val, state.best_epoch = reference_val, 0
+    session.folder.meta.update(reference_val=reference_val, best_epoch=0, best_val=reference_val)
+    session.folder.save(session.checkpoint(state), last=False, best=True)
+    session.folder.write_meta()
+
+
+def _train(
+    cfg: ExperimentConfig, info: DistInfo, *, resume: bool, progress: bool, overwrite: bool
+) -> RunResult:
+    started = time.perf_counter()
+    _set_determinism(cfg)
+    session, _ = setup(cfg, info, resume=resume, overwrite=overwrite)
+    folder, tcfg = session.folder, cfg.trainer
+    state = TrainState()
+    if resume:
+        state = session.restore()
+        old_meta = folder.path / "meta.json"
+        if old_meta.is_file():
+            folder.meta["started"] = json.loads(old_meta.read_text()).get(
+                "started", folder.meta["started"]
+            )
+        folder.meta["resumed_at_epoch"] = state.epoch
+    folder.meta["epochs_completed"] = state.epoch
+    folder.write_config(cfg)
+    folder.write_meta()
+    if not resume and cfg.model.residual:
+        _start_from_reference(session, state)
+
+    wall_before = state.wall_seconds
+    run_started, first_step = time.perf_counter(), state.step
+    stopped = session.stop_reason(state)
     with _progress(progress and info.is_main) as bar:
         task = bar.add_task(
-            f"{cfg.trainer.name} epoch {epoch + 1}",
-            total=total_steps,
-            completed=step,
+            f"{tcfg.name} epoch {state.epoch + 1}",
+            total=session.total_steps,
+            completed=state.step,
             loss="-",
             rate="-",
         )
-        while epoch < tcfg.epochs and step < total_steps and bad_epochs < tcfg.patience:
-            sampler.set_epoch(epoch)
-            model.train()
-            epoch_started = time.perf_counter()
-            epoch_loss, epoch_steps, epoch_samples = 0.0, 0, 0
-            bar.update(task, description=f"{cfg.trainer.name} epoch {epoch + 1}/{tcfg.epochs}")
-            for batch in train_loader:
-                if epoch_steps >= steps_per_epoch or step >= total_steps:
-                    break
-                step_started = time.perf_counter()
-                x = batch["x"].to(info.device, non_blocking=True)
-                y = batch["y"].to(info.device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                rule.set_lr(current_lr())
-                stats = rule.step(step_model, x, y, loss_fn)
-                loss = stats.loss
-                if info.distributed:
-                    if not use_ddp:
-                        average_gradients(model, info)
-                    loss = (
-                        float(
-                            all_reduce_sum(
-                                torch.tensor([loss], dtype=torch.float64, device=info.device), info
-                            )[0]
-                        )
-                        / info.world_size
-                    )
-                _stop_on_bad_loss(
-                    loss,
-                    f"training (epoch {epoch + 1}, step {step + 1})",
-                    run_dir,
-                    current_lr(),
-                    info,
-                    meta,
-                )
-                if not rule.applies_update:
-                    optimizer.step()
-                if scheduler is not None and cfg.trainer.optimizer.schedule != "plateau":
-                    scheduler.step()
-                step += 1
-                epoch_steps += 1
-                batch_samples = int(x.shape[0]) * info.world_size
-                epoch_samples += batch_samples
-                samples_seen += batch_samples
-                forwards += stats.forwards
-                epoch_loss += loss
-                rate = batch_samples / max(time.perf_counter() - step_started, 1e-9)
-                bar.update(task, advance=1, loss=f"{loss:.4g}", rate=f"{rate:.1f}")
 
-            val = validation_loss(model, val_loader, loss_fn, info)
-            _stop_on_bad_loss(
-                val, f"validation (epoch {epoch + 1})", run_dir, current_lr(), info, meta
-            )
-            if scheduler is not None and cfg.trainer.optimizer.schedule == "plateau":
-                scheduler.step(val)
-            epoch += 1
-            improved = val < best_val
-            if improved:
-                best_val, best_epoch, bad_epochs = val, epoch, 0
-            else:
-                bad_epochs += 1
-            epoch_seconds = time.perf_counter() - epoch_started
-            history.append(
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "train_loss": epoch_loss / max(epoch_steps, 1),
-                    "val_loss": val,
-                    "best_val": best_val,
-                    "lr": current_lr(),
-                    "forwards": forwards,
-                    "samples": samples_seen,
-                    "epoch_seconds": epoch_seconds,
-                    "samples_per_s": epoch_samples / max(epoch_seconds, 1e-9),
-                    "wall_seconds": wall_before + time.perf_counter() - run_started,
-                }
-            )
-            meta["epochs_completed"] = epoch
-            if info.is_main:
-                state = checkpoint_state()
-                save_checkpoint(state, run_dir / LAST)
-                if improved:
-                    save_checkpoint(state, run_dir / BEST)
-                _write_metrics(run_dir / "metrics.csv", history)
-                meta.update(steps=step, best_epoch=best_epoch, best_val=best_val, forwards=forwards)
-                _write_meta(run_dir / "meta.json", meta)
+        def on_step(loss: float, rate: float) -> None:
+            bar.update(task, advance=1, loss=f"{loss:.4g}", rate=f"{rate:.1f}")
+
+        while stopped is None:
+            bar.update(task, description=f"{tcfg.name} epoch {state.epoch + 1}/{tcfg.epochs}")
+            epoch = train_epoch(session, state, on_step)
+            val = validate(session)
+            session.check_loss(val, f"validation (epoch {state.epoch + 1})")
+            wall = wall_before + time.perf_counter() - run_started
+            improved = _end_epoch(session, state, epoch, val, wall)
             if progress and info.is_main:
                 note = (
-                    "(best)" if improved else f"({bad_epochs}/{tcfg.patience} without improvement)"
+                    "(best)"
+                    if improved
+                    else f"({state.bad_epochs}/{tcfg.patience} without improvement)"
                 )
                 bar.console.log(
-                    f"epoch {epoch}: train {history[-1]['train_loss']:.5g}  val {val:.5g}  {note}"
+                    f"epoch {state.epoch}: train {epoch.mean_loss:.5g}  val {val:.5g}  {note}"
                 )
-            stopped = stop_reason()
+            stopped = session.stop_reason(state)
 
-    meta.update(
+    folder.write_meta(
         status=f"finished ({stopped})",
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
-        steps=step,
-        best_epoch=best_epoch,
-        best_val=best_val,
-        forwards=forwards,
+        steps=state.step,
+        best_epoch=state.best_epoch,
+        best_val=state.best_val,
+        forwards=state.forwards,
         timings={
             "train_seconds": wall_before + time.perf_counter() - run_started,
             "setup_seconds": run_started - started,
-            "seconds_per_step": (time.perf_counter() - run_started) / max(step - first_step, 1),
+            "seconds_per_step": (time.perf_counter() - run_started)
+            / max(state.step - first_step, 1),
         },
     )
-    if info.is_main:
-        _write_meta(run_dir / "meta.json", meta)
     return RunResult(
-        run_dir=run_dir,
-        best_val=best_val,
-        best_epoch=best_epoch,
-        epochs=epoch,
-        steps=step,
+        run_dir=folder.path,
+        best_val=state.best_val,
+        best_epoch=state.best_epoch,
+        epochs=state.epoch,
+        steps=state.step,
         stopped=stopped,
-        history=history,
-        meta=meta,
+        history=state.history,
+        meta=folder.meta,
     )

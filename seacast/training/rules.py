@@ -49,6 +49,9 @@ class UpdateRule:
 
     name: str = ""
     applies_update: bool = False
+    """The rule changes the weights itself (no optimiser step); it cannot run data-parallel."""
+    uses_autograd: bool = False
+    """The rule builds an autograd graph: data-parallel runs wrap the model in DDP for it."""
 
     def __init__(self, model: nn.Module, cfg: TrainerConfig) -> None:
         self.model = model
