@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from seacast.normalise import Normaliser
 from seacast.tides import TidalConstants
-from seacast.windows import Normaliser
 
 
 def anomaly_normaliser(tides: TidalConstants, variables: Sequence[str]) -> Normaliser:

@@ -30,7 +30,7 @@ from torch import nn
 from seacast.atomic import atomic_path
 from seacast.config import ExperimentConfig, validate
 from seacast.errors import DataError
-from seacast.windows import Normaliser
+from seacast.normalise import Normaliser
 
 BEST = "checkpoint_best.pt"
 LAST = "checkpoint_last.pt"

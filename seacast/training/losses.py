@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from seacast.windows import Normaliser
+from seacast.normalise import Normaliser
 
 
 class MaskedMSE:
