@@ -44,6 +44,7 @@ from seacast.reporting import (
 )
 
 MAX_HTML_TABLE_ROWS = 300
+MAX_FORECASTS = 3  # forecast datasets redrawn by lead time, the newest
 # the order variables are shown in when a forecast holds several
 VARIABLE_ORDER = ("zos", "uo", "vo", "so", "thetao", "VHM0")
 # skill at which a cell reaches its full colour; smaller wins and losses are paler
@@ -268,16 +269,25 @@ def _relative(path: Path, report_dir: Path) -> str:
 
 
 def _forecast_datasets(matches: list[Path]) -> list[Path]:
-    """Forecast datasets (``*.zarr``/``*.nc`` with a lead time) named, or beside named plots."""
-    candidates: list[Path] = []
+    """The forecast datasets to redraw: those named, the latest in a named folder, and the one
+    each named plot was drawn from (``<init>_<variable>.png`` beside ``<init>.zarr``).
+
+    A cron folder holds a dataset per hour: only the newest :data:`MAX_FORECASTS` are shown.
+    """
+    found: list[Path] = []
     for path in matches:
         if path.suffix in (".zarr", ".nc"):
-            candidates.append(path)
+            found.append(path)
         elif path.is_dir():
-            candidates += sorted(path.glob("*.zarr")) + sorted(path.glob("*.nc"))
+            found += sorted([*path.glob("*.zarr"), *path.glob("*.nc")], key=lambda p: p.name)[-1:]
         elif path.suffix == ".png":
-            candidates += sorted(path.parent.glob("*.zarr")) + sorted(path.parent.glob("*.nc"))
-    return list(dict.fromkeys(p.resolve() for p in candidates))
+            found += [
+                d
+                for d in [*path.parent.glob("*.zarr"), *path.parent.glob("*.nc")]
+                if path.stem.startswith(d.stem + "_")
+            ]
+    unique = sorted(dict.fromkeys(p.resolve() for p in found), key=lambda p: p.name)
+    return unique[-MAX_FORECASTS:]
 
 
 def _open_forecast(path: Path) -> Any:
@@ -351,13 +361,7 @@ def _run_section(run_dir: Path) -> RunSection:
         ("store fingerprint", meta.get("store_fingerprint")),
         ("config fingerprint", meta.get("config_fingerprint")),
         ("variables", ", ".join(variables) if isinstance(variables, list) else None),
-        (
-            "samples",
-            ", ".join(f"{k} {v}" for k, v in samples.items() if isinstance(v, int | float | dict))
-            .replace("{", "")
-            .replace("}", "")
-            .replace("'", ""),
-        ),
+        ("samples", _samples_text(samples)),
         ("tide fit", " to ".join(tides.get("period", [])) if tides.get("period") else None),
         ("seacast", code.get("seacast")),
         ("git", code.get("git")),
@@ -367,6 +371,22 @@ def _run_section(run_dir: Path) -> RunSection:
     ]
     shown = [(k, _fmt(v)) for k, v in facts if v not in (None, "", [])]
     return RunSection(run_dir.name, _anchor(run_dir.name), shown, config_text)
+
+
+def _samples_text(samples: dict[str, Any]) -> str:
+    """``{"train": 6120, "test": {"test": 1289}}`` as ``train 6120, test 1289`` (named test sets kept)."""
+    parts = []
+    for split in ("train", "validation", "test"):
+        count = samples.get(split)
+        if isinstance(count, int):
+            parts.append(f"{split} {count}")
+        elif isinstance(count, dict):
+            parts += [
+                f"{split} {n}" if name == split else f"{split} {name} {n}"
+                for name, n in count.items()
+                if isinstance(n, int)
+            ]
+    return ", ".join(parts)
 
 
 _RUN_COLUMNS = [
@@ -504,6 +524,8 @@ def write_report_pages(
 ) -> ReportPages:
     """Write ``index.md`` at ``markdown_path`` and ``index.html`` beside it, from the same inputs."""
     markdown_path = Path(markdown_path)
+    if markdown_path.suffix == ".html":  # a report stage that names the HTML page
+        markdown_path = markdown_path.with_suffix(".md")
     parts = dict(runs=runs, evaluations=evaluations, forecasts=forecasts, workdir=workdir)
     markdown = write_report(markdown_path, title=title, **parts)
     html = write_html_report(markdown_path.with_suffix(".html"), title=title, **parts)

@@ -301,12 +301,19 @@ def plot_rmse_vs_lead(results: EvaluationResults, path: Path) -> Path:
         handles,
         names,
         loc="outside lower center",
-        ncols=min(3 if len(groups) > 1 else 2, len(names)),
+        ncols=_legend_columns(names, fig.get_figwidth()),
         fontsize=7,
         frameon=False,
     )
     fig.suptitle(f"RMSE against lead time ({results.split} split)", fontsize=10)
     return _save(fig, path)
+
+
+def _legend_columns(names: list[str], width_in: float, fontsize: float = 7) -> int:
+    """As many legend columns (up to 3) as fit across the figure: a wider legend is cut off."""
+    # a character is about 0.55 em wide; the line sample and the gaps take about 0.6 in
+    column_in = max(len(n) for n in names) * 0.55 * fontsize / 72 + 0.6
+    return max(1, min(3, len(names), int(width_in // column_in)))
 
 
 def plot_mean_error(run: RunScores, path: Path) -> Path:
