@@ -1,4 +1,4 @@
-"""One 3DDR U-Net skeleton, parameterised by its level block (see ``shared/design/reference-unets.md``).
+"""One 3DDR U-Net skeleton, parameterised by its level block (the four variants of arXiv 2011.03303).
 
 Offers:
 

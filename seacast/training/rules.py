@@ -84,15 +84,8 @@ def register(cls: type[UpdateRule]) -> type[UpdateRule]:
 
 def make_rule(name: str, model: nn.Module, cfg: TrainerConfig) -> UpdateRule:
     """The update rule for a trainer name (backprop, spsa, node-perturbation, forward-gradient)."""
-    # importing the modules registers their rules
-    import importlib
-
-    for module in ("backprop", "zeroth_order"):
-        try:
-            importlib.import_module(f"seacast.training.{module}")
-        except ModuleNotFoundError as exc:  # pragma: no cover - only while a rule module is unbuilt
-            if exc.name != f"seacast.training.{module}":
-                raise
+    # the rule modules register themselves on import
+    from seacast.training import backprop, zeroth_order  # noqa: F401
 
     if name not in _RULES:
         from seacast.errors import ConfigError
