@@ -191,7 +191,7 @@ def headline_from(long: Any, evaluation: str, labels: dict[str, str]) -> Headlin
             cells.append(
                 HeadlineCell(
                     text=f"{'✓' if beats else '✗'} {o['skill']:+.1%}",
-                    detail=f"RMSE {o['model_rmse']:.3g} · {o['won']}/{o['groups']} {groups_word}",
+                    detail=f"RMSE {o['model_rmse']:.3g} · won {o['won']}/{o['groups']}",
                     css_class="beats" if beats else "loses",
                     colour=_cell_colour(float(o["skill"]), beats),
                     title=(

@@ -138,7 +138,8 @@ def test_headline_colours_a_win_green_and_a_loss_red() -> None:
     assert (good.css_class, bad.css_class) == ("beats", "loses")
     rgb = [tuple(int(v) for v in re.findall(r"\d+", c.colour)) for c in (good, bad)]
     assert rgb[0][1] > rgb[0][0] and rgb[1][0] > rgb[1][1]  # green wins, red losses
-    assert good.text == "✓ +20.0%" and "1/1 seasons" in good.detail
+    assert good.text == "✓ +20.0%" and good.detail == "RMSE 0.0894 · won 1/1"
+    assert "beats the best reference in 1 of 1 seasons" in good.title
 
 
 # --------------------------------------------------------------------------- the command and the pipeline
