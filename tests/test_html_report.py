@@ -6,8 +6,11 @@ why, where either is missing; `.ci/run` installs Chromium so it runs in CI.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
+import sys
+import threading
 from pathlib import Path
 
 import matplotlib
@@ -160,6 +163,34 @@ def test_report_command_without_inputs_names_the_fix(tmp_path) -> None:
     result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1
     assert "nothing to report" in result.output and "Fix:" in result.output
+
+
+def test_report_command_ctrl_c_prints_one_line_and_exits_130(monkeypatch, tmp_path) -> None:
+    import seacast.html_report
+
+    # Ctrl-C silences shutdown noise process-wide: put the hooks back after the test
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    for name in ("asyncio", "distributed", "copernicusmarine"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "level", logger.level)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(seacast.html_report, "write_report_pages", interrupted)
+    result = CliRunner().invoke(app, ["report", "runs/x", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines() == [
+        "interrupted: the report pages are written whole or not at all; rerun the same command"
+    ]
+
+
+def test_report_command_into_a_file_names_the_problem(tmp_path) -> None:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = CliRunner().invoke(app, ["report", "runs/x", "--out", str(tmp_path / "taken")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error:" in result.output and "--out DIR" in result.output
 
 
 def test_pipeline_report_stage_writes_the_html_page_too(demo_inputs, tmp_path) -> None:
