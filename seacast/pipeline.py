@@ -438,8 +438,10 @@ def plan_pipeline(pipeline: Pipeline) -> list[PlannedStage]:
                     forecasts=sub(spec.forecasts),
                 )
             outputs = sub(stage.outputs)
-            if report is not None and report.path not in outputs:
-                outputs.append(report.path)
+            if report is not None:
+                # both pages: a report folder from before the HTML page gets it on the next run
+                html = Path(report.path).with_suffix(".html").as_posix()
+                outputs += [page for page in (report.path, html) if page not in outputs]
             planned.append(
                 PlannedStage(
                     name=name,
