@@ -306,6 +306,42 @@ def _open_forecast(path: Path) -> Any:
     return ds
 
 
+def _truth_at_valid_times(ds: Any, names: list[str]) -> dict[int, dict[str, Any]]:
+    """``{hours: {variable: field}}`` from the forecast's store where it holds the valid time
+    (a forecast from the past); empty for a forecast into the future or a store that is gone."""
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    store_path = ds.attrs.get("seacast_store")
+    if not store_path or not Path(store_path).exists():
+        return {}
+    try:
+        store = xr.open_zarr(store_path, consolidated=False)
+    except Exception:  # not a store we can read: no error maps, the forecast maps still show
+        return {}
+    try:
+        if not np.array_equal(store["latitude"].values, ds["latitude"].values) or not (
+            np.array_equal(store["longitude"].values, ds["longitude"].values)
+        ):
+            return {}
+        times = pd.DatetimeIndex(store["time"].values)
+        init = pd.Timestamp(ds["init_time"].values[0])
+        truth: dict[int, dict[str, Any]] = {}
+        for lead in ds["lead_time"].values:
+            hours = int(pd.Timedelta(lead) / pd.Timedelta(hours=1))
+            valid = init + pd.Timedelta(hours=hours)
+            if valid in times:
+                truth[hours] = {
+                    var: store[var].sel(time=valid).values.astype(float)
+                    for var in names
+                    if var in store and store[var].dims == ("time", "latitude", "longitude")
+                }
+        return {hours: fields for hours, fields in truth.items() if fields}
+    finally:
+        store.close()
+
+
 def _lead_maps(datasets: list[Path], scratch: Path) -> tuple[list[LeadMaps], list[str]]:
     from seacast.plots import forecast_lead_maps, forecast_variables
 
@@ -322,14 +358,16 @@ def _lead_maps(datasets: list[Path], scratch: Path) -> tuple[list[LeadMaps], lis
             ]
             if not names:
                 continue
-            drawn = forecast_lead_maps(ds, scratch, f"forecast{k}", names)
+            truth = _truth_at_valid_times(ds, names)
+            drawn = forecast_lead_maps(ds, scratch, f"forecast{k}", names, truth)
         except Exception as exc:  # a figure must not cost the report
             problems.append(f"The maps of {path.name} could not be drawn: {exc}.")
             continue
         finally:
             ds.close()
+        source = path.name + ("; below, the forecast − the truth from its store" if truth else "")
         figures = {
-            hours: Figure(f"+{hours} h", _data_uri(png), path.name) for hours, png in drawn.items()
+            hours: Figure(f"+{hours} h", _data_uri(png), source) for hours, png in drawn.items()
         }
         maps.append(LeadMaps(path.stem, sorted(figures), figures))
     return maps, problems

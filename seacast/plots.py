@@ -8,7 +8,8 @@ Offers:
   colour bar labelled with the units and arrowed where the colours are clipped.
 * :func:`forecast_maps` - one PNG per variable of a forecast file, one panel per lead time.
 * :func:`forecast_lead_maps` - one PNG per lead time, one panel per variable (the HTML report's
-  lead-time selector shows them one at a time, on the same colour scales).
+  lead-time selector shows them one at a time, on the same colour scales), and the error against
+  the truth below where the truth is known.
 
 Matplotlib runs headless (Agg); figures are closed after saving so a long cron job does not leak.
 """
@@ -213,40 +214,81 @@ def forecast_maps(
 
 
 def forecast_lead_maps(
-    ds: xr.Dataset, out_dir: Path | str, stem: str, variables: Sequence[str] | None = None
+    ds: xr.Dataset,
+    out_dir: Path | str,
+    stem: str,
+    variables: Sequence[str] | None = None,
+    truth: dict[int, dict[str, np.ndarray]] | None = None,
 ) -> dict[int, Path]:
     """One PNG per lead time of a forecast dataset (first init time), a panel per variable.
 
     Each variable keeps one colour scale across lead times, so flipping between them compares
-    like with like. Files are ``<out_dir>/<stem>_+<hours>h.png``; returns ``{hours: path}``.
+    like with like. ``truth`` (``{hours: {variable: field}}``, where the valid time has passed)
+    adds a second row, forecast − truth, on one error scale per variable. Files are
+    ``<out_dir>/<stem>_+<hours>h.png``; returns ``{hours: path}``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    truth = truth or {}
     sea = ds["sea_mask"].values.astype(bool) if "sea_mask" in ds else None
     lat, lon = ds["latitude"].values, ds["longitude"].values
     init = pd.Timestamp(ds["init_time"].values[0])
     names = list(variables or forecast_variables(ds))
     fields = {var: ds[var].isel(init_time=0).values for var in names}
     limits = {var: color_limits(fields[var], var) for var in names}
+    hours_of = [_lead_hours(lead) for lead in ds["lead_time"].values]
+    errors = {
+        hours: {var: fields[var][k] - truth[hours][var] for var in names if var in truth[hours]}
+        for k, hours in enumerate(hours_of)
+        if hours in truth
+    }
+    error_limits = {
+        var: color_limits(np.stack([e[var] for e in errors.values() if var in e]), var, error=True)
+        for var in names
+        if any(var in e for e in errors.values())
+    }
     paths: dict[int, Path] = {}
-    for k, lead in enumerate(ds["lead_time"].values):
-        hours = _lead_hours(lead)
+    for k, hours in enumerate(hours_of):
         valid = init + pd.Timedelta(hours=hours)
+        rows = 2 if error_limits else 1
         fig, axes = plt.subplots(
-            1, len(names), figsize=(3.4 * len(names), 3.3), squeeze=False, layout="constrained"
+            rows,
+            len(names),
+            figsize=(3.4 * len(names), 3.3 * rows),
+            squeeze=False,
+            layout="constrained",
         )
-        for ax, var in zip(axes.flat, names, strict=True):
+        for j, var in enumerate(names):
+            units = units_of(var, ds[var].attrs)
             draw_field(
-                ax,
+                axes[0, j],
                 fields[var][k],
                 lat,
                 lon,
                 var,
                 sea,
                 title=str(ds[var].attrs.get("long_name", var)) + f" ({var})",
-                units=units_of(var, ds[var].attrs),
+                units=units,
                 limits=limits[var],
             )
+            if rows == 1:
+                continue
+            if var in errors.get(hours, {}):
+                draw_field(
+                    axes[1, j],
+                    errors[hours][var],
+                    lat,
+                    lon,
+                    var,
+                    sea,
+                    title=f"{var} forecast − truth",
+                    units=units,
+                    limits=error_limits[var],
+                    error=True,
+                )
+            else:  # this lead's valid time is not in the store yet
+                axes[1, j].set_axis_off()
+                axes[1, j].text(0.5, 0.5, "truth not known yet", ha="center", fontsize=8)
         fig.suptitle(
             f"+{hours} h from {init:%Y-%m-%d %H:%M} UTC, valid {valid:%Y-%m-%d %H:%M} UTC",
             fontsize=10,

@@ -89,6 +89,8 @@ def test_html_page_has_headline_maps_curves_tables_and_runs(pages, demo_inputs) 
         html.count("<figure data-lead-group=") == 2
     )  # the tiny run's two lead times, +1 h and +3 h
     assert 'data-lead="1"' in html and 'data-lead="3"' in html
+    # a forecast from the past: its store holds the truth, so the maps show the error too
+    assert "the forecast − the truth from its store" in html
     assert 'alt="validation loss per run"' in html
     assert "<details" in html and "comparison rmse" in html
     run = demo_inputs["run"].name
