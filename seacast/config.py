@@ -984,13 +984,13 @@ def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, 
 
 
 def reference_markdown() -> str:
-    """The config reference section of the README, generated from the models above."""
+    """The config reference (docs/config.md), generated from the models above."""
     parts = []
     for title, model in (
         ("Data config (`configs/data/*.yaml`)", DataConfig),
         ("Experiment config (`configs/experiments/*.yaml`)", ExperimentConfig),
     ):
-        parts.append(f"#### {title}\n\n| key | default | meaning |\n|---|---|---|")
+        parts.append(f"## {title}\n\n| key | default | meaning |\n|---|---|---|")
         parts.extend(
             f"| `{key}` | {default} | {doc} |" for key, default, doc in reference_rows(model)
         )
@@ -1002,18 +1002,18 @@ REFERENCE_START = "<!-- config-reference:start -->"
 REFERENCE_END = "<!-- config-reference:end -->"
 
 
-def with_reference(readme: str) -> str:
-    """``readme`` with the text between the config-reference markers replaced by :func:`reference_markdown`."""
-    head, start, rest = readme.partition(REFERENCE_START)
+def with_reference(document: str) -> str:
+    """``document`` with the text between the config-reference markers replaced by :func:`reference_markdown`."""
+    head, start, rest = document.partition(REFERENCE_START)
     _, end, tail = rest.partition(REFERENCE_END)
     if not start or not end:
-        raise ValueError(f"README has no {REFERENCE_START} ... {REFERENCE_END} markers")
+        raise ValueError(f"the document has no {REFERENCE_START} ... {REFERENCE_END} markers")
     return f"{head}{start}\n{reference_markdown()}{end}{tail}"
 
 
 if (
     __name__ == "__main__"
-):  # python -m seacast.config [README.md]: print, or rewrite the README's reference
+):  # python -m seacast.config [docs/config.md]: print, or rewrite the reference in that file
     import sys
 
     if len(sys.argv) > 1:

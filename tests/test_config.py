@@ -102,12 +102,12 @@ def test_fingerprint_changes_with_the_config() -> None:
     assert fingerprint(a) != fingerprint(b)
 
 
-def test_readme_config_reference_matches_the_config_models() -> None:
+def test_config_reference_matches_the_config_models() -> None:
     from seacast.config import with_reference
 
-    readme = (CONFIGS.parent / "README.md").read_text()
-    assert with_reference(readme) == readme, (
-        "README's config reference is stale: run python -m seacast.config README.md"
+    reference = (CONFIGS.parent / "docs" / "config.md").read_text()
+    assert with_reference(reference) == reference, (
+        "docs/config.md is stale: run python -m seacast.config docs/config.md"
     )
 
 
