@@ -49,7 +49,7 @@ EXPERIMENT = ROOT / "configs" / "experiments" / "zo_vs_bp.yaml"
 # rule overrides on top of the experiment; node perturbation's own section is the experiment's
 METHODS: dict[str, dict[str, Any]] = {
     "backprop": {"name": "backprop"},
-    "spsa": {"name": "spsa", "spsa": {"probes": 4}},
+    "spsa": {"name": "spsa", "spsa": {"probes": 1}},  # MeZO's one probe: 2 forwards a step
     "node-perturbation": {"name": "node-perturbation"},  # the layer subset of the experiment
     "node-perturbation-all": {"name": "node-perturbation", "node_perturbation": {"only": []}},
     "forward-gradient": {"name": "forward-gradient"},
