@@ -717,6 +717,92 @@ def _batches(plan: list[PlannedStage]) -> list[list[PlannedStage]]:
     return batches
 
 
+_Outcome = tuple["PlannedStage", float, SeacastError | None, int]
+
+
+def _pending_stages(
+    batch: list[PlannedStage],
+    workdir: Path,
+    pipeline_file: Path,
+    state: dict[str, Any],
+    result: PipelineResult,
+    force: bool,
+    echo: Callable[[str], None],
+) -> list[tuple[PlannedStage, str]]:
+    """The stages of ``batch`` to run, with why; the up-to-date ones are recorded as skipped."""
+    pending: list[tuple[PlannedStage, str]] = []
+    for stage in batch:
+        status = (
+            StageStatus(False, "--force")
+            if force
+            else stage_status(stage, workdir, pipeline_file, state)
+        )
+        if status.up_to_date:
+            echo(f"[dim]skip[/] {escape(stage.name)}: {escape(status.reason)}")
+            result.stages.append(
+                StageResult(stage.name, stage.kind, "skipped", reason=status.reason)
+            )
+            continue
+        echo(f"[bold cyan]run[/]  {escape(stage.name)} ({escape(status.reason)})")
+        for command in stage.commands:
+            echo(f"     [dim]$ {escape(display_command(command))}[/]")
+        # marked unfinished until it succeeds, so partial outputs of a killed run are not trusted
+        state[stage.name] = {
+            "fingerprint": stage.fingerprint(),
+            "started_ns": time.time_ns(),
+            "unfinished": True,
+        }
+        pending.append((stage, status.reason))
+    return pending
+
+
+def _run_stages(
+    pending: list[tuple[PlannedStage, str]],
+    jobs: int,
+    run_one: Callable[[PlannedStage, str], _Outcome],
+) -> list[_Outcome]:
+    """Run the pending stages, ``jobs`` at a time; one after the other, the first failure stops them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if jobs > 1 and len(pending) > 1:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(lambda item: run_one(*item), pending))
+    outcomes: list[_Outcome] = []
+    for item in pending:
+        outcomes.append(run_one(*item))
+        if outcomes[-1][2] is not None:
+            break
+    return outcomes
+
+
+def _record_outcomes(
+    outcomes: list[_Outcome],
+    reasons: dict[str, str],
+    workdir: Path,
+    state: dict[str, Any],
+    result: PipelineResult,
+) -> SeacastError | None:
+    """Record each stage that ran (finished or failed) in the state and the result; the first error."""
+    failure: SeacastError | None = None
+    for stage, seconds, error, started_ns in outcomes:
+        if error is not None:
+            result.stages.append(
+                StageResult(stage.name, stage.kind, "failed", seconds, reason=str(error.problem))
+            )
+            failure = failure or error
+            continue
+        state[stage.name] = {
+            "fingerprint": stage.fingerprint(),
+            "started_ns": started_ns,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        report = workdir / stage.report.path if stage.report else None
+        result.stages.append(
+            StageResult(stage.name, stage.kind, "ran", seconds, reasons[stage.name], report)
+        )
+    return failure
+
+
 def run_pipeline(
     pipeline: Pipeline,
     pipeline_file: Path,
@@ -735,8 +821,6 @@ def run_pipeline(
     ``result.error`` and the stages that finished keep their outputs and records, so the next
     run resumes at the failed stage.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     workdir = Path(workdir)
     plan = select_stages(plan_pipeline(pipeline), only, start)
     state = read_state(workdir, pipeline.name)
@@ -744,9 +828,7 @@ def run_pipeline(
     began = time.perf_counter()
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
-    def run_one(
-        stage: PlannedStage, reason: str
-    ) -> tuple[PlannedStage, float, SeacastError | None, int]:
+    def run_one(stage: PlannedStage, _reason: str) -> _Outcome:
         started_ns = time.time_ns()
         started = time.perf_counter()
         try:
@@ -761,61 +843,13 @@ def run_pipeline(
         return stage, time.perf_counter() - started, None, started_ns
 
     for batch in _batches(plan):
-        pending: list[tuple[PlannedStage, str]] = []
-        for stage in batch:
-            status = (
-                StageStatus(False, "--force")
-                if force
-                else stage_status(stage, workdir, pipeline_file, state)
-            )
-            if status.up_to_date:
-                echo(f"[dim]skip[/] {escape(stage.name)}: {escape(status.reason)}")
-                result.stages.append(
-                    StageResult(stage.name, stage.kind, "skipped", reason=status.reason)
-                )
-                continue
-            echo(f"[bold cyan]run[/]  {escape(stage.name)} ({escape(status.reason)})")
-            for command in stage.commands:
-                echo(f"     [dim]$ {escape(display_command(command))}[/]")
-            # marked unfinished until it succeeds, so partial outputs of a killed run are not trusted
-            state[stage.name] = {
-                "fingerprint": stage.fingerprint(),
-                "started_ns": time.time_ns(),
-                "unfinished": True,
-            }
-            pending.append((stage, status.reason))
+        pending = _pending_stages(batch, workdir, pipeline_file, state, result, force, echo)
         if not pending:
             continue
         _write_state(workdir, pipeline.name, state)
-        if jobs > 1 and len(pending) > 1:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                outcomes = list(pool.map(lambda item: run_one(*item), pending))
-        else:
-            outcomes = []
-            for item in pending:
-                outcomes.append(run_one(*item))
-                if outcomes[-1][2] is not None:
-                    break
-        reasons = dict((stage.name, reason) for stage, reason in pending)
-        failure: SeacastError | None = None
-        for stage, seconds, error, started_ns in outcomes:
-            if error is not None:
-                result.stages.append(
-                    StageResult(
-                        stage.name, stage.kind, "failed", seconds, reason=str(error.problem)
-                    )
-                )
-                failure = failure or error
-                continue
-            state[stage.name] = {
-                "fingerprint": stage.fingerprint(),
-                "started_ns": started_ns,
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            report = workdir / stage.report.path if stage.report else None
-            result.stages.append(
-                StageResult(stage.name, stage.kind, "ran", seconds, reasons[stage.name], report)
-            )
+        outcomes = _run_stages(pending, jobs, run_one)
+        reasons = {stage.name: reason for stage, reason in pending}
+        failure = _record_outcomes(outcomes, reasons, workdir, state, result)
         _write_state(workdir, pipeline.name, state)
         if failure is not None:
             done = {s.name for s in result.stages}
