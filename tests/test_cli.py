@@ -402,5 +402,15 @@ def test_help_is_readable_at_80_columns() -> None:
         text = invoke([*command, "--help"], env={"COLUMNS": "80"}).output
         assert "…" not in text, f"`seacast {' '.join(command)} --help` at 80 columns:\n{text}"
     train_help = invoke(["train", "--help"], env={"COLUMNS": "80"}).output
+    for command in [[], *commands]:
+        text = invoke([*command, "--help"], env={"COLUMNS": "80"}).output
+        description = [line.strip() for line in text.split("╭")[0].splitlines()]
+        # a docstring's own line breaks, wrapped again by rich, leave one-word lines mid-paragraph
+        orphans = [
+            word
+            for word, after in zip(description, description[1:], strict=False)
+            if len(word.split()) == 1 and after and not word.endswith((".", ":"))
+        ]
+        assert not orphans, f"`seacast {' '.join(command)} --help` at 80 columns: {orphans}"
     for name in MODEL_NAMES:
         assert re.search(rf"\b{name}\b", train_help), name

@@ -8,6 +8,7 @@ Exit status of every command: 0 success, 1 a problem named with its fix (a
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -143,9 +144,30 @@ def handle_errors(
             except OSError as exc:
                 raise fail(os_error(exc, elsewhere)) from None
 
+        wrapper.__doc__ = reflow_help(inspect.getdoc(function) or "")
         return wrapper  # type: ignore[return-value]
 
     return decorate(func) if func is not None else decorate
+
+
+def reflow_help(doc: str) -> str:
+    """A command's docstring with each prose paragraph on one line, so the terminal wraps it.
+
+    Rich keeps the docstring's own line breaks and wraps long lines again at the terminal's
+    width, which leaves one-word lines. ``Example`` paragraphs, lists and indented blocks
+    keep their lines.
+    """
+    paragraphs = doc.split("\n\n")
+    out = []
+    for paragraph in paragraphs:
+        lines = paragraph.splitlines()
+        keep = (
+            not lines
+            or lines[0].lstrip().startswith("Example")
+            or any(line.startswith((" ", "*", "-", "|")) for line in lines)
+        )
+        out.append(paragraph if keep else " ".join(line.strip() for line in lines))
+    return "\n\n".join(out)
 
 
 def _version(value: bool) -> None:

@@ -51,11 +51,13 @@ def report_command(
 ) -> None:
     """Build the report page a forecaster opens from existing runs and evaluations.
 
-    Writes DIR/index.html, one self-contained page (figures embedded, no network): skill
-    against the best reference as a coloured table, the forecast maps with a lead-time
-    selector, the training curves, the evaluation figures, the full tables folded away and
-    each run's config, data provenance and code version; and DIR/index.md beside it. What is
-    missing becomes a note in the page. A pipeline's report stage writes the same pages.
+    Writes DIR/index.html, one self-contained page (figures embedded, no
+    network): skill against the best reference as a coloured table, the
+    forecast maps with a lead-time selector, the training curves, the
+    evaluation figures, the full tables folded away and each run's config,
+    data provenance and code version; and DIR/index.md beside it. What is
+    missing becomes a note in the page. A pipeline's report stage writes the
+    same pages.
 
     Example: seacast report runs/demo-res_3ddr_unet-backprop --evaluation reports/example --forecast forecasts/demo --out reports/example-page
     """
