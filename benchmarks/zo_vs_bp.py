@@ -16,7 +16,9 @@ step budget changed, and every score is ``seacast evaluate``'s on the whole test
    ratio to backprop's (same seed), and the strongest reference (persistence,
    climatology, tide, tide + damped anomaly) of each cell. At equal steps, equal forwards
    and equal wall-clock (backprop's at its best epoch), the best validation loss each run
-   had reached by then, against backprop's. Per rule: steps and forwards used, wall-clock,
+   had reached by then, against backprop's, and the share of backprop's validation gain over
+   the untrained start (the strongest reference itself: loss ratios alone hide how little a
+   run learned). Per rule: steps and forwards used, wall-clock,
    the share of parameters it updates and its gradient cosine on one batch
    (``seacast gradcheck``'s function).
 
@@ -162,6 +164,19 @@ def best_val_within(run: dict[str, Any], key: str, budget: float) -> float:
     return min([start, *seen])
 
 
+def gain_share(run: dict[str, Any], backprop: dict[str, Any]) -> float:
+    """How much of backprop's validation gain over the untrained, tide-aware start a run made.
+
+    The start is the strongest reference already, so ratios of losses hide how little a run
+    learned: a run that learns nothing is within a few per cent of a converged backprop.
+    """
+    start = run["reference_val"]
+    if start is None or backprop["reference_val"] is None:
+        return math.nan
+    gained = backprop["reference_val"] - backprop["best_val"]
+    return (start - run["best_val"]) / gained if gained > 0 else math.nan
+
+
 def search_then_seeds(
     args: argparse.Namespace, method: str, max_steps: int | None
 ) -> tuple[float, list[dict[str, Any]]]:
@@ -241,10 +256,10 @@ def report(
     lines.append("")
     lines.append("## Budgets and validation")
     lines.append(
-        "| method | lr | seed | steps to best | steps | forwards | wall s | best val | stopped | "
-        "val at bp's steps / forwards / wall, / bp's |"
+        "| method | lr | seed | steps to best | steps | forwards | wall s | best val | share of bp's gain | "
+        "stopped | val at bp's steps / forwards / wall, / bp's |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for method, method_runs in runs.items():
         for run in method_runs:
             bp = backprop.get(run["seed"], runs["backprop"][0])
@@ -258,9 +273,8 @@ def report(
             ]
             lines.append(
                 f"| {method} | {run['lr']:g} | {run['seed']} | {run['steps_to_best']} | {run['steps']} | "
-                f"{run['forwards']:.0f} | {run['wall']:.0f} | {run['best_val']:.5g} | {run['stopped']} | "
-                + " / ".join(f"{r:.2f}" for r in ratios)
-                + " |"
+                f"{run['forwards']:.0f} | {run['wall']:.0f} | {run['best_val']:.5g} | {gain_share(run, bp):.0%} | "
+                f"{run['stopped']} | " + " / ".join(f"{r:.2f}" for r in ratios) + " |"
             )
     lines.append("")
     lines.append("## Test MSE / backprop's (same seed), per variable and lead time")
