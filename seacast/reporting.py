@@ -188,6 +188,7 @@ def draw_training_curves(summaries: list[dict[str, Any]], path: Path) -> bool:
     if not curves:
         return False
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,6 +197,7 @@ def draw_training_curves(summaries: list[dict[str, Any]], path: Path) -> bool:
     for name, xs, ys, _ in curves:
         ax.plot(list(xs), list(ys), marker=".", label=name)
     ax.set_xlabel(curves[0][3])
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs, steps
     ax.set_ylabel("validation loss")
     if all((c[2] > 0).all() for c in curves):
         ax.set_yscale("log")
