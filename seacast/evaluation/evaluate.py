@@ -499,7 +499,7 @@ def evaluate_runs(
     ``reports_dir`` is None. ``every_hours`` > 1 scores only init times on multiples of that
     many hours (a cheaper, evenly spread subset). Returns the results (the pipeline's report stage uses them).
     """
-    from seacast.evaluation.report import write_report
+    from seacast.evaluation.report import write_evaluation_report
 
     if not run_dirs:
         raise ConfigError(
@@ -539,5 +539,5 @@ def evaluate_runs(
     results = EvaluationResults(runs=runs, split=split, by=by, groups=groups)
     if out_dir:
         results.out_dir = Path(out_dir)
-        results.files = write_report(results, Path(out_dir), figures=figures)
+        results.files = write_evaluation_report(results, Path(out_dir), figures=figures)
     return results

@@ -12,7 +12,7 @@ Offers:
 * :func:`markdown_fragment` - the Markdown of an evaluation (tables and figure links),
   ready to paste into ``reports/<name>/index.md`` or a pipeline report page.
 * :func:`plot_rmse_vs_lead`, :func:`plot_mean_error`, :func:`plot_sample` - the figures.
-* :func:`write_report` - write all of it to a folder (each file via a temp name, then rename):
+* :func:`write_evaluation_report` - write all of it to a folder (each file via a temp name, then rename):
   ``index.md`` (the Markdown tables and figures), ``metrics.csv`` (long form), one
   ``comparison_<metric>.csv`` per metric, and the PNG figures.
 """
@@ -486,7 +486,9 @@ def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_report(results: EvaluationResults, out_dir: Path, figures: bool = True) -> list[Path]:
+def write_evaluation_report(
+    results: EvaluationResults, out_dir: Path, figures: bool = True
+) -> list[Path]:
     """Write tables (CSV and Markdown), figures and ``index.md`` to ``out_dir``; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results.out_dir = out_dir
