@@ -27,7 +27,7 @@ SETUP = """
 import sys, torch
 from pathlib import Path
 from seacast.config import ExperimentConfig
-from seacast.schema import synthetic_store
+from seacast.synthetic import synthetic_store
 from seacast.training.loop import train
 torch.set_num_threads(1)
 root, shape, filters, lags, model = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]

@@ -35,7 +35,7 @@ from torch.utils.data import RandomSampler
 
 from seacast.config import ModelConfig, SamplesConfig
 from seacast.models import build_model
-from seacast.schema import synthetic_store
+from seacast.synthetic import synthetic_store
 from seacast.training.losses import make_loss
 from seacast.windows import make_loader, open_samples
 

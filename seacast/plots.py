@@ -2,7 +2,7 @@
 
 Offers:
 
-* :data:`CF_ATTRS` - CF standard names, long names and units (defined in :mod:`seacast.schema`).
+* :data:`CF_ATTRS` - CF standard names, long names and units (defined in :mod:`seacast.cf`).
 * :func:`colormap_for` - the cmocean colormap of a variable (a diverging one for errors).
 * :func:`draw_field` - one field on an axis, land masked, coastline drawn along the cell edges,
   colour bar labelled with the units and arrowed where the colours are clipped.
@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
-from seacast.schema import CF_ATTRS  # noqa: E402 (re-exported: forecast files read it here)
+from seacast.cf import CF_ATTRS  # noqa: E402 (re-exported: forecast files read it here)
 
 _COLORMAPS = {
     "zos": cmocean.cm.balance,

@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 
 from seacast.config import DataConfig, ExperimentConfig, GridConfig, StoreConfig, to_dict
-from seacast.schema import synthetic_dataset, synthetic_store
 from seacast.store import finalise_store, write_new_store
+from seacast.synthetic import synthetic_dataset, synthetic_store
 
 _CACHE: dict[str, Path] = {}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from seacast.config import BBox, DataConfig
-from seacast.schema import cmems_like_file
+from seacast.synthetic import cmems_like_file
 
 BOX = BBox(lat_min=51.0, lat_max=55.0, lon_min=2.5, lon_max=7.5)
 SRC_LAT = np.arange(50.8, 55.21, 0.2)

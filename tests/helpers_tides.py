@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from seacast.config import DataConfig, GridConfig, StoreConfig, to_dict
-from seacast.schema import synthetic_dataset
 from seacast.store import finalise_store, time_hours, write_new_store
+from seacast.synthetic import synthetic_dataset
 from seacast.tides import _basis, select_constituents
 
 KNOWN = {"M2": (1.1, 40.0), "S2": (0.35, 95.0), "K1": (0.08, 200.0), "O1": (0.06, 310.0)}

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from seacast.cli import app
-from seacast.schema import synthetic_store
+from seacast.synthetic import synthetic_store
 
 
 @pytest.fixture(scope="module")

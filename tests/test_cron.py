@@ -22,7 +22,6 @@ from seacast.cron import (
     scheduled_forecast,
     systemd_units,
 )
-from seacast.schema import synthetic_dataset
 from seacast.store import (
     append_to_store,
     finalise_store,
@@ -30,6 +29,7 @@ from seacast.store import (
     store_config,
     store_write_lock,
 )
+from seacast.synthetic import synthetic_dataset
 
 
 @pytest.fixture(scope="module")

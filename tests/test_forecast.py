@@ -17,7 +17,7 @@ from helpers_forecast import TINY, experiment, shifted_store, tiny_run
 from seacast import forecast as forecast_module
 from seacast.errors import DataError
 from seacast.forecast import forecast, forecast_dataset, resolve_init_time, valid_init_times
-from seacast.schema import synthetic_store
+from seacast.synthetic import synthetic_store
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +167,8 @@ def test_clear_errors(run_dir, tmp_path):
 def test_a_store_on_other_coordinates_of_the_same_size_is_refused(run_dir, tmp_path):
     """The run's grid is that of the store it was trained on: same size, moved north, refused."""
     from seacast.config import DataConfig, GridConfig, StoreConfig, to_dict
-    from seacast.schema import synthetic_dataset
     from seacast.store import finalise_store, write_new_store
+    from seacast.synthetic import synthetic_dataset
 
     ds = synthetic_dataset(
         shape=TINY["shape"], hours=24, variables=TINY["variables"], start=TINY["start"]

@@ -16,8 +16,8 @@ from seacast.cli import app
 from seacast.config import BBox
 from seacast.errors import DataError
 from seacast.regrid import regrid_config, regrid_files, target_grid
-from seacast.schema import cmems_like_file, smooth_field
 from seacast.store import open_store, store_fingerprint, store_gaps, store_step_hours
+from seacast.synthetic import cmems_like_file, smooth_field
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 MED = FIXTURES / "cmems_mod_med_phy-sal_anfc_4.2km-3D_PT1H-m_sample.nc"

@@ -11,7 +11,6 @@ import xarray as xr
 import zarr
 
 from seacast.errors import DataError
-from seacast.schema import synthetic_dataset, synthetic_store
 from seacast.store import (
     append_to_store,
     compute_stats,
@@ -26,6 +25,7 @@ from seacast.store import (
     store_variables,
     write_new_store,
 )
+from seacast.synthetic import synthetic_dataset, synthetic_store
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from seacast.config import ModelConfig
 from seacast.errors import DataError
 from seacast.evaluation.baselines import TideReferences, persistence
 from seacast.models import build_model
-from seacast.schema import synthetic_store
 from seacast.store import finalise_store, open_store, store_config, time_hours, write_new_store
+from seacast.synthetic import synthetic_store
 from seacast.tides import fit_tides, load_tides, select_constituents, train_periods
 from seacast.windows import open_samples
 

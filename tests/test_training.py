@@ -19,7 +19,7 @@ from seacast.cli import app
 from seacast.config import MODEL_NAMES, TRAINER_NAMES, ExperimentConfig, to_dict
 from seacast.errors import SeacastError
 from seacast.models import build_model
-from seacast.schema import synthetic_store
+from seacast.synthetic import synthetic_store
 from seacast.training import checkpoint as checkpoint_module
 from seacast.training import loop as loop_module
 from seacast.training.checkpoint import LAST, load_checkpoint, load_run, save_checkpoint

@@ -13,9 +13,9 @@ import xarray as xr
 from seacast.config import SamplesConfig, SplitConfig
 from seacast.errors import ConfigError, DataError
 from seacast.normalise import Normaliser
-from seacast.schema import synthetic_dataset, synthetic_store
 from seacast.splits import PAPER_HOURS_NEEDED, SEASONS, Selection, plan_split, season_of_hours
 from seacast.store import finalise_store, store_stats, write_new_store
+from seacast.synthetic import synthetic_dataset, synthetic_store
 from seacast.windows import Timeline, make_loader, open_samples
 
 VARIABLES = ["uo", "zos"]

@@ -179,10 +179,10 @@ def test_node_perturbation_matches_linear_gradient_in_expectation() -> None:
     x = torch.randn(32, 6)
     y = torch.randn(32, 3)
     grad = true_grad(model, x, y)
-    for antithetic in (True, False):
+    for delta in ("antithetic", "clean"):
         cfg = trainer(
             "node-perturbation",
-            node_perturbation={"sigma": 1e-2, "antithetic": antithetic, "probes": 4},
+            node_perturbation={"sigma": 1e-2, "delta": delta, "probes": 4},
         )
         rule = make_rule("node-perturbation", model, cfg)
         total = torch.zeros_like(grad)
@@ -210,8 +210,8 @@ def test_node_perturbation_never_calls_autograd(monkeypatch: pytest.MonkeyPatch)
         assert not pred.requires_grad
         return mse_per_sample(pred, target)
 
-    for layerwise in (False, True):
-        cfg = trainer("node-perturbation", node_perturbation={"layerwise": layerwise, "probes": 2})
+    for layers in ("all", "cycle"):
+        cfg = trainer("node-perturbation", node_perturbation={"layers": layers, "probes": 2})
         rule = make_rule("node-perturbation", model, cfg)
         with zo.no_autograd():
             stats = rule.step(model, x, y, loss_fn)
@@ -222,13 +222,13 @@ def test_node_perturbation_never_calls_autograd(monkeypatch: pytest.MonkeyPatch)
         model(x).sum().backward()
 
 
-def test_node_perturbation_layerwise_updates_one_layer_and_skips_batchnorm() -> None:
+def test_node_perturbation_cycling_layers_updates_one_layer_and_skips_batchnorm() -> None:
     model = small_conv_net(batch_norm=True).train()
     x, y = torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8)
     rule = make_rule(
         "node-perturbation",
         model,
-        trainer("node-perturbation", node_perturbation={"layerwise": True}),
+        trainer("node-perturbation", node_perturbation={"layers": "cycle"}),
     )
     rule.step(model, x, y, mse_per_sample)
     with_grad = [n for n, p in model.named_parameters() if p.grad is not None]
@@ -365,7 +365,7 @@ def test_gradcheck_command_prints_the_table(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from seacast.cli import app
-    from seacast.schema import synthetic_store
+    from seacast.synthetic import synthetic_store
 
     store = synthetic_store(
         tmp_path / "s.zarr", shape=(16, 16), hours=24 * 6, variables=("zos", "uo")
@@ -434,12 +434,12 @@ def test_local_credit_without_cell_losses_warns_and_uses_global_credit() -> None
     torch.testing.assert_close(grads["local"], grads["global"])
 
 
-def test_split_by_samples_noises_one_layer_per_sample_and_stays_unbiased() -> None:
+def test_layers_by_samples_noises_one_layer_per_sample_and_stays_unbiased() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
     x, y = torch.randn(32, 6), torch.randn(32, 3)
     grad = true_grad(model, x, y)
-    cfg = trainer("node-perturbation", node_perturbation={"split": "samples", "probes": 4})
+    cfg = trainer("node-perturbation", node_perturbation={"layers": "samples", "probes": 4})
     rule = make_rule("node-perturbation", model, cfg)
     total = torch.zeros_like(grad)
     runs = 300
@@ -563,17 +563,17 @@ def test_node_perturbation_keeps_no_activation_between_passes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "message"),
+    ("old", "new"),
     [
-        ({"baseline": True}, "with baseline: true set antithetic: false"),
-        ({"layerwise": True, "split": "samples"}, "keep one"),
+        ({"antithetic": False}, "delta: antithetic"),
+        ({"baseline": True, "antithetic": False}, "delta: baseline"),
+        ({"layerwise": True}, "layers: cycle"),
+        ({"split": "samples"}, "layers: samples"),
     ],
 )
-def test_node_perturbation_refuses_options_that_would_override_each_other(
-    options: dict, message: str
-) -> None:
-    with pytest.raises(ValueError, match=message):
-        trainer("node-perturbation", node_perturbation=options)
+def test_node_perturbation_names_the_option_an_old_key_became(old: dict, new: str) -> None:
+    with pytest.raises(ValueError, match=new):
+        trainer("node-perturbation", node_perturbation=old)
 
 
 def test_time_compressor_conv_runs_its_forward_hooks() -> None:

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from seacast.schema import CF_ATTRS
+from seacast.cf import CF_ATTRS
 from seacast.twin.grid import TwinGrid
 
 SURFACE_DEPTH = 0.0  # m: the NWS products' top level; the twin is depth-averaged
 THREE_D = ("uo", "vo", "so", "thetao")
 VARIABLES = ("zos", "uo", "vo", "so", "thetao")
 
-# what CMEMS files carry beyond the CF attributes (seacast.schema.CF_ATTRS, the one table of those)
+# what CMEMS files carry beyond the CF attributes (seacast.cf.CF_ATTRS, the one table of those)
 _CMEMS_EXTRAS: dict[str, dict[str, Any]] = {
     "zos": {"unit_long": "Meters"},
     "uo": {"unit_long": "Meters per second"},
