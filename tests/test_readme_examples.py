@@ -1,12 +1,13 @@
-"""The README's shell examples run, on tiny data.
+"""The shell examples of the README and of docs/ run, on tiny data.
 
-Every ``seacast ...`` line of a fenced ```bash (or sh/shell/console) block in README.md is run,
-in README order, in one temporary folder holding a copy of ``configs/`` and ``pipelines/`` whose
+Every ``seacast ...`` line of a fenced ```bash (or sh/shell/console) block in README.md, then in
+each page of docs/ (in the order README.md first links them, then any other page by name), is run
+in that order in one temporary folder holding a copy of ``configs/`` and ``pipelines/`` whose
 configs are shrunk to tiny sizes (one month, a 32x32 grid, a couple of training steps), so the
 examples run verbatim but quickly. A line is not run when it ends with a comment
 ``# needs-network``, ``# slow`` or ``# no-test``, or holds a ``<placeholder>``.
 
-While README.md has no such examples the test skips, saying so.
+While none of those pages has such examples the test skips, saying so.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 SKIP_MARKERS = ("needs-network", "slow", "no-test")
 SHELLS = ("bash", "sh", "shell", "console")
 TIMEOUT_S = 300
@@ -35,19 +37,36 @@ _PLACEHOLDER = re.compile(r"<[A-Za-z][\w .-]*>")
 
 @dataclass(frozen=True)
 class Example:
-    """One README command: its text, where it is, and why it is not run (if it is not)."""
+    """One documented command: its text, where it is, and why it is not run (if it is not)."""
 
     command: str
     line: int
     skip: str | None = None
+    page: str = "README.md"
 
     @property
     def id(self) -> str:
         words = self.command.split()
-        return f"L{self.line}-" + "-".join(words[1:3])
+        return f"{self.page}:L{self.line}-" + "-".join(words[1:3])
+
+    @property
+    def where(self) -> str:
+        return f"{self.page} line {self.line}"
 
 
-def extract_examples(markdown: str) -> list[Example]:
+def documentation_pages() -> list[Path]:
+    """README.md, then the docs/ pages in the order README.md first links them, then the rest by name."""
+    pages = [README] if README.is_file() else []
+    docs = sorted(DOCS.glob("*.md")) if DOCS.is_dir() else []
+    linked = re.findall(r"\(docs/([\w.-]+\.md)", README.read_text()) if README.is_file() else []
+    for name in [*linked, *(page.name for page in docs)]:
+        page = DOCS / name
+        if page in docs and page not in pages:
+            pages.append(page)
+    return pages
+
+
+def extract_examples(markdown: str, page: str = "README.md") -> list[Example]:
     """The ``seacast`` commands of the shell code blocks, joined over ``\\`` continuations."""
     examples: list[Example] = []
     fence: str | None = None
@@ -76,19 +95,19 @@ def extract_examples(markdown: str) -> list[Example]:
             continue
         command = " ".join([*pending, line])
         pending = []
-        examples.append(_classify(command, start))
+        examples.append(_classify(command, start, page))
     return examples
 
 
-def _classify(command: str, line: int) -> Example:
+def _classify(command: str, line: int, page: str = "README.md") -> Example:
     code, _, comment = command.partition(" #")
     code = code.strip()
     marker = next((m for m in SKIP_MARKERS if re.search(rf"\b{m}\b", comment)), None)
     if marker:
-        return Example(code, line, f"marked # {marker}")
+        return Example(code, line, f"marked # {marker}", page)
     if _PLACEHOLDER.search(code):
-        return Example(code, line, f"has a placeholder {_PLACEHOLDER.search(code).group(0)}")
-    return Example(code, line)
+        return Example(code, line, f"has a placeholder {_PLACEHOLDER.search(code).group(0)}", page)
+    return Example(code, line, page=page)
 
 
 # --------------------------------------------------------------------------- tiny data
@@ -205,7 +224,21 @@ def test_shrink_configs_makes_tiny_valid_configs(tmp_path):
     assert broken.read_text() == "name: [unclosed\n"
 
 
-EXAMPLES = extract_examples(README.read_text()) if README.is_file() else []
+def test_documentation_pages_are_readme_then_docs_in_link_order():
+    pages = documentation_pages()
+    assert pages[0] == README
+    assert sorted(pages[1:]) == sorted(DOCS.glob("*.md"))
+    linked = re.findall(r"\(docs/([\w.-]+\.md)", README.read_text())
+    first = list(dict.fromkeys(name for name in linked if (DOCS / name).is_file()))
+    assert [page.name for page in pages[1 : 1 + len(first)]] == first
+
+
+PAGES = documentation_pages()
+EXAMPLES = [
+    example
+    for page in PAGES
+    for example in extract_examples(page.read_text(), page.relative_to(REPO).as_posix())
+]
 RUNNABLE = [e for e in EXAMPLES if e.skip is None]
 
 
@@ -214,7 +247,7 @@ def _params() -> list:
         reason = (
             "README.md is missing"
             if not README.is_file()
-            else "README.md has no runnable seacast examples yet"
+            else "README.md and docs/ have no runnable seacast examples yet"
         )
         return [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="no-examples")]
     params = []
@@ -228,7 +261,7 @@ def _params() -> list:
 
 @pytest.mark.parametrize("example", _params())
 def test_readme_example_runs(example: Example, readme_workdir: Path):
-    """Run one README line in the shared tiny project folder (examples run in README order)."""
+    """Run one documented line in the shared tiny project folder (examples run in page order)."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -248,10 +281,8 @@ def test_readme_example_runs(example: Example, readme_workdir: Path):
             check=False,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(
-            f"README line {example.line}: `{example.command}` took over {TIMEOUT_S} s; mark it # slow"
-        )
+        pytest.fail(f"{example.where}: `{example.command}` took over {TIMEOUT_S} s; mark it # slow")
     assert done.returncode == 0, (
-        f"README line {example.line}: `{example.command}` exited with {done.returncode}\n"
+        f"{example.where}: `{example.command}` exited with {done.returncode}\n"
         f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
     )
