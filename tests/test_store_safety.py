@@ -33,7 +33,7 @@ import os, signal, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from helpers_regrid import data_config
-import seacast.regrid as regrid
+import seacast.regrid.orchestrate as regrid  # patched where the store writes are called
 import seacast.store as store
 from zarr.storage import LocalStore
 
