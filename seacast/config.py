@@ -540,17 +540,31 @@ class SpsaConfig(StrictModel):
     )
 
 
+# keys of node_perturbation that became one enumerated option each: old key -> the new one
+_NODE_PERTURBATION_RENAMED = {
+    "antithetic": "delta: antithetic (the default), clean or baseline",
+    "baseline": "delta: baseline (was baseline: true with antithetic: false)",
+    "layerwise": "layers: cycle (was layerwise: true)",
+    "split": "layers: samples (was split: samples)",
+}
+
+
 class NodePerturbationConfig(StrictModel):
     """Options of the `node-perturbation` rule (noisy pre-activations, local Hebbian update)."""
 
     sigma: float = Field(1e-2, gt=0, description="Std of the noise on pre-activations.")
-    probes: int = Field(1, ge=1, description="Noisy passes per step.")
-    baseline: bool = Field(
-        False,
-        description="Subtract a running loss baseline instead of a clean pass (needs antithetic: false).",
+    probes: int = Field(1, ge=1, description="Noisy passes (antithetic pairs) per step.")
+    delta: Literal["antithetic", "clean", "baseline"] = Field(
+        "antithetic",
+        description="The loss difference: antithetic: between +psi and -psi passes; clean: noisy minus a "
+        "clean pass; baseline: noisy minus a running mean of the batch loss (one pass less, noisier).",
     )
-    antithetic: bool = Field(True, description="Pair +psi and -psi noise.")
-    layerwise: bool = Field(False, description="Perturb one layer per step, cycling.")
+    layers: Literal["all", "cycle", "samples"] = Field(
+        "all",
+        description="The layers a step noises: all: every one, for every sample; cycle: one layer per step, "
+        "in turn; samples: each sample of the batch noises one layer (cycling), so its loss difference is "
+        "that layer's alone.",
+    )
     credit: Literal["global", "local"] = Field(
         "local",
         description="global: each node is credited with its sample's whole loss difference; local: with the "
@@ -573,26 +587,20 @@ class NodePerturbationConfig(StrictModel):
         description="Perturb and update only the layers whose module name starts with one of these "
         "(e.g. [head]); empty: every Conv/Linear layer.",
     )
-    split: Literal["none", "samples"] = Field(
-        "none",
-        description="none: every sample noises every layer; samples: each sample of the batch noises one layer "
-        "(cycling), so its loss difference is that layer's alone.",
-    )
 
-    @model_validator(mode="after")
-    def _one_scheme(self) -> NodePerturbationConfig:
-        # each pair names two ways to do one thing: refuse the pair rather than pick one silently
-        if self.baseline and self.antithetic:
-            raise ValueError(
-                "baseline and antithetic are two ways to get the loss difference: with "
-                "baseline: true set antithetic: false"
-            )
-        if self.layerwise and self.split == "samples":
-            raise ValueError(
-                "layerwise and split: samples are two ways to choose the layers a step noises: "
-                "keep one (layerwise: false, or split: none)"
-            )
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = [key for key in _NODE_PERTURBATION_RENAMED if key in data]
+            if old:
+                raise ValueError(
+                    "trainer.node_perturbation."
+                    + ", ".join(old)
+                    + " became one option: use "
+                    + "; ".join(_NODE_PERTURBATION_RENAMED[key] for key in old)
+                )
+        return data
 
 
 class ForwardGradientConfig(StrictModel):

@@ -107,10 +107,10 @@ def test_forward_gradient_equals_true_gradient_dot_v_with_train_batchnorm() -> N
     stats = rule.step(model, x, y, mse_per_sample)
     # regenerate the tangent the rule drew from the same seed
     torch.manual_seed(11)
-    seed = zo._draw_seed()
+    seed = zo.draw_seed()
     v = torch.cat(
         [
-            zo._noise_like(p, zo._mix(seed, i), "gaussian").flatten()
+            zo.noise_like(p, zo.mix_seed(seed, i), "gaussian").flatten()
             for i, p in enumerate(model.parameters())
         ]
     )
@@ -134,10 +134,10 @@ def test_spsa_matches_true_directional_derivative() -> None:
         torch.manual_seed(3)
         stats = rule.step(model, x, y, mse_per_sample)
         torch.manual_seed(3)
-        seed = zo._draw_seed()
+        seed = zo.draw_seed()
         z = torch.cat(
             [
-                zo._noise_like(p, zo._mix(seed, i), noise).flatten()
+                zo.noise_like(p, zo.mix_seed(seed, i), noise).flatten()
                 for i, p in enumerate(model.parameters())
             ]
         )
@@ -169,7 +169,7 @@ def test_local_weight_gradient_is_the_conv_weight_gradient(conv: nn.Module) -> N
     out = conv(x)
     signal = torch.randn_like(out)
     (out * signal).sum().backward()
-    local = zo.local_weight_gradient(conv, zo._layer_input(conv, x), signal)
+    local = zo.local_weight_gradient(conv, zo.layer_input(conv, x), signal)
     torch.testing.assert_close(local, conv.weight.grad, rtol=1e-4, atol=1e-5)
 
 
@@ -517,8 +517,8 @@ def test_node_perturbation_update_is_the_hebbian_rule_on_regenerated_noise() -> 
     sigma = 1e-2
     cfg = trainer("node-perturbation", node_perturbation={"sigma": sigma, "credit": "global"})
     torch.manual_seed(5)
-    seed = zo._draw_seed()
-    psi = sigma * torch.randn((8, 3), generator=zo._generator(x.device, seed))
+    seed = zo.draw_seed()
+    psi = sigma * torch.randn((8, 3), generator=zo.generator_for(x.device, seed))
     with torch.no_grad():
         clean = model(x)
         delta = 0.5 * (mse_per_sample(clean + psi, y) - mse_per_sample(clean - psi, y))
