@@ -14,8 +14,8 @@ import torch
 import xarray as xr
 from helpers_forecast import TINY, experiment, shifted_store, tiny_run
 
-from seacast import forecast as forecast_module
 from seacast.errors import DataError
+from seacast.forecast import driver as forecast_module  # patched where it writes
 from seacast.forecast import forecast, forecast_dataset, resolve_init_time, valid_init_times
 from seacast.synthetic import synthetic_store
 
