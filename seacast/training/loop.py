@@ -594,6 +594,35 @@ def _step_budget(cfg: ExperimentConfig, sampler: DistributedSampler) -> tuple[in
     return steps_per_epoch, total_steps
 
 
+def _run_meta(
+    cfg: ExperimentConfig,
+    sets: SampleSets,
+    model: nn.Module,
+    info: DistInfo,
+    tides: Any,
+    steps_per_epoch: int,
+) -> dict[str, Any]:
+    """What meta.json says of a run when it starts: data, code, model and budget."""
+    return {
+        "name": cfg.name,
+        "store": str(cfg.store),
+        "store_fingerprint": sets.fingerprint,
+        "config_fingerprint": fingerprint(cfg),
+        "code_version": code_version(),
+        "torch": torch.__version__,
+        "trainer": cfg.trainer.name,
+        "model": cfg.model.name,
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "world_size": info.world_size,
+        "device": str(info.device),
+        "samples": sets.summary(),
+        "tides": tides.provenance() if tides is not None else None,
+        "steps_per_epoch": steps_per_epoch,
+        "status": "running",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def setup(
     cfg: ExperimentConfig, info: DistInfo, *, resume: bool, overwrite: bool
 ) -> tuple[Session, Any]:
@@ -642,24 +671,7 @@ def setup(
     optimizer = _optimizer(model, cfg)
     sampler, train_loader, val_loader = _loaders(cfg, sets, info)
     steps_per_epoch, total_steps = _step_budget(cfg, sampler)
-    meta: dict[str, Any] = {
-        "name": cfg.name,
-        "store": str(cfg.store),
-        "store_fingerprint": sets.fingerprint,
-        "config_fingerprint": fingerprint(cfg),
-        "code_version": code_version(),
-        "torch": torch.__version__,
-        "trainer": cfg.trainer.name,
-        "model": cfg.model.name,
-        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "world_size": info.world_size,
-        "device": str(info.device),
-        "samples": sets.summary(),
-        "tides": tides.provenance() if tides is not None else None,
-        "steps_per_epoch": steps_per_epoch,
-        "status": "running",
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    meta = _run_meta(cfg, sets, model, info, tides, steps_per_epoch)
     session = Session(
         cfg=cfg,
         info=info,
