@@ -35,6 +35,17 @@ def give_plain_mode(path: Path | str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def publish(tmp: Path | str, final: Path | str) -> Path:
+    """Rename a finished ``tmp`` onto ``final`` in one step, with the plain file mode.
+
+    For writers that pick their own temporary name (raw months use a fixed one, so the next
+    run can clear a killed run's leftover); :func:`atomic_path` uses this too.
+    """
+    give_plain_mode(tmp)
+    os.replace(tmp, final)
+    return Path(final)
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a new empty temporary file next to ``final``; rename it onto ``final`` on success.
@@ -52,8 +63,7 @@ def atomic_path(final: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        give_plain_mode(tmp)
-        os.replace(tmp, final)
+        publish(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

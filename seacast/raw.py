@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from seacast.atomic import atomic_write_text, give_plain_mode
+from seacast.atomic import atomic_write_text, publish
 from seacast.errors import DataError
 from seacast.interrupts import safe_points
 from seacast.locks import exclusive_lock
@@ -283,8 +282,7 @@ def write_month_atomic(
             )
             n_times = int(ds.sizes.get("time", 0))
             ds.close()
-            give_plain_mode(tmp)
-            os.replace(tmp, final)
+            publish(tmp, final)
         finally:
             _remove_temporaries(tmp)
         manifest.mark_complete(
