@@ -476,13 +476,41 @@ def write_html_report(
     runs, evaluations, forecasts = runs or [], evaluations or [], forecasts or []
     notes: dict[str, list[str]] = {"forecasts": [], "training": [], "evaluations": []}
 
-    run_dirs = [p for p in expand_globs(runs, workdir) if p.is_dir()]
-    summaries = [summarise_run(p) for p in run_dirs]
+    run_dirs, summaries, run_table = _training_part(runs, workdir, notes)
     labels = {
         s["run"]: f"{s['model']} × {s['trainer']}"
         for s in summaries
         if s.get("model") and s.get("trainer")
     }
+    evaluation_parts = _evaluation_parts(evaluations, workdir, report_dir, labels, notes)
+    curves, lead_maps, plot_figures = _figures(summaries, forecasts, workdir, notes)
+
+    html = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=title,
+            version=__version__,
+            written=time.strftime("%Y-%m-%d %H:%M"),
+            evaluations=evaluation_parts,
+            lead_maps=lead_maps,
+            forecast_plots=plot_figures,
+            curves=curves,
+            run_table=run_table,
+            run_sections=[_run_section(p) for p in run_dirs],
+            notes=notes,
+        )
+    )
+    atomic_write_text(path, html)
+    return path
+
+
+def _training_part(
+    runs: list[str], workdir: Path, notes: dict[str, list[str]]
+) -> tuple[list[Path], list[dict[str, Any]], Table]:
+    """The run folders matched by ``runs``, their summaries and the table of them (a note if none)."""
+    run_dirs = [p for p in expand_globs(runs, workdir) if p.is_dir()]
+    summaries = [summarise_run(p) for p in run_dirs]
     run_table = Table(
         "training runs",
         [h for h, _ in _RUN_COLUMNS],
@@ -493,7 +521,17 @@ def write_html_report(
         notes["training"].append(
             f"No training runs found ({'looked in ' + ', '.join(runs) if runs else 'none given'})."
         )
+    return run_dirs, summaries, run_table
 
+
+def _evaluation_parts(
+    evaluations: list[str],
+    workdir: Path,
+    report_dir: Path,
+    labels: dict[str, str],
+    notes: dict[str, list[str]],
+) -> list[Evaluation]:
+    """One part per evaluation folder matched; a note when there is none or none has a headline."""
     folders = [p for p in expand_globs(evaluations, workdir) if p.is_dir()]
     evaluation_parts = [_evaluation(folder, report_dir, labels) for folder in folders]
     if not folders:
@@ -505,7 +543,19 @@ def write_html_report(
         notes["evaluations"].append(
             "No skill_vs_best.csv in the evaluations: written by `seacast evaluate`."
         )
+    return evaluation_parts
 
+
+def _figures(
+    summaries: list[dict[str, Any]],
+    forecasts: list[str],
+    workdir: Path,
+    notes: dict[str, list[str]],
+) -> tuple[Figure | None, list[LeadMaps], list[Figure]]:
+    """The training curves, the forecasts' maps by lead time, and the forecast plots shown as they are.
+
+    A figure that cannot be drawn becomes a note: a figure must not cost the report.
+    """
     matched = expand_globs(forecasts, workdir)
     with tempfile.TemporaryDirectory(prefix="seacast-report-") as scratch:
         scratch_dir = Path(scratch)
@@ -530,25 +580,7 @@ def write_html_report(
             "No forecast maps found "
             f"({'looked in ' + ', '.join(forecasts) if forecasts else 'none given'})."
         )
-
-    html = (
-        _environment()
-        .get_template("report.html.j2")
-        .render(
-            title=title,
-            version=__version__,
-            written=time.strftime("%Y-%m-%d %H:%M"),
-            evaluations=evaluation_parts,
-            lead_maps=lead_maps,
-            forecast_plots=plot_figures,
-            curves=curves,
-            run_table=run_table,
-            run_sections=[_run_section(p) for p in run_dirs],
-            notes=notes,
-        )
-    )
-    atomic_write_text(path, html)
-    return path
+    return curves, lead_maps, plot_figures
 
 
 def write_report_pages(

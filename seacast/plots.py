@@ -17,6 +17,7 @@ Matplotlib runs headless (Agg); figures are closed after saving so a long cron j
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -229,70 +230,10 @@ def forecast_lead_maps(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    truth = truth or {}
-    sea = ds["sea_mask"].values.astype(bool) if "sea_mask" in ds else None
-    lat, lon = ds["latitude"].values, ds["longitude"].values
-    init = pd.Timestamp(ds["init_time"].values[0])
-    names = list(variables or forecast_variables(ds))
-    fields = {var: ds[var].isel(init_time=0).values for var in names}
-    limits = {var: color_limits(fields[var], var) for var in names}
-    hours_of = [_lead_hours(lead) for lead in ds["lead_time"].values]
-    errors = {
-        hours: {var: fields[var][k] - truth[hours][var] for var in names if var in truth[hours]}
-        for k, hours in enumerate(hours_of)
-        if hours in truth
-    }
-    error_limits = {
-        var: color_limits(np.stack([e[var] for e in errors.values() if var in e]), var, error=True)
-        for var in names
-        if any(var in e for e in errors.values())
-    }
+    panels = _LeadPanels.of(ds, list(variables or forecast_variables(ds)), truth or {})
     paths: dict[int, Path] = {}
-    for k, hours in enumerate(hours_of):
-        valid = init + pd.Timedelta(hours=hours)
-        rows = 2 if error_limits else 1
-        fig, axes = plt.subplots(
-            rows,
-            len(names),
-            figsize=(3.4 * len(names), 3.3 * rows),
-            squeeze=False,
-            layout="constrained",
-        )
-        for j, var in enumerate(names):
-            units = units_of(var, ds[var].attrs)
-            draw_field(
-                axes[0, j],
-                fields[var][k],
-                lat,
-                lon,
-                var,
-                sea,
-                title=str(ds[var].attrs.get("long_name", var)) + f" ({var})",
-                units=units,
-                limits=limits[var],
-            )
-            if rows == 1:
-                continue
-            if var in errors.get(hours, {}):
-                draw_field(
-                    axes[1, j],
-                    errors[hours][var],
-                    lat,
-                    lon,
-                    var,
-                    sea,
-                    title=f"{var} forecast − truth",
-                    units=units,
-                    limits=error_limits[var],
-                    error=True,
-                )
-            else:  # this lead's valid time is not in the store yet
-                axes[1, j].set_axis_off()
-                axes[1, j].text(0.5, 0.5, "truth not known yet", ha="center", fontsize=8)
-        fig.suptitle(
-            f"+{hours} h from {init:%Y-%m-%d %H:%M} UTC, valid {valid:%Y-%m-%d %H:%M} UTC",
-            fontsize=10,
-        )
+    for k, hours in enumerate(panels.hours_of):
+        fig = panels.figure(ds, k, hours)
         path = out_dir / f"{stem}_+{hours}h.png"
         try:
             fig.savefig(path, dpi=90)
@@ -300,6 +241,100 @@ def forecast_lead_maps(
             plt.close(fig)
         paths[hours] = path
     return paths
+
+
+@dataclass
+class _LeadPanels:
+    """What every lead time's figure shares: the fields, the grid, one colour scale per variable."""
+
+    names: list[str]
+    fields: dict[str, np.ndarray]  # [lead, lat, lon] per variable
+    limits: dict[str, tuple[float, float]]
+    hours_of: list[int]
+    errors: dict[int, dict[str, np.ndarray]]  # forecast − truth, where the truth is known
+    error_limits: dict[str, tuple[float, float]]
+    lat: np.ndarray
+    lon: np.ndarray
+    sea: np.ndarray | None
+    init: pd.Timestamp
+
+    @classmethod
+    def of(
+        cls, ds: xr.Dataset, names: list[str], truth: dict[int, dict[str, np.ndarray]]
+    ) -> _LeadPanels:
+        fields = {var: ds[var].isel(init_time=0).values for var in names}
+        hours_of = [_lead_hours(lead) for lead in ds["lead_time"].values]
+        errors = {
+            hours: {var: fields[var][k] - truth[hours][var] for var in names if var in truth[hours]}
+            for k, hours in enumerate(hours_of)
+            if hours in truth
+        }
+        return cls(
+            names=names,
+            fields=fields,
+            limits={var: color_limits(fields[var], var) for var in names},
+            hours_of=hours_of,
+            errors=errors,
+            error_limits={
+                var: color_limits(
+                    np.stack([e[var] for e in errors.values() if var in e]), var, error=True
+                )
+                for var in names
+                if any(var in e for e in errors.values())
+            },
+            lat=ds["latitude"].values,
+            lon=ds["longitude"].values,
+            sea=ds["sea_mask"].values.astype(bool) if "sea_mask" in ds else None,
+            init=pd.Timestamp(ds["init_time"].values[0]),
+        )
+
+    def figure(self, ds: xr.Dataset, k: int, hours: int) -> plt.Figure:
+        """The figure of lead ``k`` (``hours``): the forecast, and its error below when any is known."""
+        valid = self.init + pd.Timedelta(hours=hours)
+        rows = 2 if self.error_limits else 1
+        fig, axes = plt.subplots(
+            rows,
+            len(self.names),
+            figsize=(3.4 * len(self.names), 3.3 * rows),
+            squeeze=False,
+            layout="constrained",
+        )
+        for j, var in enumerate(self.names):
+            units = units_of(var, ds[var].attrs)
+            draw_field(
+                axes[0, j],
+                self.fields[var][k],
+                self.lat,
+                self.lon,
+                var,
+                self.sea,
+                title=str(ds[var].attrs.get("long_name", var)) + f" ({var})",
+                units=units,
+                limits=self.limits[var],
+            )
+            if rows == 1:
+                continue
+            if var in self.errors.get(hours, {}):
+                draw_field(
+                    axes[1, j],
+                    self.errors[hours][var],
+                    self.lat,
+                    self.lon,
+                    var,
+                    self.sea,
+                    title=f"{var} forecast − truth",
+                    units=units,
+                    limits=self.error_limits[var],
+                    error=True,
+                )
+            else:  # this lead's valid time is not in the store yet
+                axes[1, j].set_axis_off()
+                axes[1, j].text(0.5, 0.5, "truth not known yet", ha="center", fontsize=8)
+        fig.suptitle(
+            f"+{hours} h from {self.init:%Y-%m-%d %H:%M} UTC, valid {valid:%Y-%m-%d %H:%M} UTC",
+            fontsize=10,
+        )
+        return fig
 
 
 def forecast_variables(ds: xr.Dataset) -> list[str]:

@@ -382,16 +382,7 @@ def fit_tides(
     variables = list(variables)
     store = _plain(store)
     hours = np.asarray(time_hours(store["time"].values), dtype=np.int64)
-    chosen = _selected_indices(hours, periods)
-    if chosen.size < 2:
-        described = ", ".join(
-            f"{pd.Timestamp(lo, unit='h'):%Y-%m-%d} .. {pd.Timestamp(hi, unit='h'):%Y-%m-%d}"
-            for lo, hi in periods
-        )
-        raise DataError(
-            f"the store has {chosen.size} time(s) in the tide-fit period {described or '(none)'}",
-            "fit on a period the store covers (seacast store info shows its times)",
-        )
+    chosen = _fit_indices(hours, periods)
     fit_hours = hours[chosen]
     record = float(fit_hours[-1] - fit_hours[0])
     names, frequencies, lind = select_constituents(record, constituents, rayleigh, long_period)
@@ -409,37 +400,16 @@ def fit_tides(
 
     chunks = [chosen[i : i + READ_CHUNK_HOURS] for i in range(0, chosen.size, READ_CHUNK_HOURS)]
     total = 2 * len(chunks)
-    gram = np.zeros((n_par, n_par))
-    rhs = np.zeros((n_par, n_var * n_sea))
-    missing_gram: dict[int, np.ndarray] = {}
-    observed = np.zeros(n_var * n_sea)
+    equations = _NormalEquations(n_par, n_var * n_sea)
     for done, index in enumerate(chunks, 1):
         x = _basis(hours[index].astype(np.float64), lind, frequencies, nodal_lat)
         y = _read(store, variables, index)[..., sea].reshape(len(index), -1).astype(np.float64)
-        finite = np.isfinite(y)
-        y = np.where(finite, y, 0.0)
-        gram += x.T @ x
-        rhs += x.T @ y
-        observed += finite.sum(0)
-        partial = np.flatnonzero(~finite.all(0))
-        if partial.size:
-            # a point with missing hours gets its own normal equations: the shared ones minus those hours
-            corrections = np.einsum("tj,tp,tq->jpq", (~finite[:, partial]).astype(float), x, x)
-            for j, col in enumerate(partial):
-                missing_gram[int(col)] = missing_gram.get(int(col), 0.0) + corrections[j]
+        equations.add(x, y)
         if on_chunk:
             on_chunk(done, total)
 
-    coefs = np.linalg.solve(gram, rhs)
-    for col, correction in missing_gram.items():
-        if observed[col] >= 2 * n_par:
-            coefs[:, col] = np.linalg.lstsq(gram - correction, rhs[:, col], rcond=None)[0]
-        else:  # too few hours to fit: the mean of what there is, and no tide
-            coefs[:, col] = 0.0
-            coefs[0, col] = rhs[0, col] / max(observed[col], 1.0)
-
     full = np.full((n_par, n_var, *sea.shape), np.nan)
-    full[:, :, sea] = coefs.reshape(n_par, n_var, n_sea)
+    full[:, :, sea] = equations.solve().reshape(n_par, n_var, n_sea)
     k = len(names)
     constants = TidalConstants(
         variables=variables,
@@ -452,17 +422,9 @@ def fit_tides(
         latitude=latitude,
         longitude=longitude,
         nodal_latitude=nodal_lat,
-        period=(
-            f"{pd.Timestamp(int(fit_hours[0]), unit='h'):%Y-%m-%dT%H:%M}",
-            f"{pd.Timestamp(int(fit_hours[-1]), unit='h'):%Y-%m-%dT%H:%M}",
-        ),
+        period=_period(fit_hours),
         fit_hours=int(chosen.size),
-        selection=(
-            f"Rayleigh criterion {rayleigh:g} over {record / 24:.1f} days"
-            + ("" if long_period else ", no long-period constituents")
-            if isinstance(constituents, str)
-            else "named in the config"
-        ),
+        selection=_selection_text(constituents, rayleigh, record, long_period),
         store_fingerprint=store_fingerprint(store),
     )
     anomaly_statistics(
@@ -474,6 +436,80 @@ def fit_tides(
         on_chunk=(lambda d, _t: on_chunk(len(chunks) + d, total)) if on_chunk else None,
     )
     return constants
+
+
+def _fit_indices(hours: np.ndarray, periods: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The store indices inside ``periods``; a DataError when fewer than two."""
+    chosen = _selected_indices(hours, periods)
+    if chosen.size < 2:
+        described = ", ".join(
+            f"{pd.Timestamp(lo, unit='h'):%Y-%m-%d} .. {pd.Timestamp(hi, unit='h'):%Y-%m-%d}"
+            for lo, hi in periods
+        )
+        raise DataError(
+            f"the store has {chosen.size} time(s) in the tide-fit period {described or '(none)'}",
+            "fit on a period the store covers (seacast store info shows its times)",
+        )
+    return chosen
+
+
+class _NormalEquations:
+    """The least-squares normal equations of every sea point at once, summed chunk by chunk of hours.
+
+    Points with missing hours keep a correction of the shared matrix, so each is fitted on its own hours.
+    """
+
+    def __init__(self, n_par: int, n_points: int) -> None:
+        self.n_par = n_par
+        self.gram = np.zeros((n_par, n_par))
+        self.rhs = np.zeros((n_par, n_points))
+        self.missing_gram: dict[int, np.ndarray] = {}
+        self.observed = np.zeros(n_points)
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Add the hours of basis ``x [t, n_par]`` and values ``y [t, points]`` (NaN where missing)."""
+        finite = np.isfinite(y)
+        y = np.where(finite, y, 0.0)
+        self.gram += x.T @ x
+        self.rhs += x.T @ y
+        self.observed += finite.sum(0)
+        partial = np.flatnonzero(~finite.all(0))
+        if partial.size:
+            # a point with missing hours gets its own normal equations: the shared ones minus those hours
+            corrections = np.einsum("tj,tp,tq->jpq", (~finite[:, partial]).astype(float), x, x)
+            for j, col in enumerate(partial):
+                self.missing_gram[int(col)] = self.missing_gram.get(int(col), 0.0) + corrections[j]
+
+    def solve(self) -> np.ndarray:
+        """The coefficients ``[n_par, points]``."""
+        n_par, observed, rhs = self.n_par, self.observed, self.rhs
+        coefs = np.linalg.solve(self.gram, rhs)
+        for col, correction in self.missing_gram.items():
+            if observed[col] >= 2 * n_par:
+                coefs[:, col] = np.linalg.lstsq(self.gram - correction, rhs[:, col], rcond=None)[0]
+            else:  # too few hours to fit: the mean of what there is, and no tide
+                coefs[:, col] = 0.0
+                coefs[0, col] = rhs[0, col] / max(observed[col], 1.0)
+        return coefs
+
+
+def _period(fit_hours: np.ndarray) -> tuple[str, str]:
+    """The first and last hour of the fit, as recorded in ``tides.nc``."""
+    return (
+        f"{pd.Timestamp(int(fit_hours[0]), unit='h'):%Y-%m-%dT%H:%M}",
+        f"{pd.Timestamp(int(fit_hours[-1]), unit='h'):%Y-%m-%dT%H:%M}",
+    )
+
+
+def _selection_text(
+    constituents: str | Sequence[str], rayleigh: float, record: float, long_period: bool
+) -> str:
+    """How the constituents were chosen, as recorded in ``tides.nc``."""
+    if isinstance(constituents, str):
+        return f"Rayleigh criterion {rayleigh:g} over {record / 24:.1f} days" + (
+            "" if long_period else ", no long-period constituents"
+        )
+    return "named in the config"
 
 
 def anomaly_statistics(

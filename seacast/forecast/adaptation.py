@@ -151,7 +151,6 @@ def adapt_zo(
     Returns a record of what was done, stored in the forecast's attrs.
     """
     from seacast.training.losses import make_loss
-    from seacast.training.rules import make_rule
     from seacast.windows import Timeline
 
     cfg: ExperimentConfig = run.config
@@ -172,22 +171,11 @@ def adapt_zo(
 
     before = mean_loss()
     log.debug("after the first loss: peak RSS %.1f MiB", peak_rss_mb())
-    torch.manual_seed(seed)
-    rule = make_rule("spsa", model, trainer)
-    order = np.random.default_rng(seed).permutation(np.resize(np.arange(len(window)), steps))
-    started = time.perf_counter()
-    for k in order:
-        rule.step(model, *window.sample(int(k)), loss_fn)
-    seconds = time.perf_counter() - started
+    seconds = _spsa_steps(model, window, trainer, loss_fn, steps, seed)
     after = mean_loss()
     reverted = not after < before
     if reverted:
-        # back to the trained weights, memory-mapped from the checkpoint (no second copy kept meanwhile)
-        state = torch.load(
-            run.checkpoint_path, map_location=window.device, weights_only=True, mmap=True
-        )
-        model.load_state_dict(state["model"])
-        del state
+        _restore_trained_weights(run, window.device)
     model.eval()
     log.info(
         "ZO adaptation on %d samples, %d steps: loss %.4g -> %.4g%s",
@@ -212,3 +200,30 @@ def adapt_zo(
         "reverted": reverted,
         "seconds": round(seconds, 3),
     }
+
+
+def _spsa_steps(
+    model: torch.nn.Module,
+    window: _AdaptationWindow,
+    trainer: Any,
+    loss_fn: Any,
+    steps: int,
+    seed: int,
+) -> float:
+    """``steps`` SPSA steps on one-sample batches of ``window``, in a seeded order; returns the seconds."""
+    from seacast.training.rules import make_rule
+
+    torch.manual_seed(seed)
+    rule = make_rule("spsa", model, trainer)
+    order = np.random.default_rng(seed).permutation(np.resize(np.arange(len(window)), steps))
+    started = time.perf_counter()
+    for k in order:
+        rule.step(model, *window.sample(int(k)), loss_fn)
+    return time.perf_counter() - started
+
+
+def _restore_trained_weights(run: Any, device: torch.device) -> None:
+    """Back to the trained weights, memory-mapped from the checkpoint (no second copy kept meanwhile)."""
+    state = torch.load(run.checkpoint_path, map_location=device, weights_only=True, mmap=True)
+    run.model.load_state_dict(state["model"])
+    del state

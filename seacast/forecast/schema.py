@@ -42,51 +42,9 @@ def forecast_dataset(
             "pass values shaped [n_lead, n_variables, n_lat, n_lon]",
         )
     values = np.where(sea[None, None], values, np.nan).astype(np.float32)
-    init = np.array([pd.Timestamp(init_time).to_datetime64()], dtype="datetime64[ns]")
-    lead = np.array([np.timedelta64(int(h), "h") for h in lead_hours], dtype="timedelta64[ns]")
-    dims = ("init_time", "lead_time", "latitude", "longitude")
-    data_vars: dict[str, Any] = {}
-    for k, var in enumerate(variables):
-        attrs = {**CF_ATTRS.get(var, {}), **(variable_attrs or {}).get(var, {})}
-        attrs.setdefault("long_name", var)
-        attrs["coverage_content_type"] = "modelResult"
-        data_vars[var] = (dims, values[None, :, k], attrs)
-    data_vars["sea_mask"] = (
-        ("latitude", "longitude"),
-        sea.astype(np.int8),
-        {
-            "long_name": "sea mask",
-            "flag_values": np.array([0, 1], dtype=np.int8),
-            "flag_meanings": "land sea",
-        },
-    )
     ds = xr.Dataset(
-        data_vars,
-        coords={
-            "init_time": (
-                "init_time",
-                init,
-                {
-                    "long_name": "forecast initialisation time",
-                    "standard_name": "forecast_reference_time",
-                },
-            ),
-            "lead_time": (
-                "lead_time",
-                lead,
-                {"long_name": "forecast lead time", "standard_name": "forecast_period"},
-            ),
-            "latitude": (
-                "latitude",
-                np.asarray(latitude),
-                {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"},
-            ),
-            "longitude": (
-                "longitude",
-                np.asarray(longitude),
-                {"standard_name": "longitude", "units": "degrees_east", "axis": "X"},
-            ),
-        },
+        _data_vars(values, variables, sea, variable_attrs or {}),
+        coords=_coords(init_time, lead_hours, latitude, longitude),
     )
     ds = ds.assign_coords(valid_time=ds["init_time"] + ds["lead_time"])
     ds["valid_time"].attrs = {
@@ -108,3 +66,62 @@ def forecast_dataset(
         ds[name].encoding = {"units": "hours since 1970-01-01", "dtype": "int64"}
     ds["lead_time"].encoding = {"units": "hours", "dtype": "int64"}
     return ds
+
+
+def _data_vars(
+    values: np.ndarray,
+    variables: list[str],
+    sea: np.ndarray,
+    variable_attrs: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The forecast fields with their CF attrs (the store's win), and ``sea_mask`` as CF flags."""
+    dims = ("init_time", "lead_time", "latitude", "longitude")
+    data_vars: dict[str, Any] = {}
+    for k, var in enumerate(variables):
+        attrs = {**CF_ATTRS.get(var, {}), **variable_attrs.get(var, {})}
+        attrs.setdefault("long_name", var)
+        attrs["coverage_content_type"] = "modelResult"
+        data_vars[var] = (dims, values[None, :, k], attrs)
+    data_vars["sea_mask"] = (
+        ("latitude", "longitude"),
+        sea.astype(np.int8),
+        {
+            "long_name": "sea mask",
+            "flag_values": np.array([0, 1], dtype=np.int8),
+            "flag_meanings": "land sea",
+        },
+    )
+    return data_vars
+
+
+def _coords(
+    init_time: Any, lead_hours: list[int], latitude: np.ndarray, longitude: np.ndarray
+) -> dict[str, Any]:
+    """The init time, lead times and grid as CF coordinates."""
+    init = np.array([pd.Timestamp(init_time).to_datetime64()], dtype="datetime64[ns]")
+    lead = np.array([np.timedelta64(int(h), "h") for h in lead_hours], dtype="timedelta64[ns]")
+    return {
+        "init_time": (
+            "init_time",
+            init,
+            {
+                "long_name": "forecast initialisation time",
+                "standard_name": "forecast_reference_time",
+            },
+        ),
+        "lead_time": (
+            "lead_time",
+            lead,
+            {"long_name": "forecast lead time", "standard_name": "forecast_period"},
+        ),
+        "latitude": (
+            "latitude",
+            np.asarray(latitude),
+            {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"},
+        ),
+        "longitude": (
+            "longitude",
+            np.asarray(longitude),
+            {"standard_name": "longitude", "units": "degrees_east", "axis": "X"},
+        ),
+    }

@@ -86,6 +86,58 @@ class UpStep(nn.Module):
         return self.conv(self.upsample(x))
 
 
+def _check_base(base: str, in_channels: int, out_channels: int, final_activation: str) -> None:
+    """ConfigError for a ``model.base`` the rest of the config cannot start from."""
+    if base == "none":
+        return
+    if in_channels != out_channels:
+        raise ConfigError(
+            f"model.base={base} adds the last input frame to the output, but there are {in_channels} "
+            f"input and {out_channels} output channels",
+            "use the same variables in and out, or set model.base=none",
+        )
+    if final_activation != "none":
+        raise ConfigError(
+            f"model.base={base} with final_activation='{final_activation}': the activation "
+            "would clip the correction, so the model could not start as its reference",
+            "set model.final_activation=none (or model.base=none)",
+        )
+
+
+def _bottleneck(
+    full: Layers,
+    single: Layers,
+    spec: BlockSpec,
+    cin: int,
+    deep: int,
+    attention: str,
+    dropout: float,
+) -> nn.Sequential:
+    """The 16F bottleneck: conv, block and time compressor (in the block's order), attention, dropout."""
+    stages: OrderedDict[str, nn.Module] = OrderedDict(conv=ConvAct(full, cin, deep, 3))
+    if spec.compress_first:
+        stages["compress"] = TimeCompressor(full, deep)
+        stages["block"] = spec.block(single, deep)
+    else:
+        stages["block"] = spec.block(full, deep)
+        stages["compress"] = TimeCompressor(full, deep)
+    if attention in ("self", "both"):
+        stages["attention"] = SpatialSelfAttention(deep)
+    stages["dropout"] = nn.Dropout(dropout)
+    return nn.Sequential(stages)
+
+
+def _head(single: Layers, filters: int, n_out: int, final_activation: str) -> nn.Sequential:
+    """The output head: a hidden conv, the 1x1 conv to ``n_out`` maps, the final activation."""
+    return nn.Sequential(
+        OrderedDict(
+            hidden=ConvAct(single, filters, 2 * n_out, 3),
+            out=single.conv(2 * n_out, n_out, 1),
+            act=nn.ReLU() if final_activation == "relu" else nn.Identity(),
+        )
+    )
+
+
 class UNet3DDR(nn.Module):
     """The 3DDR U-Net skeleton; the variant is the block in ``spec``.
 
@@ -111,19 +163,8 @@ class UNet3DDR(nn.Module):
         base: str = "none",
     ) -> None:
         super().__init__()
+        _check_base(base, in_channels, out_channels, final_activation)
         residual = base != "none"
-        if residual and in_channels != out_channels:
-            raise ConfigError(
-                f"model.base={base} adds the last input frame to the output, but there are {in_channels} "
-                f"input and {out_channels} output channels",
-                "use the same variables in and out, or set model.base=none",
-            )
-        if residual and final_activation != "none":
-            raise ConfigError(
-                f"model.base={base} with final_activation='{final_activation}': the activation "
-                "would clip the correction, so the model could not start as its reference",
-                "set model.final_activation=none (or model.base=none)",
-            )
         self.spec = spec
         self.in_channels, self.out_channels, self.lags, self.n_lead = (
             in_channels,
@@ -144,6 +185,19 @@ class UNet3DDR(nn.Module):
         single = full.at_depth(1)
         self.flat_input = full.flat  # efficient mode with lags == 1: 2D from the start
 
+        # built in this order on purpose: each layer draws its default weights from the global RNG
+        # when made, and reset_parameters walks the modules in the order they were registered
+        self._build_encoder(full, spec, in_channels, widths, dropout)
+        self.bottleneck = _bottleneck(full, single, spec, widths[-1], deep, attention, dropout)
+        self._build_decoder(single, spec, deep, widths, attention)
+        self.head = _head(single, filters, n_lead * out_channels, final_activation)
+        self.reset_parameters()
+        to_channels_last(self)
+
+    def _build_encoder(
+        self, full: Layers, spec: BlockSpec, in_channels: int, widths: list[int], dropout: float
+    ) -> None:
+        """Levels F..8F at full time depth, each with its time compressor for the skip."""
         self.encoder = nn.ModuleList()
         self.reducers = nn.ModuleList()
         cin = in_channels
@@ -154,18 +208,10 @@ class UNet3DDR(nn.Module):
         self.pool = full.pool()
         self.drop4 = nn.Dropout(dropout)
 
-        stages: OrderedDict[str, nn.Module] = OrderedDict(conv=ConvAct(full, widths[-1], deep, 3))
-        if spec.compress_first:
-            stages["compress"] = TimeCompressor(full, deep)
-            stages["block"] = spec.block(single, deep)
-        else:
-            stages["block"] = spec.block(full, deep)
-            stages["compress"] = TimeCompressor(full, deep)
-        if attention in ("self", "both"):
-            stages["attention"] = SpatialSelfAttention(deep)
-        stages["dropout"] = nn.Dropout(dropout)
-        self.bottleneck = nn.Sequential(stages)
-
+    def _build_decoder(
+        self, single: Layers, spec: BlockSpec, deep: int, widths: list[int], attention: str
+    ) -> None:
+        """Up steps and levels 8F..F on one time slice, with channel gates on the skips if asked."""
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         self.gates = nn.ModuleList() if attention in ("global", "both") else None
@@ -176,17 +222,6 @@ class UNet3DDR(nn.Module):
                 self.gates.append(ChannelGate(width))
             self.decoder.append(Level(single, spec, 2 * width, width))
             cin = width
-
-        n_out = n_lead * out_channels
-        self.head = nn.Sequential(
-            OrderedDict(
-                hidden=ConvAct(single, filters, 2 * n_out, 3),
-                out=single.conv(2 * n_out, n_out, 1),
-                act=nn.ReLU() if final_activation == "relu" else nn.Identity(),
-            )
-        )
-        self.reset_parameters()
-        to_channels_last(self)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:

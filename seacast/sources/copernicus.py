@@ -655,7 +655,6 @@ def fetch_copernicus(
     with a warning, and not tried again for that version.
     """
     now = now or utc_now()
-    say = log or logger.warning
     planned = plan_copernicus(cfg, force=force)
     specs = {spec.id: spec for spec in cfg.copernicus.datasets}
     manifest = Manifest(cfg.raw_dir, SOURCE)
@@ -666,6 +665,7 @@ def fetch_copernicus(
     if todo:
         credentials = credentials or require_credentials()
         client = client or ToolboxClient()
+    run = _FetchRun(cfg, client, credentials, sleep, log, now, manifest)
     # (dataset, month, the version now served when it is a complete month of an older one)
     queue: list[tuple[DatasetSpec, str, str | None]] = [
         (specs[p.dataset], p.month, None) for p in todo
@@ -674,41 +674,61 @@ def fetch_copernicus(
     failures: list[str] = []
     while queue:
         spec, month, newer = queue.pop(0)
+        version = run.fetch_month(spec, month, newer, failures)
+        if newer is not None:
+            continue
+        progress(f"{spec.id} {month}")
+        if version and spec.id not in versions_checked:
+            versions_checked.add(spec.id)
+            queue.extend(run.months_to_refetch(planned, spec, version))
+    if failures:
+        raise DataError(
+            f"{len(failures)} of {len(planned)} month file(s) could not be completed:\n    - "
+            + "\n    - ".join(failures),
+            "the other months are saved; run the same command again later to fetch the missing ones",
+        )
+    return [p.path for p in planned if p.path is not None]
+
+
+@dataclass
+class _FetchRun:
+    """What every month of one :func:`fetch_copernicus` shares: the service, the manifest, the clock."""
+
+    cfg: DataConfig
+    client: MarineClient | None
+    credentials: Credentials | None
+    sleep: Callable[[float], None]
+    log: Callable[[str], None] | None  # retries and warnings; the module's logger if None
+    now: pd.Timestamp
+    manifest: Manifest
+
+    def say(self, message: str) -> None:
+        (self.log or logger.warning)(message)
+
+    def fetch_month(
+        self, spec: DatasetSpec, month: str, newer: str | None, failures: list[str]
+    ) -> str | None:
+        """Write one month file; returns the dataset version it was served in.
+
+        ``newer``: the month is complete in an older version and fetched again from this one; if
+        that fails the month is kept. A month that comes back empty or incomplete is added to
+        ``failures``; a refusal by the service is raised.
+        """
+        cfg, manifest = self.cfg, self.manifest
         item = MonthFile(SOURCE, spec.id, month)
-        what = f"the download of {spec.id} for {month}"
-        running = in_progress(month, now)
-        old_entry = dict(manifest.entries.get(item.key, {}))
+        running = in_progress(month, self.now)
+        old_version = manifest.entries.get(item.key, {}).get("dataset_version")
         info: dict[str, Any] = {
             "request": request_fingerprint(cfg, spec, month),
             "dataset_version": spec.version,
             "variables": list(spec.variables),
             "in_progress": running,
         }
-
-        def write(
-            tmp: Path,
-            spec: DatasetSpec = spec,
-            item: MonthFile = item,
-            what: str = what,
-            info: dict[str, Any] = info,
-        ) -> None:
-            request = subset_request(cfg, spec, item.month, tmp, credentials, now=now)
-            response = call_with_retries(
-                lambda: _download(client, request, tmp, what),
-                what,
-                cfg.copernicus.retries,
-                cfg.copernicus.backoff_seconds,
-                sleep=sleep,
-                on_retry=log,
-            )
-            check_interrupt()  # a Ctrl-C during the download: stop before checking the file
-            info["dataset_version"] = served_version(response, tmp, spec)
-
         try:
             write_month_atomic(
                 item,
                 cfg.raw_dir,
-                write,
+                self._writer(spec, month, info),
                 spec.variables,
                 manifest,
                 step_hours=spec.step_hours,
@@ -717,41 +737,62 @@ def fetch_copernicus(
             )
         except DataError as exc:
             if newer is not None:
-                say(
-                    f"kept {spec.id} {month} as served in version {old_entry.get('dataset_version')}: "
-                    f"fetching it from version {newer} failed ({exc.problem})"
-                )
-                transient = (
-                    exc.__cause__ is not None and classify_error(exc.__cause__) == "transient"
-                )
-                if not transient and item.key in manifest.entries:
-                    # not asked for again until the version changes once more
-                    manifest.entries[item.key]["kept_for_version"] = newer
-                    manifest.save()
-                continue
+                self._keep_older_version(exc, item, old_version, newer)
+                return None
             if exc.__cause__ is not None:
                 raise  # a refusal by the service: every other month would fail alike
             failures.append(str(exc.problem))
-        if newer is not None:
-            continue
-        progress(f"{spec.id} {month}")
-        version = info["dataset_version"]
-        if version and spec.id not in versions_checked:
-            versions_checked.add(spec.id)
-            stale = _stale_months(manifest, planned, spec, version)
-            if stale:
-                say(
-                    f"{spec.id} is now served in version {version}: fetching {len(stale)} complete "
-                    f"month(s) of an older version again ({', '.join(stale)})"
-                )
-                queue.extend((spec, m, version) for m in stale)
-    if failures:
-        raise DataError(
-            f"{len(failures)} of {len(planned)} month file(s) could not be completed:\n    - "
-            + "\n    - ".join(failures),
-            "the other months are saved; run the same command again later to fetch the missing ones",
+        return info["dataset_version"]
+
+    def _writer(
+        self, spec: DatasetSpec, month: str, info: dict[str, Any]
+    ) -> Callable[[Path], None]:
+        """What :func:`write_month_atomic` calls to fill the temporary file: one subset download, retried.
+
+        It records the dataset version the service answered with in ``info``.
+        """
+        what = f"the download of {spec.id} for {month}"
+
+        def write(tmp: Path) -> None:
+            request = subset_request(self.cfg, spec, month, tmp, self.credentials, now=self.now)
+            response = call_with_retries(
+                lambda: _download(self.client, request, tmp, what),
+                what,
+                self.cfg.copernicus.retries,
+                self.cfg.copernicus.backoff_seconds,
+                sleep=self.sleep,
+                on_retry=self.log,
+            )
+            check_interrupt()  # a Ctrl-C during the download: stop before checking the file
+            info["dataset_version"] = served_version(response, tmp, spec)
+
+        return write
+
+    def _keep_older_version(
+        self, exc: DataError, item: MonthFile, old_version: str | None, newer: str
+    ) -> None:
+        """A complete month could not be fetched again in the newer version: keep it, with a warning."""
+        self.say(
+            f"kept {item.dataset} {item.month} as served in version {old_version}: "
+            f"fetching it from version {newer} failed ({exc.problem})"
         )
-    return [p.path for p in planned if p.path is not None]
+        transient = exc.__cause__ is not None and classify_error(exc.__cause__) == "transient"
+        if not transient and item.key in self.manifest.entries:
+            # not asked for again until the version changes once more
+            self.manifest.entries[item.key]["kept_for_version"] = newer
+            self.manifest.save()
+
+    def months_to_refetch(
+        self, planned: list[PlannedFile], spec: DatasetSpec, version: str
+    ) -> list[tuple[DatasetSpec, str, str | None]]:
+        """The complete months of ``spec`` served in an older version than ``version``, to fetch again."""
+        stale = _stale_months(self.manifest, planned, spec, version)
+        if stale:
+            self.say(
+                f"{spec.id} is now served in version {version}: fetching {len(stale)} complete "
+                f"month(s) of an older version again ({', '.join(stale)})"
+            )
+        return [(spec, m, version) for m in stale]
 
 
 def login(

@@ -135,15 +135,7 @@ def build_grid(
     lon = lon_min + (np.arange(nx) + 0.5) * dlon
     lat2, lon2 = np.meshgrid(lat, lon, indexing="ij")
     lon_wrapped = ((lon2 + 180.0) % 360.0) - 180.0
-    sea = ~globe.is_land(lat2, lon_wrapped) & ~_dammed_lakes(lat2, lon_wrapped)
-
-    # keep only the water connected to the box edges: that is the sea the tide reaches
-    labels, count = ndimage.label(sea)
-    edge = np.zeros_like(sea)
-    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
-    connected = np.unique(labels[edge & sea])
-    connected = connected[connected > 0]
-    sea = np.isin(labels, connected)
+    sea = _connected_sea(~globe.is_land(lat2, lon_wrapped) & ~_dammed_lakes(lat2, lon_wrapped))
     if sea.sum() < 16:
         raise ConfigError(
             f"the box {lat_min}-{lat_max}N {lon_min}-{lon_max}E holds almost no sea connected to its edges",
@@ -156,20 +148,7 @@ def build_grid(
     lat_faces = np.concatenate([lat - 0.5 * dlat, lat[-1:] + 0.5 * dlat])
     dx_v = EARTH_RADIUS * np.deg2rad(dlon) * np.cos(np.deg2rad(lat_faces))
     area = dx[:, None] * dy * np.ones((1, nx))
-
-    # distance to the coast on the grid (km); land outside the box is unknown, so only the
-    # coastline inside the box shoals the sea (edges of an all-sea box stay deep)
-    land = ~sea
-    if land.any():
-        coast_km = ndimage.distance_transform_edt(
-            ~land, sampling=(dy / 1e3, float(dx.mean()) / 1e3)
-        )
-    else:
-        coast_km = np.full(shape, 1e3)
-    depth = DEPTH_COAST + (DEPTH_OFFSHORE - DEPTH_COAST) * (
-        1.0 - np.exp(-np.maximum(coast_km - 0.5 * dy / 1e3, 0.0) / DEPTH_SCALE_KM)
-    )
-    depth = np.where(sea, depth, DEPTH_COAST)
+    coast_km, depth = _coast_distance_and_depth(sea, dx, dy)
 
     wet_u = np.zeros((ny, nx + 1), bool)
     wet_u[:, 1:-1] = sea[:, :-1] & sea[:, 1:]
@@ -196,6 +175,37 @@ def build_grid(
     if river and lat_min <= RIVER_MOUTH[0] <= lat_max and lon_min <= RIVER_MOUTH[1] <= lon_max:
         grid.river_cell = nearest_sea_cell(grid, *RIVER_MOUTH, coastal=True)
     return grid
+
+
+def _connected_sea(sea: np.ndarray) -> np.ndarray:
+    """Only the water connected to the box edges: that is the sea the tide reaches."""
+    labels, _count = ndimage.label(sea)
+    edge = np.zeros_like(sea)
+    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+    connected = np.unique(labels[edge & sea])
+    connected = connected[connected > 0]
+    return np.isin(labels, connected)
+
+
+def _coast_distance_and_depth(
+    sea: np.ndarray, dx: np.ndarray, dy: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance to the coast on the grid (km), and the depth that shoals towards it.
+
+    Land outside the box is unknown, so only the coastline inside the box shoals the sea
+    (edges of an all-sea box stay deep).
+    """
+    land = ~sea
+    if land.any():
+        coast_km = ndimage.distance_transform_edt(
+            ~land, sampling=(dy / 1e3, float(dx.mean()) / 1e3)
+        )
+    else:
+        coast_km = np.full(sea.shape, 1e3)
+    depth = DEPTH_COAST + (DEPTH_OFFSHORE - DEPTH_COAST) * (
+        1.0 - np.exp(-np.maximum(coast_km - 0.5 * dy / 1e3, 0.0) / DEPTH_SCALE_KM)
+    )
+    return coast_km, np.where(sea, depth, DEPTH_COAST)
 
 
 def _open_boundary(
