@@ -549,6 +549,17 @@ _NODE_PERTURBATION_RENAMED = {
 }
 
 
+def _upgraded_node_perturbation(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved node_perturbation section with its old keys turned into ``delta`` and ``layers``."""
+    data = dict(data)
+    antithetic, baseline = data.pop("antithetic"), data.pop("baseline")
+    layerwise, split = data.pop("layerwise"), data.pop("split")
+    # as the rule read them then: antithetic won over baseline, layerwise over split
+    data.setdefault("delta", "antithetic" if antithetic else "baseline" if baseline else "clean")
+    data.setdefault("layers", "cycle" if layerwise else "samples" if split == "samples" else "all")
+    return data
+
+
 class NodePerturbationConfig(StrictModel):
     """Options of the `node-perturbation` rule (noisy pre-activations, local Hebbian update)."""
 
@@ -593,6 +604,9 @@ class NodePerturbationConfig(StrictModel):
     def _renamed_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
             old = [key for key in _NODE_PERTURBATION_RENAMED if key in data]
+            if len(old) == len(_NODE_PERTURBATION_RENAMED):
+                # every old key: a config a run saved before the rename (checkpoint, config.yaml)
+                return _upgraded_node_perturbation(data)
             if old:
                 raise ValueError(
                     "trainer.node_perturbation."

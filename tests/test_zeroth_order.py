@@ -576,6 +576,12 @@ def test_node_perturbation_names_the_option_an_old_key_became(old: dict, new: st
         trainer("node-perturbation", node_perturbation=old)
 
 
+def test_a_saved_node_perturbation_section_with_every_old_key_is_upgraded() -> None:
+    saved = {"antithetic": False, "baseline": True, "layerwise": False, "split": "samples"}
+    options = trainer("node-perturbation", node_perturbation=saved).node_perturbation
+    assert (options.delta, options.layers) == ("baseline", "samples")
+
+
 def test_time_compressor_conv_runs_its_forward_hooks() -> None:
     from seacast.models.blocks import TimeOnlyConv3d
 
