@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import xarray as xr
+
+from seacast.atomic import publish
 
 _SUFFIX = {"zarr": ".zarr", "netcdf": ".nc"}
 
@@ -40,4 +41,4 @@ def _publish(tmp: Path, final: Path) -> None:
 
         replace_store(tmp, final)
     else:
-        os.replace(tmp, final)
+        publish(tmp, final)
