@@ -1,7 +1,7 @@
 """Configs are data: pydantic models that validate the YAML files in `configs/`.
 
 Every section is a small model whose field descriptions are the reference for
-the YAML keys (the README's config reference is generated from them). Unknown
+the YAML keys (docs/config.md is generated from them). Unknown
 keys are rejected with the nearest valid key suggested, and any field can be
 overridden from the command line with `--set section.field=value`.
 
