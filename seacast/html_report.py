@@ -36,6 +36,7 @@ import yaml
 from seacast import __version__
 from seacast.atomic import atomic_write_text
 from seacast.reporting import (
+    budget_note,
     draw_training_curves,
     expand_globs,
     forecast_plots,
@@ -521,6 +522,9 @@ def _training_part(
         notes["training"].append(
             f"No training runs found ({'looked in ' + ', '.join(runs) if runs else 'none given'})."
         )
+    budget = budget_note(summaries)
+    if budget:
+        notes["training"].append(budget)
     return run_dirs, summaries, run_table
 
 

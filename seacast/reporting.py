@@ -212,6 +212,29 @@ def draw_training_curves(summaries: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def budget_note(summaries: list[dict[str, Any]]) -> str | None:
+    """One sentence on the runs' training budgets: equal, or how backprop's and ZO's differ.
+
+    A zeroth-order run given more steps than a backprop run is no like-for-like comparison;
+    the page says so rather than let a starved backprop look beaten.
+    """
+    steps = {s["run"]: s.get("steps") for s in summaries if s.get("steps")}
+    if len(steps) < 2:
+        return None
+    if len(set(steps.values())) == 1:
+        return f"Every run trained for the same budget: {next(iter(steps.values()))} steps."
+    backprop = [s["steps"] for s in summaries if s.get("trainer") == "backprop" and s.get("steps")]
+    others = [s for s in summaries if s.get("trainer") != "backprop" and s.get("steps")]
+    longer = [s["run"] for s in others if backprop and s["steps"] > max(backprop)]
+    note = "Budgets differ: " + ", ".join(f"{run} {n} steps" for run, n in steps.items()) + "."
+    if longer:
+        note += (
+            f" {', '.join(longer)} trained longer than every backprop run: compare them at "
+            "equal budgets (benchmarks/zo_vs_bp.py) before reading a ranking into it."
+        )
+    return note
+
+
 def _training_section(runs: list[str], workdir: Path, report_dir: Path) -> list[str]:
     lines = ["## Training", ""]
     run_dirs = [p for p in expand_globs(runs, workdir) if p.is_dir()]
@@ -245,6 +268,9 @@ def _training_section(runs: list[str], workdir: Path, report_dir: Path) -> list[
     ]
     lines.append(markdown_table(header, [[s.get(k) for k in keys] for s in summaries]))
     lines.append("")
+    note = budget_note(summaries)
+    if note:
+        lines += [note, ""]
     lines.append(
         "Run folders: " + ", ".join(f"[{p.name}]({_rel(p, report_dir)})" for p in run_dirs)
     )
@@ -386,4 +412,4 @@ def write_report(
     return path
 
 
-__all__ = ["expand_globs", "markdown_table", "summarise_run", "write_report"]
+__all__ = ["budget_note", "expand_globs", "markdown_table", "summarise_run", "write_report"]

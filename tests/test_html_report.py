@@ -251,3 +251,19 @@ def test_page_renders_in_headless_chromium(pages, tmp_path: Path) -> None:
         assert ("beats" in css_class and green > red) or ("loses" in css_class and red > green)
     assert shown_first and hidden_later and switched
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_report_says_when_a_zeroth_order_run_trained_longer_than_backprop() -> None:
+    from seacast.reporting import budget_note
+
+    equal = [
+        {"run": "a", "trainer": "backprop", "steps": 120},
+        {"run": "b", "trainer": "node-perturbation", "steps": 120},
+    ]
+    assert budget_note(equal) == "Every run trained for the same budget: 120 steps."
+    longer = [
+        {"run": "a", "trainer": "backprop", "steps": 75},
+        {"run": "b", "trainer": "node-perturbation", "steps": 225},
+    ]
+    note = budget_note(longer)
+    assert note is not None and "b trained longer than every backprop run" in note
