@@ -146,6 +146,8 @@ def test_resume_gives_the_same_weights(store, tmp_path, monkeypatch):
         assert torch.equal(value, b["model"][key]), key
     assert [r["val_loss"] for r in whole.history] == [r["val_loss"] for r in resumed.history]
     assert len((resumed.run_dir / "metrics.csv").read_text().splitlines()) == 4
+    # the untrained reference is scored once, before the first epoch; a resume keeps its score
+    assert resumed.meta["reference_val"] == whole.meta["reference_val"]
 
 
 def test_resume_refuses_a_different_model_and_a_finished_run_is_not_overwritten(store, tmp_path):

@@ -825,9 +825,11 @@ def _train(
         state = session.restore()
         old_meta = folder.path / "meta.json"
         if old_meta.is_file():
-            folder.meta["started"] = json.loads(old_meta.read_text()).get(
-                "started", folder.meta["started"]
-            )
+            before = json.loads(old_meta.read_text())
+            folder.meta["started"] = before.get("started", folder.meta["started"])
+            # the untrained reference was scored once, before the first epoch: keep its score
+            if "reference_val" in before:
+                folder.meta["reference_val"] = before["reference_val"]
         folder.meta["resumed_at_epoch"] = state.epoch
     folder.meta["epochs_completed"] = state.epoch
     folder.write_config(cfg)
