@@ -72,7 +72,9 @@ def _print_summary(result: PipelineResult) -> None:
     console.print(table)
     console.print(f"total {result.seconds:.1f} s")
     for report in result.reports:
-        out.print(f"report: {os.path.relpath(report)}", highlight=False)
+        page = report.with_name("index.html")  # the page to open, written beside the Markdown
+        shown = page if report.suffix == ".md" and page.is_file() else report
+        out.print(f"report: {os.path.relpath(shown)}", highlight=False)
 
 
 @pipeline_app.command("run")
