@@ -545,17 +545,20 @@ def test_node_perturbation_keeps_no_activation_between_passes() -> None:
         trainer("node-perturbation", node_perturbation={"credit": "global"}),
     )
     hidden = 4 * 6 * 8 * 8
+
+    def big_tensors() -> set[int]:
+        return {
+            id(o)
+            for o in gc.get_objects()
+            if isinstance(o, torch.Tensor) and o.is_floating_point() and o.numel() >= hidden
+        }
+
+    before = big_tensors()  # what other tests or the process hold already
     alive: list[int] = []
 
     def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # when a pass ends, no layer input or noise of the hidden size may still be held
-        alive.append(
-            sum(
-                1
-                for o in gc.get_objects()
-                if isinstance(o, torch.Tensor) and o.is_floating_point() and o.numel() >= hidden
-            )
-        )
+        alive.append(len(big_tensors() - before))
         return mse_per_sample(pred, target)
 
     rule.step(model, x, y, loss_fn)
