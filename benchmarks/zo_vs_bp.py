@@ -74,7 +74,7 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
     """The experiment of one run: the benchmark's config with this rule, lr, seed and budget."""
     from seacast.config import ExperimentConfig, load_config, to_dict
 
-    base = to_dict(load_config(ExperimentConfig, EXPERIMENT))
+    base = to_dict(load_config(ExperimentConfig, EXPERIMENT, args.overrides))
     base["name"] = run_name(method, lr, seed)
     base["runs_dir"] = str(args.out / "runs")
     base["seed"] = seed
@@ -324,6 +324,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/zo_vs_bp"))
     parser.add_argument("--store", type=Path, default=None, help="another store than the config's")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the experiment, as seacast train --set does "
+        "(e.g. samples.split.preset=blocks)",
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lrs", type=int, default=3, help="learning rates tried per method")

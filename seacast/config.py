@@ -403,12 +403,15 @@ class SplitConfig(StrictModel):
     `preset: paper` is the reference's split (one year, then four seasonal
     validation/test windows); `preset: seasons` trains and validates by date
     and tests on `test` split by meteorological season; `preset: ranges`
-    uses the three ranges as given. With `paper` the ranges are ignored.
+    uses the three ranges as given; `preset: blocks` cuts the timeline into
+    blocks of `block_days` and deals them out by `block_cycle`, so every
+    season lands in train, validation and test. With `paper` the ranges are ignored.
     """
 
-    preset: Literal["paper", "seasons", "ranges", "fractions"] = Field(
+    preset: Literal["paper", "seasons", "ranges", "fractions", "blocks"] = Field(
         "fractions",
-        description="Split scheme: paper, seasons, ranges or fractions (of the timeline).",
+        description="Split scheme: paper, seasons, ranges, fractions (of the timeline) or blocks "
+        "(interleaved blocks of days).",
     )
     train: TimeRange | None = None
     validation: TimeRange | None = None
@@ -418,6 +421,26 @@ class SplitConfig(StrictModel):
         description="Train/validation/test fractions of the timeline for preset 'fractions' "
         "(non-negative, scaled to sum 1; train above 0).",
     )
+
+    block_days: int = Field(
+        7, ge=1, description="Length in days of one block, for preset 'blocks'."
+    )
+    block_cycle: list[Literal["train", "validation", "test"]] = Field(
+        default_factory=lambda: ["train"] * 5 + ["validation", "test"],
+        min_length=1,
+        description="Which split each block goes to, repeated over the timeline from its first "
+        "time, for preset 'blocks' (needs at least one 'train').",
+    )
+
+    @field_validator("block_cycle")
+    @classmethod
+    def _block_cycle(cls, value: list[str]) -> list[str]:
+        if "train" not in value:
+            raise ValueError(
+                f"block_cycle {value} has no 'train' block, "
+                "e.g. [train, train, train, train, train, validation, test]"
+            )
+        return value
 
     @field_validator("fractions")
     @classmethod

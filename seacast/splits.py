@@ -9,6 +9,9 @@ Every split lives here, in one place:
   meteorological season (DJF, MAM, JJA, SON) of the init time.
 * ``ranges``: three date ranges as given.
 * ``fractions``: consecutive fractions of the timeline.
+* ``blocks``: blocks of ``block_days`` dealt out to train, validation and test by
+  ``block_cycle``, so every split holds every season (a chronological split tests one
+  season only: the last one).
 
 Offered:
 
@@ -161,6 +164,9 @@ def plan_split(cfg: SplitConfig, hours: np.ndarray) -> SplitPlan:
             test={"test": [Selection((test,))]},
         )
 
+    if cfg.preset == "blocks":
+        return _blocks_plan(cfg, first, last)
+
     # fractions of the timeline, cut at whole hours
     fractions = np.asarray(cfg.fractions, dtype=float)
     if (fractions < 0).any() or fractions.sum() <= 0:
@@ -177,4 +183,29 @@ def plan_split(cfg: SplitConfig, hours: np.ndarray) -> SplitPlan:
         train=[Selection(((first, cut1 - 1),))],
         validation=[Selection(((cut1, cut2 - 1),))],
         test={"test": [Selection(((cut2, last),))]},
+    )
+
+
+def _blocks_plan(cfg: SplitConfig, first: int, last: int) -> SplitPlan:
+    """Blocks of ``block_days`` from ``first``, labelled by ``block_cycle`` in turn; neighbours
+    with the same label merge, so a training window may span two training blocks."""
+    block_hours = cfg.block_days * 24
+    ranges: dict[str, list[tuple[int, int]]] = {"train": [], "validation": [], "test": []}
+    for index, start in enumerate(range(first, last + 1, block_hours)):
+        label = cfg.block_cycle[index % len(cfg.block_cycle)]
+        end = min(start + block_hours - 1, last)
+        runs = ranges[label]
+        if runs and runs[-1][1] == start - 1:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+
+    def selection(label: str) -> list[Selection]:
+        return [Selection(tuple(ranges[label]))] if ranges[label] else []
+
+    return SplitPlan(
+        preset="blocks",
+        train=selection("train"),
+        validation=selection("validation"),
+        test={"test": selection("test")},
     )

@@ -193,6 +193,35 @@ def test_seasons_split_tests_by_meteorological_season():
     assert months == {12, 1, 2}
 
 
+def test_blocks_split_puts_every_season_in_train_validation_and_test():
+    hours = _hours("2024-01-01", 24 * 366)
+    cfg = SplitConfig.model_validate({"preset": "blocks", "block_days": 7})
+    plan = plan_split(cfg, hours)
+    timeline = Timeline(hours, 1.0)
+    chosen = {}
+    for name, selections in (("train", plan.train), ("validation", plan.validation)):
+        chosen[name], _ = timeline.select(selections[0], lags=6, lead_steps=[24])
+    chosen["test"], _ = timeline.select(plan.test["test"][0], lags=6, lead_steps=[24])
+    for name, indices in chosen.items():
+        assert set(season_of_hours(hours[indices])) == set(SEASONS), name
+    # no frame of one split's windows is a frame of another's
+    frames = {
+        name: set(np.concatenate([hours[indices + k] for k in range(-5, 25)]).tolist())
+        for name, indices in chosen.items()
+    }
+    assert not frames["train"] & frames["validation"]
+    assert not frames["train"] & frames["test"]
+    assert not frames["validation"] & frames["test"]
+    # five training weeks in seven, and windows span neighbouring training weeks
+    assert 0.66 < len(chosen["train"]) / len(hours) < 0.72
+    assert plan.train[0].ranges[0] == (int(hours[0]), int(hours[0]) + 5 * 7 * 24 - 1)
+
+
+def test_blocks_split_needs_a_training_block():
+    with pytest.raises(ValueError, match="no 'train' block"):
+        SplitConfig.model_validate({"preset": "blocks", "block_cycle": ["validation", "test"]})
+
+
 def test_split_ranges_must_be_given_and_disjoint():
     hours = _hours("2023-01-01", 24 * 60)
     with pytest.raises(ConfigError, match="missing: test"):
