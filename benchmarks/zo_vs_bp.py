@@ -192,15 +192,17 @@ def search_then_seeds(
     return best["lr"], [best, *others]
 
 
-def score(args: argparse.Namespace, runs: list[dict[str, Any]]) -> Any:
-    """``seacast evaluate``'s scores of every run's best checkpoint on the test split."""
+def score(args: argparse.Namespace, runs: list[dict[str, Any]], held_out: bool = False) -> Any:
+    """``seacast evaluate``'s scores of every run's best checkpoint on the test split (or on
+    every init time of the held-out store)."""
     from seacast.evaluation.evaluate import evaluate_runs
 
     return evaluate_runs(
         [r["run_dir"] for r in runs],
-        split="test",
+        split="all" if held_out else "test",
         by="all",
-        out_dir=args.out / "evaluation",
+        store_path=args.held_out if held_out else None,
+        out_dir=args.out / ("evaluation-held-out" if held_out else "evaluation"),
         figures=False,
         every_hours=args.every_hours,
     )
@@ -237,6 +239,52 @@ def mse_cells(results: Any) -> dict[str, dict[tuple[str, int], float]]:
     return cells
 
 
+def test_tables(
+    runs: dict[str, list[dict[str, Any]]],
+    lrs: dict[str, float],
+    cells: dict[str, dict[tuple[str, int], float]],
+    title: str,
+) -> list[str]:
+    """Each run's MSE against backprop's (same seed), then against the strongest reference."""
+    lines: list[str] = []
+    backprop = {r["seed"]: r for r in runs["backprop"]}
+    references = sorted(k for k in cells if k.startswith("ref:"))
+    keys = sorted(cells[runs["backprop"][0]["run"]])
+    lines.append(f"## {title} / backprop's (same seed), per variable and lead time")
+    header = " | ".join(f"{v} {lead} h" for v, lead in keys)
+    lines.append(f"| method | seed | {header} |")
+    lines.append("|---|---|" + "---|" * len(keys))
+    for method, method_runs in runs.items():
+        ratios_by_seed = []
+        for run in method_runs:
+            bp = backprop.get(run["seed"], runs["backprop"][0])
+            ratio = [cells[run["run"]][k] / cells[bp["run"]][k] for k in keys]
+            ratios_by_seed.append(ratio)
+            lines.append(
+                f"| {method} | {run['seed']} | " + " | ".join(f"{r:.2f}" for r in ratio) + " |"
+            )
+        mean = np.mean(ratios_by_seed, axis=0)
+        lines.append(f"| **{method}** | mean | " + " | ".join(f"**{r:.2f}**" for r in mean) + " |")
+    lines.append("")
+    lines.append(f"## {title} against the strongest reference (mean over seeds)")
+    lines.append(f"| forecast | {header} |")
+    lines.append("|---|" + "---|" * len(keys))
+    for reference in references:
+        lines.append(
+            f"| {reference[4:]} | " + " | ".join(f"{cells[reference][k]:.3g}" for k in keys) + " |"
+        )
+    for method, method_runs in runs.items():
+        mean = [statistics.mean(cells[r["run"]][k] for r in method_runs) for k in keys]
+        best_ref = [min(cells[ref][k] for ref in references) for k in keys]
+        marks = [
+            f"{m:.3g} {'beats' if m < b else 'loses'} ({1 - m / b:+.1%})"
+            for m, b in zip(mean, best_ref, strict=True)
+        ]
+        lines.append(f"| {method} (lr {lrs[method]:g}) | " + " | ".join(marks) + " |")
+    lines.append("")
+    return lines
+
+
 def report(
     args: argparse.Namespace,
     runs: dict[str, list[dict[str, Any]]],
@@ -244,11 +292,10 @@ def report(
     s_bp: int,
     cells: dict[str, dict[tuple[str, int], float]],
     gradients: dict[str, dict[str, float]],
+    held_out: dict[str, dict[tuple[str, int], float]] | None = None,
 ) -> str:
     lines: list[str] = []
     backprop = {r["seed"]: r for r in runs["backprop"]}
-    references = sorted(k for k in cells if k.startswith("ref:"))
-    keys = sorted(cells[runs["backprop"][0]["run"]])
     lines.append(
         f"S_bp = {s_bp} steps (median over seeds of backprop's steps to its best validation); "
         f"ZO budget {args.zo_steps} steps = min({args.step_factor} x S_bp, {args.zo_max_steps})."
@@ -277,38 +324,11 @@ def report(
                 f"{run['stopped']} | " + " / ".join(f"{r:.2f}" for r in ratios) + " |"
             )
     lines.append("")
-    lines.append("## Test MSE / backprop's (same seed), per variable and lead time")
-    header = " | ".join(f"{v} {lead} h" for v, lead in keys)
-    lines.append(f"| method | seed | {header} |")
-    lines.append("|---|---|" + "---|" * len(keys))
-    for method, method_runs in runs.items():
-        ratios_by_seed = []
-        for run in method_runs:
-            bp = backprop.get(run["seed"], runs["backprop"][0])
-            ratio = [cells[run["run"]][k] / cells[bp["run"]][k] for k in keys]
-            ratios_by_seed.append(ratio)
-            lines.append(
-                f"| {method} | {run['seed']} | " + " | ".join(f"{r:.2f}" for r in ratio) + " |"
-            )
-        mean = np.mean(ratios_by_seed, axis=0)
-        lines.append(f"| **{method}** | mean | " + " | ".join(f"**{r:.2f}**" for r in mean) + " |")
-    lines.append("")
-    lines.append("## Test MSE against the strongest reference (mean over seeds)")
-    lines.append(f"| forecast | {header} |")
-    lines.append("|---|" + "---|" * len(keys))
-    for reference in references:
-        lines.append(
-            f"| {reference[4:]} | " + " | ".join(f"{cells[reference][k]:.3g}" for k in keys) + " |"
+    lines += test_tables(runs, lrs, cells, "Test MSE")
+    if held_out:
+        lines += test_tables(
+            runs, lrs, held_out, f"Held-out store ({args.held_out.name}, every init time) MSE"
         )
-    for method, method_runs in runs.items():
-        mean = [statistics.mean(cells[r["run"]][k] for r in method_runs) for k in keys]
-        best_ref = [min(cells[ref][k] for ref in references) for k in keys]
-        marks = [
-            f"{m:.3g} {'beats' if m < b else 'loses'} ({1 - m / b:+.0%})"
-            for m, b in zip(mean, best_ref, strict=True)
-        ]
-        lines.append(f"| {method} (lr {lrs[method]:g}) | " + " | ".join(marks) + " |")
-    lines.append("")
     if gradients:
         lines.append("## Gradient estimate on one batch at initialisation (16 probes)")
         lines.append("| method | cosine to the true gradient | share of parameters updated |")
@@ -324,6 +344,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/zo_vs_bp"))
     parser.add_argument("--store", type=Path, default=None, help="another store than the config's")
+    parser.add_argument(
+        "--held-out",
+        type=Path,
+        default=None,
+        help="a store not trained on (another year or twin seed): every run is also scored on "
+        "all its init times (seacast evaluate --split all)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -374,9 +401,11 @@ def main(argv: list[str] | None = None) -> None:
         lrs[method], runs[method] = search_then_seeds(args, method, args.zo_steps)
 
     print("3. test scores (seacast evaluate) and gradient estimates")
-    cells = mse_cells(score(args, [r for method_runs in runs.values() for r in method_runs]))
+    every_run = [r for method_runs in runs.values() for r in method_runs]
+    cells = mse_cells(score(args, every_run))
+    held_out = mse_cells(score(args, every_run, held_out=True)) if args.held_out else None
     gradients = {} if args.no_gradients else gradient_table(args, list(runs))
-    text = report(args, runs, lrs, s_bp, cells, gradients)
+    text = report(args, runs, lrs, s_bp, cells, gradients, held_out)
     (args.out / "zo_vs_bp.md").write_text(text)
     (args.out / "zo_vs_bp.json").write_text(
         json.dumps({"runs": runs, "lrs": lrs, "s_bp": s_bp, "gradients": gradients}, indent=1)

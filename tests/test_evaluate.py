@@ -171,3 +171,30 @@ def test_runs_on_the_same_samples_share_reference_scores_equal_to_scoring_alone(
         np.testing.assert_allclose(
             shared, alone.runs[0].metrics[reference]["mse"].values, rtol=1e-6
         )
+
+
+def test_a_held_out_store_is_scored_whole_with_references_from_the_runs_training(runs, tmp_path):
+    from helpers_forecast import TINY
+
+    from seacast.synthetic import synthetic_store
+
+    held_out = synthetic_store(
+        tmp_path / "later.zarr",
+        shape=TINY["shape"],
+        hours=24 * 6,
+        variables=TINY["variables"],
+        start="2024-06-01",
+    )
+    results = evaluate_runs(runs[:1], split="all", by="all", store_path=held_out, out_dir=False)
+    scored = results.runs[0]
+    lags, reach = TINY["lags"], max(TINY["lead_times"])
+    assert scored.samples == 24 * 6 - (lags - 1) - reach
+    own = open_samples(load_run(runs[0]).config.store, load_run(runs[0]).config.samples)
+    train_start = pd.Timestamp(own.timeline.hours[0], unit="h")
+    assert pd.Timestamp(scored.climatology_period[0]) == train_start
+    assert pd.Timestamp(scored.climatology_period[1]) < pd.Timestamp("2024-06-01")
+
+
+def test_scoring_every_time_of_the_training_store_is_refused(runs):
+    with pytest.raises(ConfigError, match="trained on"):
+        evaluate_runs(runs[:1], split="all", by="all", out_dir=False)

@@ -26,8 +26,13 @@ def evaluate_command(
         typer.Option("--run", "-r", help="A run folder (repeatable; same as the arguments)."),
     ] = None,
     split: Annotated[
-        Literal["test", "validation"],
-        typer.Option("--split", help="Which split of the store to score on."),
+        Literal["test", "validation", "all"],
+        typer.Option(
+            "--split",
+            help="Which split of the store to score on; 'all' scores every time of a held-out "
+            "--store (another year or twin seed), with the references fitted on the run's own "
+            "training period.",
+        ),
     ] = "test",
     by: Annotated[
         Literal["season", "all", "split"],
@@ -83,6 +88,7 @@ def evaluate_command(
     from seacast.evaluation.report import (
         best_reference_table,
         comparison_table,
+        describe_split,
         lead_times_of,
         markdown_table,
     )
@@ -107,7 +113,7 @@ def evaluate_command(
         every_hours=every,
     )
     out.print(
-        f"Skill vs the best reference ({split} split; RMSE, skill 1 - MSE/MSE_best, seasons won):",
+        f"Skill vs the best reference ({describe_split(split)}; RMSE, skill 1 - MSE/MSE_best, seasons won):",
         highlight=False,
     )
     out.print(
@@ -117,7 +123,7 @@ def evaluate_command(
         soft_wrap=True,
     )
     lead = lead_times_of(results)[0]
-    out.print(f"RMSE at +{lead} h ({split} split):", highlight=False)
+    out.print(f"RMSE at +{lead} h ({describe_split(split)}):", highlight=False)
     out.print(
         markdown_table(comparison_table(results, "rmse", lead)),
         highlight=False,

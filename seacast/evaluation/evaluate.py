@@ -4,7 +4,9 @@ Offers:
 
 * :func:`evaluate_runs` - the library entry point (the CLI and the pipeline call it): score
   each run on its ``test`` (or ``validation``) split, grouped by season, and write tables
-  and figures to ``reports/<name>/``. Returns :class:`EvaluationResults`.
+  and figures to ``reports/<name>/``; or, with ``split="all"``, on every init time of a
+  held-out store (another year or another twin: a test of a year, not of a few weeks), with
+  the references still fitted on the run's own training period. Returns :class:`EvaluationResults`.
 * :func:`score_model` - stream one model over a dataset into accumulators for the model and
   every reference (persistence, climatology, tide, tide + persisted anomaly, tide + damped
   anomaly); memory does not depend on the number of samples.
@@ -51,7 +53,7 @@ from seacast.timeaxis import hour_to_stamp, hours_to_times
 
 log = logging.getLogger("seacast.evaluate")
 
-SPLITS = ("test", "validation")
+SPLITS = ("test", "validation", "all")
 REFERENCES = ("persistence", "climatology", *TIDE_REFERENCES)
 
 
@@ -297,7 +299,10 @@ def evaluate_run(
     run = load_run(run_dir, which=which, device=device)
     cfg = run.config
     store_path = Path(store_path or cfg.store)
-    sets = open_samples(store_path, cfg.samples)
+    if split == "all":
+        sets, own = _held_out_sets(run, run_dir, store_path)
+    else:
+        sets = own = open_samples(store_path, cfg.samples)
     if run.tides is not None:
         sets = sets.with_tides(run.tides)
     datasets = _scored_datasets(sets, split, by, every_hours, cfg.trainer.preload_gb)
@@ -309,8 +314,11 @@ def evaluate_run(
         )
     groups = group_names(by, tuple(datasets))
     cache = climatology_cache if climatology_cache is not None else {}
-    climatology, climatology_key = _climatology(cfg, sets, store_path, cache)
-    tides = reference_tides(run, sets, store_path, cache)
+    # the references see the training period of the store the run trained on (with a
+    # held-out store, that is the run's own store, not the one scored)
+    own_store = own.store_path
+    climatology, climatology_key = _climatology(cfg, own, own_store, cache)
+    tides = reference_tides(run, own, own_store, cache)
 
     # runs scored on the same samples share their references' scores: compute them once
     scores_key = _reference_scores_key(climatology_key, cfg, by, datasets, tides)
@@ -348,11 +356,41 @@ def evaluate_run(
     )
 
 
+def _held_out_sets(run: Any, run_dir: Path, store_path: Path) -> tuple[Any, Any]:
+    """The samples of a held-out store as one split (its ``train`` holds every init time),
+    and the run's own samples, whose training period the references are fitted on."""
+    from seacast.config import SplitConfig
+    from seacast.windows import open_samples
+
+    cfg = run.config
+    own = open_samples(cfg.store, cfg.samples)
+    whole = cfg.samples.model_copy(
+        update={"split": SplitConfig(preset="fractions", fractions=(1.0, 0.0, 0.0))}
+    )
+    sets = open_samples(store_path, whole)
+    if store_path.resolve() == own.store_path.resolve() or sets.fingerprint == own.fingerprint:
+        raise ConfigError(
+            f"--split all scores every time of {store_path}, the store run {run_dir.name} trained "
+            "on: its training samples would count as test",
+            "pass a held-out store with --store (another year or twin seed), or use --split test",
+        )
+    if sets.shape != own.shape or not np.array_equal(sets.sea_mask, own.sea_mask):
+        raise DataError(
+            f"the store {store_path} is on another grid than run {run_dir.name}'s store "
+            f"({sets.shape[0]}x{sets.shape[1]} against {own.shape[0]}x{own.shape[1]}, or another "
+            "land mask)",
+            "regrid the held-out data with the same grid settings as the run's store",
+        )
+    return sets, own
+
+
 def _scored_datasets(
     sets: Any, split: str, by: str, every_hours: int, preload_gb: float
 ) -> dict[str, Any]:
     """The datasets scored, by group name ('' for one group): thinned and preloaded."""
-    if split == "test":
+    if split == "all":
+        datasets = {"all" if by == "split" else "": sets.train}
+    elif split == "test":
         datasets = dict(sets.test_groups) if by == "split" else {"": sets.test}
     else:
         datasets = {"validation" if by == "split" else "": sets.validation}

@@ -57,6 +57,11 @@ BASELINE_STYLE = {
 }
 
 
+def describe_split(split: str) -> str:
+    """How a report names what was scored: 'the test split', or 'every time of a held-out store'."""
+    return "every time of a held-out store" if split == "all" else f"the {split} split"
+
+
 def row_labels(results: EvaluationResults) -> list[str]:
     """``model × trainer`` per run, with the run name added where two runs share it."""
     plain = [f"{r.model} × {r.trainer}" for r in results.runs]
@@ -305,7 +310,7 @@ def plot_rmse_vs_lead(results: EvaluationResults, path: Path) -> Path:
         fontsize=7,
         frameon=False,
     )
-    fig.suptitle(f"RMSE against lead time ({results.split} split)", fontsize=10)
+    fig.suptitle(f"RMSE against lead time ({describe_split(results.split)})", fontsize=10)
     return _save(fig, path)
 
 
@@ -420,7 +425,7 @@ def markdown_fragment(
         return os.path.relpath(out_dir / name, base)
 
     parts = [
-        f"{h} Evaluation on the {results.split} split",
+        f"{h} Evaluation on {describe_split(results.split)}",
         "",
         f"{h}# Skill vs the best reference",
         "",
