@@ -51,6 +51,8 @@ EXPERIMENT = ROOT / "configs" / "experiments" / "zo_vs_bp.yaml"
 # rule overrides on top of the experiment; node perturbation's own section is the experiment's
 METHODS: dict[str, dict[str, Any]] = {
     "backprop": {"name": "backprop"},
+    # backprop on node perturbation's layer subset only: what the frozen layers cost
+    "backprop-subset": {"name": "backprop"},
     "spsa": {"name": "spsa", "spsa": {"probes": 1}},  # MeZO's one probe: 2 forwards a step
     "node-perturbation": {"name": "node-perturbation"},  # the layer subset of the experiment
     "node-perturbation-all": {"name": "node-perturbation", "node_perturbation": {"only": []}},
@@ -59,6 +61,7 @@ METHODS: dict[str, dict[str, Any]] = {
 # learning rates tried per method, in the order tried (the same number for each: equal tuning)
 LR_GRID: dict[str, list[float]] = {
     "backprop": [3e-3, 1e-3, 1e-2],
+    "backprop-subset": [3e-3, 1e-3, 1e-2],
     "spsa": [1e-4, 3e-5, 3e-4],
     "node-perturbation": [1e-2, 3e-3, 3e-2],
     "node-perturbation-all": [1e-2, 3e-3, 3e-2],
@@ -86,6 +89,8 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
             trainer[key] = {**trainer.get(key, {}), **value}
         else:
             trainer[key] = value
+    if method == "backprop-subset":
+        trainer["backprop"] = {"only": trainer["node_perturbation"]["only"]}
     trainer["optimizer"]["lr"] = lr
     trainer["patience"] = args.patience
     trainer["max_steps"] = max_steps
@@ -217,7 +222,7 @@ def gradient_table(args: argparse.Namespace, methods: list[str]) -> dict[str, di
     torch.set_num_threads(max(args.threads * args.jobs, 1))
     out: dict[str, dict[str, float]] = {}
     for method in methods:
-        if method == "backprop":
+        if method.startswith("backprop"):
             continue
         cfg = experiment(args, method, LR_GRID[method][0], 0, None)
         model, x, y, loss_fn = batch_from_experiment(cfg)
@@ -398,7 +403,8 @@ def main(argv: list[str] | None = None) -> None:
         if method == "backprop":
             continue
         print(f"2. {method}")
-        lrs[method], runs[method] = search_then_seeds(args, method, args.zo_steps)
+        budget = args.bp_max_steps if method.startswith("backprop") else args.zo_steps
+        lrs[method], runs[method] = search_then_seeds(args, method, budget)
 
     print("3. test scores (seacast evaluate) and gradient estimates")
     every_run = [r for method_runs in runs.values() for r in method_runs]

@@ -583,6 +583,17 @@ def _upgraded_node_perturbation(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+class BackpropConfig(StrictModel):
+    """Options of the `backprop` rule."""
+
+    only: list[str] = Field(
+        default_factory=list,
+        description="Train only the Conv/Linear layers whose module name starts with one of these, as "
+        "node_perturbation.only does; every other parameter keeps its initial value. Measures what a "
+        "zeroth-order rule's frozen layers cost. Empty: train everything.",
+    )
+
+
 class NodePerturbationConfig(StrictModel):
     """Options of the `node-perturbation` rule (noisy pre-activations, local Hebbian update)."""
 
@@ -687,6 +698,7 @@ class TrainerConfig(StrictModel):
         description="Deterministic torch algorithms, so a resumed run gives the same weights as an uninterrupted one.",
     )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    backprop: BackpropConfig = Field(default_factory=BackpropConfig)
     spsa: SpsaConfig = Field(default_factory=SpsaConfig)
     node_perturbation: NodePerturbationConfig = Field(default_factory=NodePerturbationConfig)
     forward_gradient: ForwardGradientConfig = Field(default_factory=ForwardGradientConfig)

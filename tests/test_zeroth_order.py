@@ -469,6 +469,16 @@ def test_only_restricts_node_perturbation_to_the_named_layers() -> None:
         )
 
 
+def test_backprop_only_trains_the_layers_node_perturbation_only_would() -> None:
+    model = small_conv_net(batch_norm=True)
+    x, y = torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8)
+    make_rule("backprop", model, trainer("backprop", backprop={"only": ["3"]})).step(
+        model, x, y, mse_per_sample
+    )  # the second conv, after the batch norm "1" (frozen: node perturbation does not update it)
+    assert [n for n, p in model.named_parameters() if p.grad is not None] == ["3.weight", "3.bias"]
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["3.weight", "3.bias"]
+
+
 def test_credit_radius_by_layer_covering_the_influence_field_recovers_a_hidden_layer_gradient() -> (
     None
 ):

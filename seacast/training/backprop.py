@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seacast.config import TrainerConfig
 from seacast.training.rules import LossFn, StepStats, UpdateRule, register
 
 # A backward pass costs about two forwards, so a step is three forward-pass equivalents
@@ -22,6 +23,20 @@ class Backprop(UpdateRule):
     name = "backprop"
     applies_update = False
     uses_autograd = True
+
+    def __init__(self, model: nn.Module, cfg: TrainerConfig) -> None:
+        super().__init__(model, cfg)
+        if cfg.backprop.only:
+            from seacast.training.zeroth_order.credit import chosen_layers
+
+            kept = {
+                id(p)
+                for layer in chosen_layers(model, cfg.backprop.only, "backprop")
+                for p in layer.parameters(recurse=False)
+            }
+            for param in model.parameters():
+                if id(param) not in kept:
+                    param.requires_grad_(False)
 
     def step(
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn

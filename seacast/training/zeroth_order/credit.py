@@ -13,6 +13,25 @@ def local_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, _LOCAL_LAYERS) and m.weight.requires_grad]
 
 
+def chosen_layers(model: nn.Module, only: list[str], rule: str) -> list[nn.Module]:
+    """The local layers whose module name starts with one of ``only`` (every one if empty).
+
+    ``rule`` names the option in the error when none matches."""
+    layers = local_layers(model)
+    if only:
+        names = {m: n for n, m in model.named_modules()}
+        layers = [m for m in layers if longest_prefix(names[m], only) is not None]
+    if not layers:
+        from seacast.errors import ConfigError
+
+        where = f" named {only}" if only else ""
+        raise ConfigError(
+            f"{rule} found no Conv/Linear layer{where} with trainable weights in the model",
+            f"fix trainer.{rule.replace('-', '_')}.only (module names as in model.named_modules())",
+        )
+    return layers
+
+
 def layer_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The input as the layer's core op sees it (non-zero padding modes pad explicitly first).
 

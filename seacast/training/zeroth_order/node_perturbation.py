@@ -22,8 +22,8 @@ from seacast.training.zeroth_order.common import (
 from seacast.training.zeroth_order.credit import (
     Credit,
     add_to,
+    chosen_layers,
     layer_input,
-    local_layers,
     local_weight_gradient,
     longest_prefix,
 )
@@ -64,21 +64,8 @@ class NodePerturbationRule(UpdateRule):
     def __init__(self, model: nn.Module, cfg: TrainerConfig) -> None:
         super().__init__(model, cfg)
         self.opts = cfg.node_perturbation
-        self.layers = local_layers(model)
+        self.layers = chosen_layers(model, self.opts.only, "node-perturbation")
         names = {m: n for n, m in model.named_modules()}
-        if self.opts.only:
-            self.layers = [
-                m for m in self.layers if longest_prefix(names[m], self.opts.only) is not None
-            ]
-        if not self.layers:
-            from seacast.errors import ConfigError
-
-            where = f" named {self.opts.only}" if self.opts.only else ""
-            raise ConfigError(
-                f"node-perturbation found no Conv/Linear layer{where} with trainable weights in the model",
-                "fix trainer.node_perturbation.only (module names as in model.named_modules()), "
-                "or use spsa / forward-gradient for this model",
-            )
         self.radius = {m: self._radius_of(names[m]) for m in self.layers}
         self.params = [p for _, p in trainable_parameters(model)]
         self.layer_cursor = 0
