@@ -209,7 +209,7 @@ def score(args: argparse.Namespace, runs: list[dict[str, Any]], held_out: bool =
         store_path=args.held_out if held_out else None,
         out_dir=args.out / ("evaluation-held-out" if held_out else "evaluation"),
         figures=False,
-        every_hours=args.every_hours,
+        every_hours=args.held_out_every if held_out else args.every_hours,
     )
 
 
@@ -332,7 +332,10 @@ def report(
     lines += test_tables(runs, lrs, cells, "Test MSE")
     if held_out:
         lines += test_tables(
-            runs, lrs, held_out, f"Held-out store ({args.held_out.name}, every init time) MSE"
+            runs,
+            lrs,
+            held_out,
+            f"Held-out store ({args.held_out.name}, inits every {args.held_out_every} h) MSE",
         )
     if gradients:
         lines.append("## Gradient estimate on one batch at initialisation (16 probes)")
@@ -373,6 +376,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--step-factor", type=float, default=100.0)
     parser.add_argument("--zo-max-steps", type=int, default=6000, help="cap on a ZO run's steps")
     parser.add_argument("--every-hours", type=int, default=1, help="test init times every N hours")
+    parser.add_argument(
+        "--held-out-every", type=int, default=6, help="held-out init times every N hours"
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 lr, short budgets")
