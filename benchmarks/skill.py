@@ -42,7 +42,14 @@ STORES = {
 }
 EXPERIMENT = "configs/experiments/twin_demo.yaml"
 DATA = "configs/data/twin_dutch_coast.yaml"
-REFERENCES = ["persistence", "climatology", "tide", "tide_persisted", "tide_damped"]
+REFERENCES = [
+    "persistence",
+    "climatology",
+    "tide",
+    "tide_persisted",
+    "tide_damped",
+    "tide_regressed",
+]
 
 
 def run(command: list[str], log: Path, threads: int | None = None) -> None:

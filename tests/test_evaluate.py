@@ -91,6 +91,7 @@ def test_scores_tables_and_files(results, runs):
         "tide",
         "tide + persisted anomaly",
         "tide + damped anomaly",
+        "tide + regressed anomaly",
     ]
     assert list(table.columns) == [("zos", "MAM"), ("uo", "MAM")]
     assert table.iloc[0, 0] == pytest.approx(
@@ -106,6 +107,7 @@ def test_scores_tables_and_files(results, runs):
         "tide",
         "tide_persisted",
         "tide_damped",
+        "tide_regressed",
     }
     names = {p.name for p in results.files}
     for expected in (

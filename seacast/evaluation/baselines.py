@@ -7,7 +7,8 @@ Offers:
   period only (:meth:`Climatology.from_store`), and its forecast for any valid time
   (:meth:`Climatology.predict`).
 * :class:`TideReferences` - the harmonic tide at the valid time, plus the anomaly of the init
-  time persisted or damped (``shared/design/tides.md``); the damped one is the strongest.
+  time persisted or damped (``shared/design/tides.md``), or regressed on the anomaly lags at
+  each point and over the basin (:mod:`seacast.anomaly_regression`), the strongest.
 
 Climatology choice (documented, as the issue asks): the mean of each variable at
 each grid point over all training times with the same calendar month and hour of
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from seacast.anomaly_regression import AnomalyRegression
 from seacast.errors import DataError
 from seacast.tides import TidalConstants
 
@@ -121,8 +123,9 @@ REFERENCE_TITLES = {
     "tide": "tide",
     "tide_persisted": "tide + persisted anomaly",
     "tide_damped": "tide + damped anomaly",
+    "tide_regressed": "tide + regressed anomaly",
 }
-TIDE_REFERENCES = ("tide", "tide_persisted", "tide_damped")
+TIDE_REFERENCES = ("tide", "tide_persisted", "tide_damped", "tide_regressed")
 
 
 @dataclass
@@ -136,17 +139,39 @@ class TideReferences:
     tides: TidalConstants
     damping: np.ndarray
     source: str
+    regression: AnomalyRegression | None = None
+    sea_mask: np.ndarray | None = None
+
+    def names(self) -> tuple[str, ...]:
+        """The references :meth:`forecasts` returns."""
+        return TIDE_REFERENCES if self.regression is not None else TIDE_REFERENCES[:3]
 
     def forecasts(
-        self, last: np.ndarray, init_hours: np.ndarray, valid_hours: np.ndarray
+        self, inputs: np.ndarray, input_hours: np.ndarray, valid_hours: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """``last [B, C, H, W]`` physical init-time frames -> each reference ``[B, n_lead, C, H, W]``."""
+        """Physical input windows ``[B, lags, C, H, W]`` at ``input_hours [B, lags]`` (the last is
+        the init time), or init-time frames ``[B, C, H, W]`` at ``[B]`` (no regressed anomaly
+        then: it needs the lags) -> each reference ``[B, n_lead, C, H, W]``."""
+        inputs, input_hours = np.asarray(inputs), np.asarray(input_hours)
+        if inputs.ndim == 4:
+            inputs, input_hours = inputs[:, None], input_hours[:, None]
         tide_valid = self.tides.predict(np.asarray(valid_hours).reshape(-1))
         tide_valid = tide_valid.reshape(*np.shape(valid_hours), *tide_valid.shape[1:])
-        anomaly = (np.asarray(last) - self.tides.predict(np.asarray(init_hours)))[:, None]
+        tide_inputs = self.tides.predict(input_hours.reshape(-1))
+        anomalies = np.asarray(inputs) - tide_inputs.reshape(
+            *input_hours.shape, *tide_inputs.shape[1:]
+        )
+        anomaly = anomalies[:, -1:]
         alpha = self.damping.astype(np.float32)[None, :, :, None, None]
-        return {
+        out = {
             "tide": tide_valid,
             "tide_persisted": tide_valid + anomaly,
             "tide_damped": tide_valid + alpha * anomaly,
         }
+        if (
+            self.regression is not None
+            and self.sea_mask is not None
+            and anomalies.shape[1] >= self.regression.lags
+        ):
+            out["tide_regressed"] = tide_valid + self.regression.predict(anomalies, self.sea_mask)
+        return out

@@ -123,9 +123,9 @@ def _accumulators(
     lead_hours: list[int],
     groups: tuple[str, ...],
     shape: tuple[int, int],
-    tides: bool,
+    tides: TideReferences | None,
 ):
-    references = REFERENCES if tides else REFERENCES[:2]
+    references = REFERENCES[:2] + (tides.names() if tides is not None else ())
     return {
         "model": error_init(variables, lead_hours, groups, shape=shape),
         **{ref: error_init(variables, lead_hours, groups) for ref in references},
@@ -160,15 +160,15 @@ def score_model(
     variables = list(normaliser.variables)
     sea_mask = np.asarray(dataset.sea_mask, dtype=bool)
     encoding = dataset.encoding
-    accs = _accumulators(
-        variables, lead_hours, groups, sea_mask.shape, tides=tide_references is not None
-    )
+    accs = _accumulators(variables, lead_hours, groups, sea_mask.shape, tides=tide_references)
     if not references:
         accs = {"model": accs["model"]}
     sample = None
     model.eval()
     seen = 0
     lead_h = np.asarray(lead_hours, dtype=np.int64)
+    # a window's frames are consecutive store times (windows never cross a gap)
+    step_hours = int(np.min(np.diff(dataset.hours))) if len(dataset.hours) > 1 else 1
     for batch in make_loader(dataset, batch_size, device=device):
         x, y = batch["x"].to(device), batch["y"]
         with torch.no_grad():
@@ -178,16 +178,19 @@ def score_model(
         # physical values, NaN on land (the metrics skip NaN)
         forecast = encoding.decode(prediction, valid_hours)
         truth = encoding.decode(y, valid_hours)
-        last = encoding.decode(x[:, :, -1], init_hours)
+        # the input window in physical units, oldest first: [B, lags, C, H, W]
+        lags = x.shape[2]
+        input_hours = init_hours[:, None] - (lags - 1 - np.arange(lags))[None, :] * step_hours
+        inputs = encoding.decode(x.permute(0, 2, 1, 3, 4), input_hours)
         n = len(x)
         batch_labels = [labels] * n if isinstance(labels, str) else list(labels[seen : seen + n])
         error_accum(accs["model"], forecast, truth, batch_labels, sea_mask)
         if references:
             _score_references(
                 accs,
-                last,
+                inputs,
                 truth,
-                init_hours,
+                input_hours,
                 valid_hours,
                 batch_labels,
                 sea_mask,
@@ -204,24 +207,26 @@ def score_model(
 
 def _score_references(
     accs: dict[str, ErrorAccumulator],
-    last: np.ndarray,
+    inputs: np.ndarray,
     truth: np.ndarray,
-    init_hours: np.ndarray,
+    input_hours: np.ndarray,
     valid_hours: np.ndarray,
     labels: list[str],
     sea_mask: np.ndarray,
     climatology: Climatology | None,
     tide_references: TideReferences | None,
 ) -> None:
-    """Accumulate every reference's errors for one batch (physical ``truth [B, n_lead, C, H, W]``)."""
+    """Accumulate every reference's errors for one batch (physical ``inputs [B, lags, C, H, W]``
+    at ``input_hours [B, lags]``, ``truth [B, n_lead, C, H, W]``)."""
     n_lead = valid_hours.shape[1]
+    last = inputs[:, -1]
     error_accum(accs["persistence"], persistence(last, n_lead), truth, labels, sea_mask)
     if climatology is not None:
         valid = hours_to_times(valid_hours.reshape(-1))
         clim = climatology.predict(valid).reshape(truth.shape)
         error_accum(accs["climatology"], clim, truth, labels, sea_mask)
     if tide_references is not None:
-        for ref, values in tide_references.forecasts(last, init_hours, valid_hours).items():
+        for ref, values in tide_references.forecasts(inputs, input_hours, valid_hours).items():
             error_accum(accs[ref], values, truth, labels, sea_mask)
 
 
@@ -229,11 +234,12 @@ def reference_tides(
     run: Any,
     sets: Any,
     store_path: Path,
-    cache: dict[Any, TideReferences] | None = None,
+    cache: dict[Any, Any] | None = None,
 ) -> TideReferences:
-    """The run's tide references: its ``tides.nc`` when it has one, else a fit on its training period.
+    """The run's tide references: its ``tides.nc`` when it has one, else a fit on its training
+    period; and the regressed anomaly, fitted on that period with the run's lags.
 
-    Both see the training period only. Runs on the same store, variables, split and tide
+    All see the training period only. Runs on the same store, variables, split and tide
     settings share one fit through ``cache``.
     """
     from seacast.tides import train_periods
@@ -241,29 +247,67 @@ def reference_tides(
 
     cfg = run.config
     variables, leads = list(cfg.samples.variables), list(cfg.samples.lead_times)
-    if run.tides is not None and all(h in run.tides.damping_lead_times for h in leads):
-        tides = run.tides.select(variables)
-        return TideReferences(tides, tides.damping_for(leads), "the run's tides.nc")
     periods = train_periods(sets.plan)
-    key = (
-        "tides",
-        str(Path(store_path).resolve()),
-        tuple(variables),
-        tuple(leads),
-        tuple(periods),
-        json.dumps(cfg.tides.model_dump(), sort_keys=True),
-    )
     cache = cache if cache is not None else {}
+    if run.tides is not None and all(h in run.tides.damping_lead_times for h in leads):
+        tides, source = run.tides.select(variables), "the run's tides.nc"
+    else:
+        key = (
+            "tides",
+            str(Path(store_path).resolve()),
+            tuple(variables),
+            tuple(leads),
+            tuple(periods),
+            json.dumps(cfg.tides.model_dump(), sort_keys=True),
+        )
+        if key not in cache:
+            log.info("fitting tide references on the training period of %s", cfg.name)
+            cache[key] = run_tides(
+                cfg, sets, Path(store_path), reuse=False, save=False, store_path=Path(store_path)
+            )
+        tides = cache[key]
+        source = "fitted at evaluation on the run's training period (the run has no tides.nc)"
+    regression = _anomaly_regression(cfg, tides, periods, store_path, cache)
+    return TideReferences(
+        tides, tides.damping_for(leads), source, regression, np.asarray(sets.sea_mask, bool)
+    )
+
+
+def _anomaly_regression(
+    cfg: Any, tides: Any, periods: list[tuple[int, int]], store_path: Path, cache: dict[Any, Any]
+) -> Any:
+    """The regressed-anomaly reference of a run (shared through ``cache``), or None with a
+    warning when its training period is too short to fit one."""
+    from seacast.anomaly_regression import fit_anomaly_regression
+    from seacast.store import open_store
+
+    key = (
+        "regression",
+        str(Path(store_path).resolve()),
+        tuple(cfg.samples.variables),
+        tuple(cfg.samples.lead_times),
+        int(cfg.samples.lags),
+        tuple(periods),
+        tides.period,
+        tides.damping.tobytes(),
+    )
     if key not in cache:
-        log.info("fitting tide references on the training period of %s", cfg.name)
-        tides = run_tides(
-            cfg, sets, Path(store_path), reuse=False, save=False, store_path=Path(store_path)
-        )
-        cache[key] = TideReferences(
-            tides,
-            tides.damping_for(leads),
-            "fitted at evaluation on the run's training period (the run has no tides.nc)",
-        )
+        log.info("fitting the regressed-anomaly reference on the training period of %s", cfg.name)
+        store = open_store(store_path)
+        try:
+            cache[key] = fit_anomaly_regression(
+                store,
+                tides,
+                cfg.samples.variables,
+                periods,
+                cfg.samples.lead_times,
+                cfg.samples.lags,
+            )
+        except DataError as exc:
+            log.warning("no regressed-anomaly reference for %s: %s", cfg.name, exc.problem)
+            cache[key] = None
+        finally:
+            store.close()
     return cache[key]
 
 
@@ -431,12 +475,14 @@ def _reference_scores_key(
         "reference-scores",
         climatology_key,
         tuple(cfg.samples.lead_times),
+        int(cfg.samples.lags),  # the regressed anomaly reads the run's lags
         by,
         tuple(datasets),
         samples_key,
         tides.tides.period,
         tuple(tides.tides.constituents),
         tides.damping.tobytes(),
+        tides.names(),
     )
 
 

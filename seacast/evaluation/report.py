@@ -54,6 +54,7 @@ BASELINE_STYLE = {
     "tide": dict(color="tab:cyan", ls="-.", lw=1.2),
     "tide_persisted": dict(color="tab:olive", ls="--", lw=1.2),
     "tide_damped": dict(color="k", ls="-", lw=1.6),
+    "tide_regressed": dict(color="tab:purple", ls="-", lw=1.6),
 }
 
 
@@ -482,7 +483,11 @@ def _tide_note(results: EvaluationResults) -> str:
         "References: persistence obs(t0); climatology (hour-of-day by month means); tide, the "
         "harmonic prediction at the valid time; tide + persisted anomaly, tide(t0+L) + "
         "(obs(t0) − tide(t0)); tide + damped anomaly, the anomaly scaled by a factor per variable "
-        "and lead time fitted on the training split. Tidal constants: " + "; ".join(notes) + "."
+        "and lead time fitted on the training split; tide + regressed anomaly, the anomaly at "
+        "t0+L regressed on its lags at each point and over the basin (ridge least squares on the "
+        "training split, its strength chosen on held-out training weeks). Tidal constants: "
+        + "; ".join(notes)
+        + "."
     )
 
 
