@@ -507,6 +507,14 @@ class ModelConfig(StrictModel):
         "anomaly lags, obs - tide). Old configs' `residual: true/false` means persistence/none.",
     )
 
+    anomaly_base: Literal["damped", "regressed"] = Field(
+        "damped",
+        description="With base tide, the anomaly the model starts from: damped (alpha a(t0), per "
+        "lead time and variable) or regressed (the anomaly at t0+L regressed on its lags at each "
+        "point and over the basin, evaluate's tide + regressed anomaly; fitted on the training "
+        "split at setup). Ignored for other bases.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _residual_is_base(cls, data: Any) -> Any:

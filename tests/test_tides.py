@@ -200,6 +200,56 @@ def test_zero_initialised_tide_aware_model_equals_the_damped_reference(surge: Pa
     np.testing.assert_allclose(forecast, reference["tide_damped"], atol=1e-5, equal_nan=True)
 
 
+def test_zero_initialised_model_on_the_regressed_anomaly_equals_that_reference(
+    surge: Path,
+) -> None:
+    from seacast.training.loop import start_at_tide_reference
+
+    cfg = experiment(
+        "t", surge, surge.parent, lags=3, lead_times=LEADS, variables=("zos", "uo"), steps=1
+    )
+    cfg = cfg.model_copy(
+        update={
+            "model": ModelConfig(
+                name="res_3ddr_unet", filters=2, base="tide", anomaly_base="regressed"
+            )
+        }
+    )
+    sets = open_samples(surge, cfg.samples)
+    tides = _fit(surge, train_periods(sets.plan), lead_times=LEADS)
+    sets = sets.with_tides(tides)
+    model = build_model(cfg.model, 2, 2, 3, LEADS, (16, 16), seed=0)
+    start_at_tide_reference(model, tides, cfg, sets)
+    assert float(model.base_regression.abs().sum()) > 0
+    model.eval()
+    batch = [sets.test[k] for k in (0, 5)]
+    x = torch.stack([b["x"] for b in batch])
+    init = np.array([int(b["init_time"]) for b in batch])
+    valid = init[:, None] + np.array(LEADS)[None]
+    with torch.no_grad():
+        forecast = sets.encoding.decode(model(x), valid)
+    input_hours = init[:, None] + np.arange(-2, 1)[None]
+    inputs = sets.encoding.decode(x.permute(0, 2, 1, 3, 4), input_hours)
+    from seacast.evaluation.evaluate import _anomaly_regression
+    from seacast.tides import train_periods as periods_of
+
+    regression = _anomaly_regression(cfg, tides, periods_of(sets.plan), surge, {})
+    np.testing.assert_allclose(
+        model.base_regression.numpy(), np.nan_to_num(regression.coefficients), atol=1e-6
+    )
+    # weights on every lag and on the basin mean, the same in the model and the reference
+    rng = np.random.default_rng(0)
+    weights = rng.normal(0.0, 0.3, regression.coefficients.shape)
+    regression.coefficients = np.where(sets.sea_mask, weights, np.nan)
+    with torch.no_grad():
+        model.base_regression.copy_(torch.from_numpy(np.nan_to_num(regression.coefficients)))
+        forecast = sets.encoding.decode(model(x), valid)
+    reference = TideReferences(
+        tides, tides.damping_for(LEADS), "t", regression, sets.sea_mask
+    ).forecasts(inputs, input_hours, valid)
+    np.testing.assert_allclose(forecast, reference["tide_regressed"], atol=1e-4, equal_nan=True)
+
+
 @pytest.fixture(scope="module")
 def tide_run(surge: Path, tmp_path_factory) -> Path:
     from seacast.training.loop import train

@@ -161,6 +161,8 @@ class UNet3DDR(nn.Module):
         attention: str = "none",
         faithful: bool = False,
         base: str = "none",
+        anomaly_base: str = "damped",
+        shape: Sequence[int] = (0, 0),
     ) -> None:
         super().__init__()
         _check_base(base, in_channels, out_channels, final_activation)
@@ -179,6 +181,14 @@ class UNet3DDR(nn.Module):
             self.register_buffer(
                 "base_weight", torch.ones(n_lead, out_channels), persistent=base == "tide"
             )
+        # tide + regressed anomaly: per-point weights of the own and basin-mean anomaly lags
+        # (seacast.anomaly_regression), fitted data like the damping
+        self.regressed = base == "tide" and anomaly_base == "regressed"
+        if self.regressed:
+            self.register_buffer(
+                "base_regression", torch.zeros(n_lead, out_channels, 2 * lags, *shape)
+            )
+            self.register_buffer("base_sea_points", torch.ones(()))
         widths = [filters * 2**i for i in range(LEVELS)]
         deep = filters * 2**LEVELS
         full = Layers(faithful, lags)
@@ -275,10 +285,22 @@ class UNet3DDR(nn.Module):
         if h.dim() == 5:
             h = h.squeeze(2)
         out = h.reshape(batch, self.n_lead, self.out_channels, height, width)
-        if self.residual:
+        if self.regressed:
+            out = out + self._regressed_anomaly(x).to(out.dtype)
+        elif self.residual:
             weight = self.base_weight.to(out.dtype)[None, :, :, None, None]
             out = out + weight * x[:, :, -1].unsqueeze(1)
         return out
+
+    def _regressed_anomaly(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, lags, H, W]`` anomaly lags (land 0) -> ``[B, n_lead, C, H, W]``."""
+        own = x.flip(2)  # k = 0, the init time, first
+        basin = own.sum(dim=(-2, -1)) / self.base_sea_points
+        coef = self.base_regression
+        lags = self.lags
+        return torch.einsum("bckhw,lckhw->blchw", own, coef[:, :, :lags]) + torch.einsum(
+            "bck,lckhw->blchw", basin, coef[:, :, lags:]
+        )
 
 
 def channels_last_format(tensor: torch.Tensor) -> torch.memory_format:
@@ -338,6 +360,8 @@ def build_model(
             attention=cfg.attention,
             faithful=cfg.faithful,
             base=cfg.base,
+            anomaly_base=cfg.anomaly_base,
+            shape=tuple(shape),
         )
     if seed is not None and str(device or "cpu") != "meta":
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)

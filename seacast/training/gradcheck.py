@@ -177,7 +177,7 @@ def batch_from_experiment(
     if tides is not None:
         from seacast.training.loop import start_at_tide_reference
 
-        start_at_tide_reference(model, tides, config)
+        start_at_tide_reference(model, tides, config, sets)
     loss_fn = make_loss(
         sets.normaliser, sets.sea_mask, config.trainer.land_in_loss, config.trainer.loss_units
     )

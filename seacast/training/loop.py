@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import random
@@ -328,11 +329,41 @@ def run_tides(
     return tides
 
 
-def start_at_tide_reference(model: nn.Module, tides: Any, cfg: ExperimentConfig) -> None:
-    """Set a tide-aware model's base to the fitted damping: untrained, it is tide(t0+L) + alpha a(t0)."""
+def start_at_tide_reference(
+    model: nn.Module, tides: Any, cfg: ExperimentConfig, sets: SampleSets | None = None
+) -> None:
+    """Set a tide-aware model's base to the fitted damping: untrained, it is tide(t0+L) + alpha a(t0);
+    with ``model.anomaly_base: regressed``, to the regressed anomaly fitted on ``sets``' training split.
+    """
     damping = tides.select(cfg.samples.variables).damping_for(cfg.samples.lead_times)
     with torch.no_grad():
         model.base_weight.copy_(torch.from_numpy(damping))
+    if getattr(model, "regressed", False):
+        if sets is None:
+            raise ValueError("the regressed anomaly base needs the run's samples to fit on")
+        from seacast.anomaly_regression import fit_anomaly_regression
+        from seacast.store import open_store
+        from seacast.tides import train_periods
+
+        logging.getLogger("seacast.training").info(
+            "fitting the regressed anomaly the model starts from"
+        )
+        store = open_store(cfg.store)
+        try:
+            regression = fit_anomaly_regression(
+                store,
+                tides,
+                cfg.samples.variables,
+                train_periods(sets.plan),
+                cfg.samples.lead_times,
+                cfg.samples.lags,
+            )
+        finally:
+            store.close()
+        coefficients = np.nan_to_num(regression.coefficients).astype(np.float32)
+        with torch.no_grad():
+            model.base_regression.copy_(torch.from_numpy(coefficients))
+            model.base_sea_points.fill_(float(np.asarray(sets.sea_mask).sum()))
 
 
 def train(
@@ -655,7 +686,7 @@ def setup(
         seed=cfg.seed,
     )
     if tides is not None:
-        start_at_tide_reference(model, tides, cfg)
+        start_at_tide_reference(model, tides, cfg, sets)
     model.to(info.device)
     rule: UpdateRule = make_rule(cfg.trainer.name, model, cfg.trainer)
     if info.distributed and rule.applies_update:
