@@ -31,7 +31,7 @@ RIDGE_GRID = (0.0, 0.01, 0.1, 1.0, 10.0)
 RIDGE_FLOOR = 1e-6
 HOLDOUT_BLOCK_HOURS = 7 * 24
 HOLDOUT_EVERY = 5
-INIT_CHUNK = 96  # init times per block of features (memory: 96 x C x points x 2 lags floats)
+INIT_CHUNK = 192  # init times per block of features (memory: 192 x C x points x 2 lags float32)
 
 
 @dataclass
@@ -80,7 +80,8 @@ class _Sums:
         self.count = 0
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
-        """``x [n, C, P, f]``, ``y [n_lead, n, C, P]``."""
+        """``x [n, C, P, f]``, ``y [n_lead, n, C, P]`` (float32: a block's sums are short; the
+        running sums are float64)."""
         self.xtx += np.einsum("ncpf,ncpg->cpfg", x, x, optimize=True)
         self.xty += np.einsum("ncpf,lncp->lcpf", x, y, optimize=True)
         self.yty += np.einsum("lncp,lncp->lcp", y, y)
@@ -207,4 +208,4 @@ def _accumulate(
     mean = np.stack([basin[local - k] for k in range(lags)], axis=-1)  # [n, C, lags]
     x = np.concatenate([own, np.broadcast_to(mean[:, :, None], own.shape)], axis=-1)
     y = np.stack([anomaly[local + lead] for lead in lead_times])  # [n_lead, n, C, P]
-    sums.add(x.astype(np.float64), y.astype(np.float64))
+    sums.add(np.ascontiguousarray(x), y)
