@@ -10,7 +10,9 @@ loses to the tide wherever ``alpha > 2 rho``. This prints, per variable and lead
   held-out store (``--held-out``: every init time), with the damped reference's MSE / the tide's;
 * the best factor month by month over the store, and its spread;
 * the damped reference with ``alpha`` re-estimated over the last ``--window`` hours before each
-  init (the most a window-based adaptation of the damping could know), against the fixed one.
+  init (the most a window-based adaptation of the damping could know), against the fixed one;
+* with ``--held-out``, the tide + regressed anomaly (:mod:`seacast.anomaly_regression`, fitted on
+  the training split with the run's lags): its MSE over the damped reference's on the held-out store.
 
 Numpy only; sea points pooled; samples are every init time whose window fits the split.
 
@@ -68,6 +70,45 @@ def windowed_alpha(anomaly: np.ndarray, lead: int, window: int) -> np.ndarray:
     return np.clip((cc - shift[0]) / np.maximum(cb - shift[1], 1e-12), 0.0, 1.0)
 
 
+def regressed_over_damped(cfg, tides, sets, held, held_out: Path) -> dict[int, list[float]]:
+    """MSE of the tide + regressed anomaly over the damped one's on the held-out store, per lead and variable."""
+    import xarray as xr
+
+    from seacast.anomaly_regression import fit_anomaly_regression
+    from seacast.store import open_store
+    from seacast.tides import train_periods
+
+    store = open_store(cfg.store)
+    try:
+        fit = fit_anomaly_regression(
+            store,
+            tides,
+            cfg.samples.variables,
+            train_periods(sets.plan),
+            cfg.samples.lead_times,
+            cfg.samples.lags,
+        )
+    finally:
+        store.close()
+    hours, anomaly, inits = held
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sea = np.asarray(xr.open_zarr(held_out, consolidated=False)["sea_mask"].values, dtype=bool)
+    inits = inits[::3]
+    lags = cfg.samples.lags
+    field = np.full((len(hours), anomaly.shape[1], *sea.shape), np.nan, dtype=np.float32)
+    field[:, :, sea] = anomaly
+    windows = np.stack([field[inits - lags + 1 + k] for k in range(lags)], axis=1)
+    predicted = fit.predict(windows, sea)[..., sea]  # [n, n_lead, C, P]
+    out: dict[int, list[float]] = {}
+    for i, lead in enumerate(cfg.samples.lead_times):
+        alpha = tides.damping_for([lead])[0]
+        truth = anomaly[inits + lead]
+        damped = np.mean((truth - alpha[None, :, None] * anomaly[inits]) ** 2, axis=(0, 2))
+        out[lead] = list(np.mean((truth - predicted[:, i]) ** 2, axis=(0, 2)) / damped)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a tide-aware run folder")
@@ -99,6 +140,9 @@ def main() -> None:
         reach = max(cfg.samples.lead_times)
         held = (held_hours, held_anomaly, np.arange(cfg.samples.lags - 1, len(held_hours) - reach))
     months = pd.DatetimeIndex(pd.to_datetime(hours, unit="h")).month.to_numpy()
+    regressed = None
+    if held is not None:
+        regressed = regressed_over_damped(cfg, tides, sets, held, args.held_out)
 
     print(
         f"run {args.run.name}: store {cfg.store}, split {cfg.samples.split.preset}, tides {tides.period}"
@@ -131,6 +175,7 @@ def main() -> None:
                 + " | ".join(cells)
                 + f" | months {min(by_month):.2f}..{max(by_month):.2f}"
                 + f" | test, last {args.window} h factor ({ratio_to_tide(x, y, local):.2f})"
+                + (f" | held-out, regressed / damped {regressed[lead][c]:.2f}" if regressed else "")
             )
 
 
