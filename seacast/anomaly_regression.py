@@ -126,7 +126,7 @@ def fit_anomaly_regression(
         raise DataError(
             f"the training period has {len(inits)} whole windows of {lags} lags and "
             f"{max(lead_times)} h: too few to fit the regressed-anomaly reference",
-            "train on a longer period",
+            "train on a longer period, or use model.anomaly_base: damped",
         )
     # every fifth week is held out, so the ridge is chosen on every season the training has
     held = (hours[inits] - hours[0]) // HOLDOUT_BLOCK_HOURS % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
