@@ -74,22 +74,9 @@ def regressed_over_damped(cfg, tides, sets, held, held_out: Path) -> dict[int, l
     """MSE of the tide + regressed anomaly over the damped one's on the held-out store, per lead and variable."""
     import xarray as xr
 
-    from seacast.anomaly_regression import fit_anomaly_regression
-    from seacast.store import open_store
-    from seacast.tides import train_periods
+    from seacast.anomaly_regression import fit_for_run
 
-    store = open_store(cfg.store)
-    try:
-        fit = fit_anomaly_regression(
-            store,
-            tides,
-            cfg.samples.variables,
-            train_periods(sets.plan),
-            cfg.samples.lead_times,
-            cfg.samples.lags,
-        )
-    finally:
-        store.close()
+    fit = fit_for_run(cfg, tides, sets.plan)
     hours, anomaly, inits = held
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

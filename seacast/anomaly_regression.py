@@ -14,14 +14,17 @@ the tide alone. A regression is kept only if it beats the better of those two by
 :data:`REQUIRED_GAIN` on the held-out weeks: a smaller gain (+24 h, often) does not carry over to
 another year (measured on the twin's 2025: zos +24 h lost 3.7 % to the damped anomaly).
 
-Offers :class:`AnomalyRegression` (``predict`` from physical anomaly windows) and
-:func:`fit_anomaly_regression` (one streamed pass over the training period).
+Offers :class:`AnomalyRegression` (``predict`` from physical anomaly windows),
+:func:`fit_anomaly_regression` (one streamed pass over the training period) and
+:func:`fit_for_run` (the same for an experiment: its store, variables, lead times, lags and split).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -181,6 +184,27 @@ def fit_anomaly_regression(
     return AnomalyRegression(
         variables, lead_times, lags, coefficients, choice, fit.count + check.count
     )
+
+
+def fit_for_run(
+    cfg: Any, tides: object, plan: Any, store_path: Path | str | None = None
+) -> AnomalyRegression:
+    """The regression of experiment ``cfg`` on the training selections of split ``plan``."""
+    from seacast.store import open_store
+    from seacast.tides import train_periods
+
+    store = open_store(store_path or cfg.store)
+    try:
+        return fit_anomaly_regression(
+            store,
+            tides,
+            cfg.samples.variables,
+            train_periods(plan),
+            cfg.samples.lead_times,
+            cfg.samples.lags,
+        )
+    finally:
+        store.close()
 
 
 def _valid_inits(

@@ -176,6 +176,17 @@ def test_constants_survive_a_round_trip_through_tides_nc(pure_tide: Path, tmp_pa
         load_tides(tmp_path / "none.nc")
 
 
+def _two_test_forecasts(model, sets):
+    """Two test samples' inputs, init and valid hours, and the model's physical forecasts."""
+    batch = [sets.test[k] for k in (0, 5)]
+    x = torch.stack([b["x"] for b in batch])
+    init = np.array([int(b["init_time"]) for b in batch])
+    valid = init[:, None] + np.array(LEADS)[None]
+    with torch.no_grad():
+        forecast = sets.encoding.decode(model(x), valid)
+    return x, init, valid, forecast
+
+
 def test_zero_initialised_tide_aware_model_equals_the_damped_reference(surge: Path) -> None:
     cfg = experiment(
         "t", surge, surge.parent, lags=3, lead_times=LEADS, variables=("zos", "uo"), steps=1
@@ -189,12 +200,7 @@ def test_zero_initialised_tide_aware_model_equals_the_damped_reference(surge: Pa
     with torch.no_grad():
         model.base_weight.copy_(torch.from_numpy(tides.damping_for(LEADS)))
     model.eval()
-    batch = [sets.test[k] for k in (0, 5)]
-    x = torch.stack([b["x"] for b in batch])
-    init = np.array([int(b["init_time"]) for b in batch])
-    valid = init[:, None] + np.array(LEADS)[None]
-    with torch.no_grad():
-        forecast = sets.encoding.decode(model(x), valid)
+    x, init, valid, forecast = _two_test_forecasts(model, sets)
     last = sets.encoding.decode(x[:, :, -1], init)
     reference = TideReferences(tides, tides.damping_for(LEADS), "t").forecasts(last, init, valid)
     np.testing.assert_allclose(forecast, reference["tide_damped"], atol=1e-5, equal_nan=True)
@@ -222,18 +228,12 @@ def test_zero_initialised_model_on_the_regressed_anomaly_equals_that_reference(
     start_at_tide_reference(model, tides, cfg, sets)
     assert float(model.base_regression.abs().sum()) > 0
     model.eval()
-    batch = [sets.test[k] for k in (0, 5)]
-    x = torch.stack([b["x"] for b in batch])
-    init = np.array([int(b["init_time"]) for b in batch])
-    valid = init[:, None] + np.array(LEADS)[None]
-    with torch.no_grad():
-        forecast = sets.encoding.decode(model(x), valid)
+    x, init, valid, forecast = _two_test_forecasts(model, sets)
     input_hours = init[:, None] + np.arange(-2, 1)[None]
     inputs = sets.encoding.decode(x.permute(0, 2, 1, 3, 4), input_hours)
     from seacast.evaluation.evaluate import _anomaly_regression
-    from seacast.tides import train_periods as periods_of
 
-    regression = _anomaly_regression(cfg, tides, periods_of(sets.plan), surge, {})
+    regression = _anomaly_regression(cfg, tides, sets.plan, surge, {})
     np.testing.assert_allclose(
         model.base_regression.numpy(), np.nan_to_num(regression.coefficients), atol=1e-6
     )

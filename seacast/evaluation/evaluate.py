@@ -267,20 +267,21 @@ def reference_tides(
             )
         tides = cache[key]
         source = "fitted at evaluation on the run's training period (the run has no tides.nc)"
-    regression = _anomaly_regression(cfg, tides, periods, store_path, cache)
+    regression = _anomaly_regression(cfg, tides, sets.plan, store_path, cache)
     return TideReferences(
         tides, tides.damping_for(leads), source, regression, np.asarray(sets.sea_mask, bool)
     )
 
 
 def _anomaly_regression(
-    cfg: Any, tides: Any, periods: list[tuple[int, int]], store_path: Path, cache: dict[Any, Any]
+    cfg: Any, tides: Any, plan: Any, store_path: Path, cache: dict[Any, Any]
 ) -> Any:
-    """The regressed-anomaly reference of a run (shared through ``cache``), or None with a
-    warning when its training period is too short to fit one."""
-    from seacast.anomaly_regression import fit_anomaly_regression
-    from seacast.store import open_store
+    """The regressed-anomaly reference of a run on ``plan``'s training period (shared through
+    ``cache``), or None with a warning when that period is too short to fit one."""
+    from seacast.anomaly_regression import fit_for_run
+    from seacast.tides import train_periods
 
+    periods = train_periods(plan)
     key = (
         "regression",
         str(Path(store_path).resolve()),
@@ -293,21 +294,11 @@ def _anomaly_regression(
     )
     if key not in cache:
         log.info("fitting the regressed-anomaly reference on the training period of %s", cfg.name)
-        store = open_store(store_path)
         try:
-            cache[key] = fit_anomaly_regression(
-                store,
-                tides,
-                cfg.samples.variables,
-                periods,
-                cfg.samples.lead_times,
-                cfg.samples.lags,
-            )
+            cache[key] = fit_for_run(cfg, tides, plan, store_path)
         except DataError as exc:
             log.warning("no regressed-anomaly reference for %s: %s", cfg.name, exc.problem)
             cache[key] = None
-        finally:
-            store.close()
     return cache[key]
 
 

@@ -341,25 +341,12 @@ def start_at_tide_reference(
     if getattr(model, "regressed", False):
         if sets is None:
             raise ValueError("the regressed anomaly base needs the run's samples to fit on")
-        from seacast.anomaly_regression import fit_anomaly_regression
-        from seacast.store import open_store
-        from seacast.tides import train_periods
+        from seacast.anomaly_regression import fit_for_run
 
         logging.getLogger("seacast.training").info(
             "fitting the regressed anomaly the model starts from"
         )
-        store = open_store(cfg.store)
-        try:
-            regression = fit_anomaly_regression(
-                store,
-                tides,
-                cfg.samples.variables,
-                train_periods(sets.plan),
-                cfg.samples.lead_times,
-                cfg.samples.lags,
-            )
-        finally:
-            store.close()
+        regression = fit_for_run(cfg, tides, sets.plan)
         coefficients = np.nan_to_num(regression.coefficients).astype(np.float32)
         with torch.no_grad():
             model.base_regression.copy_(torch.from_numpy(coefficients))
