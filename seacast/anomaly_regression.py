@@ -136,7 +136,10 @@ def fit_anomaly_regression(
             "train on a longer period, or use model.anomaly_base: damped",
         )
     # every fifth week is held out, so the ridge is chosen on every season the training has
-    held = (hours[inits] - hours[0]) // HOLDOUT_BLOCK_HOURS % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    # (every fifth day in a training period shorter than five weeks)
+    span = int(hours[inits[-1]] - hours[inits[0]])
+    block = HOLDOUT_BLOCK_HOURS if span >= HOLDOUT_EVERY * HOLDOUT_BLOCK_HOURS else 24
+    held = (hours[inits] - hours[0]) // block % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
     parts = [
         (inits[~held], _Sums(len(lead_times), len(variables), int(sea.sum()), 2 * lags)),
         (inits[held], _Sums(len(lead_times), len(variables), int(sea.sum()), 2 * lags)),
@@ -164,13 +167,10 @@ def fit_anomaly_regression(
         for c in range(n_var):
             name = names[int(np.argmin(errors[:, c]))]
             fallback = simple[int(np.argmin(errors[simple, c]))]
-            if (
-                name.startswith("ridge")
-                and errors[names.index(name), c] > (1 - REQUIRED_GAIN) * errors[fallback, c]
-            ):
-                name = names[
-                    fallback
-                ]  # a gain this small on held-out weeks is not worth its weights
+            # a gain this small on held-out weeks is not worth the regression's weights
+            small_gain = errors[names.index(name), c] > (1 - REQUIRED_GAIN) * errors[fallback, c]
+            if name.startswith("ridge") and small_gain:
+                name = names[fallback]
             choice[lead, c] = name
             if name.startswith("ridge"):
                 w = _solve(
