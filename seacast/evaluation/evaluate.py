@@ -8,7 +8,7 @@ Offers:
   held-out store (another year or another twin: a test of a year, not of a few weeks), with
   the references still fitted on the run's own training period. Returns :class:`EvaluationResults`.
 * :func:`score_model` - stream one model over a dataset into accumulators for the model and
-  every reference (persistence, climatology, tide, tide + persisted anomaly, tide + damped
+  every reference (persistence, climatology, tide, tide + persisted, damped and regressed
   anomaly); memory does not depend on the number of samples.
 * :func:`reference_tides` - the tide references of a run: its own ``tides.nc`` or, for a run
   without one, a fit on the run's training period (never on its validation or test times).
