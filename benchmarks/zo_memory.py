@@ -105,6 +105,15 @@ RULES = {
     "spsa (4 probes, Adam)": ("spsa", {"spsa": {"probes": 4}}),
     "node-perturbation": ("node-perturbation", {}),
     "node-perturbation (4 probes)": ("node-perturbation", {"node_perturbation": {"probes": 4}}),
+    # the noise of the whole batch at once: what slicing saves
+    "node-perturbation, unsliced": (
+        "node-perturbation",
+        {"node_perturbation": {"samples_per_slice": 0}},
+    ),
+    "node-perturbation (4), unsliced": (
+        "node-perturbation",
+        {"node_perturbation": {"probes": 4, "samples_per_slice": 0}},
+    ),
 }
 
 

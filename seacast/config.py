@@ -640,6 +640,11 @@ class NodePerturbationConfig(StrictModel):
         description="Perturb and update only the layers whose module name starts with one of these "
         "(e.g. [head]); empty: every Conv/Linear layer.",
     )
+    samples_per_slice: NonNegativeInt = Field(
+        4,
+        description="Samples per noise draw and per weight-gradient call: what a step holds beyond "
+        "inference is about one such slice of a layer's output and noise (0: the whole batch at once).",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -520,15 +520,27 @@ def test_credit_radius_by_layer_covering_the_influence_field_recovers_a_hidden_l
 # --------------------------------------------------------------------------- node perturbation in inference memory
 
 
-def test_node_perturbation_update_is_the_hebbian_rule_on_regenerated_noise() -> None:
+@pytest.mark.parametrize("samples_per_slice", [0, 3, 8])
+def test_node_perturbation_update_is_the_hebbian_rule_on_regenerated_noise(
+    samples_per_slice: int,
+) -> None:
     torch.manual_seed(0)
     model = nn.Linear(6, 3)
     x, y = torch.randn(8, 6), torch.randn(8, 3)
     sigma = 1e-2
-    cfg = trainer("node-perturbation", node_perturbation={"sigma": sigma, "credit": "global"})
+    cfg = trainer(
+        "node-perturbation",
+        node_perturbation={
+            "sigma": sigma,
+            "credit": "global",
+            "samples_per_slice": samples_per_slice,
+        },
+    )
     torch.manual_seed(5)
-    seed = zo.draw_seed()
-    psi = sigma * torch.randn((8, 3), generator=zo.generator_for(x.device, seed))
+    generator = zo.generator_for(x.device, zo.draw_seed())
+    sizes = [8] if samples_per_slice == 0 else [3, 3, 2] if samples_per_slice == 3 else [8]
+    # the noise is drawn slice by slice of samples, in order
+    psi = sigma * torch.cat([torch.randn((n, 3), generator=generator) for n in sizes])
     with torch.no_grad():
         clean = model(x)
         delta = 0.5 * (mse_per_sample(clean + psi, y) - mse_per_sample(clean - psi, y))

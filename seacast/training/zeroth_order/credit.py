@@ -118,9 +118,12 @@ class Credit:
         self.radius = radius
         self.cache: dict[tuple[int, int, int], torch.Tensor] = {}
 
-    def for_output(self, module: nn.Module, psi: torch.Tensor) -> torch.Tensor:
-        """A tensor broadcastable to ``psi`` (the layer's output noise)."""
-        global_credit = self.delta.to(psi.dtype).view(-1, *([1] * (psi.dim() - 1)))
+    def for_output(
+        self, module: nn.Module, psi: torch.Tensor, samples: slice = slice(None)
+    ) -> torch.Tensor:
+        """A tensor broadcastable to ``psi``, the layer's output noise for ``samples`` of the batch."""
+        delta = self.delta[samples]
+        global_credit = delta.to(psi.dtype).view(-1, *([1] * (psi.dim() - 1)))
         if self.delta_map is None or isinstance(module, nn.Linear) or psi.dim() < 4:
             return global_credit
         height, width = self.delta_map.shape[-2:]
@@ -137,7 +140,7 @@ class Credit:
                     summed, size, stride=1, padding=radius, count_include_pad=True
                 ) * (size * size)
             self.cache[(h, w, radius)] = summed  # [B, 1, h, w]
-        local = self.cache[(h, w, radius)].to(psi.dtype)
+        local = self.cache[(h, w, radius)][samples].to(psi.dtype)
         return local.view(local.shape[0], 1, *([1] * (psi.dim() - 4)), h, w)
 
 

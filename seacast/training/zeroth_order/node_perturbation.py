@@ -49,7 +49,8 @@ class NodePerturbationRule(UpdateRule):
     clean pass once every δ is known: each layer's hook regenerates the ψ of every probe
     from its seed and applies the conv weight-gradient operator to the layer's clean
     input x_l, there and then. Nothing is kept from pass to pass but the seeds and the
-    per-sample losses, so a step needs the memory of inference; it costs
+    per-sample losses; within a pass, noise and update are made ``samples_per_slice`` samples
+    at a time, so a step holds one slice of one layer's noise beyond inference. It costs
     ``2·probes + 1`` forwards (antithetic), ``probes + 2`` (clean pass) or
     ``probes + 1`` (baseline), plus one weight-gradient operator per layer.
 
@@ -112,20 +113,31 @@ class NodePerturbationRule(UpdateRule):
         masks = {m: owner == i for i, m in enumerate(self.layers) if bool((owner == i).any())}
         return list(masks), masks
 
+    def _slices(self, batch: int) -> list[slice]:
+        """The batch cut into slices of ``samples_per_slice`` samples (one slice if 0)."""
+        step = self.opts.samples_per_slice or batch
+        return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
+
     def _noise(
         self,
         generator: torch.Generator,
         module: nn.Module,
         output: torch.Tensor,
+        part: slice,
         masks: dict[nn.Module, torch.Tensor] | None,
     ) -> torch.Tensor:
-        """The next ψ of ``generator`` for one call of ``module`` (same seed and calls, same ψ)."""
+        """The next ψ of ``generator`` for the samples ``part`` of one call of ``module``.
+
+        Same seed, calls and slices, same ψ: the update pass regenerates what the noisy
+        passes drew, one slice at a time.
+        """
         psi = torch.randn(
-            output.shape, generator=generator, device=output.device, dtype=output.dtype
+            output[part].shape, generator=generator, device=output.device, dtype=output.dtype
         )
         psi.mul_(self.opts.sigma)
         if masks is not None:  # layers: samples: only this layer's samples get noise
-            psi.mul_(masks[module].to(psi.dtype).view(-1, *([1] * (psi.dim() - 1))))
+            mask = masks[module][part].to(psi.dtype)
+            psi.mul_(mask.view(-1, *([1] * (psi.dim() - 1))))
         return psi
 
     def _noisy_pass(
@@ -143,7 +155,9 @@ class NodePerturbationRule(UpdateRule):
         generator = generator_for(x.device, seed)
 
         def add_noise(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-            return output.add_(self._noise(generator, module, output, masks), alpha=sign)
+            for part in self._slices(output.shape[0]):
+                output[part].add_(self._noise(generator, module, output, part, masks), alpha=sign)
+            return output
 
         with _hooks(active, add_noise):
             return model(x)
@@ -161,23 +175,27 @@ class NodePerturbationRule(UpdateRule):
         sums: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
 
         def accumulate(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            signal: torch.Tensor | None = None  # built in the first ψ's buffer: one buffer held
-            for generator, credit in generators:
-                psi = self._noise(generator, module, output, masks)
-                term = psi.mul_(credit.for_output(module, psi))
-                signal = term if signal is None else signal.add_(term)
-            assert signal is not None
+            share = 1.0
             if masks is not None:  # mean over the layer's own samples
-                share = masks[module]
-                signal.mul_(share.numel() / float(share.sum().clamp(min=1)))
-            layer_in = layer_input(module, inputs[0])
-            add_to(sums, module.weight, local_weight_gradient(module, layer_in, signal))
-            if module.bias is not None and module.bias.requires_grad:
-                if isinstance(module, nn.Linear):
-                    bias = signal.reshape(-1, signal.shape[-1]).sum(0)
-                else:
-                    bias = signal.sum(dim=[d for d in range(signal.dim()) if d != 1])
-                add_to(sums, module.bias, bias)
+                own = masks[module]
+                share = own.numel() / float(own.sum().clamp(min=1))
+            for part in self._slices(output.shape[0]):
+                signal: torch.Tensor | None = None  # built in the first ψ's buffer: one buffer held
+                for generator, credit in generators:
+                    psi = self._noise(generator, module, output, part, masks)
+                    term = psi.mul_(credit.for_output(module, psi, part))
+                    signal = term if signal is None else signal.add_(term)
+                assert signal is not None
+                if share != 1.0:
+                    signal.mul_(share)
+                layer_in = layer_input(module, inputs[0][part])
+                add_to(sums, module.weight, local_weight_gradient(module, layer_in, signal))
+                if module.bias is not None and module.bias.requires_grad:
+                    if isinstance(module, nn.Linear):
+                        bias = signal.reshape(-1, signal.shape[-1]).sum(0)
+                    else:
+                        bias = signal.sum(dim=[d for d in range(signal.dim()) if d != 1])
+                    add_to(sums, module.bias, bias)
 
         with _hooks(active, accumulate):
             model(x)
