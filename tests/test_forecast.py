@@ -14,7 +14,7 @@ import torch
 import xarray as xr
 from helpers_forecast import TINY, experiment, shifted_store, tiny_run
 
-from seacast.errors import DataError
+from seacast.errors import ConfigError, DataError
 from seacast.forecast import driver as forecast_module  # patched where it writes
 from seacast.forecast import forecast, forecast_dataset, resolve_init_time, valid_init_times
 from seacast.synthetic import synthetic_store
@@ -240,7 +240,13 @@ def test_zo_adaptation_reduces_error_on_a_shifted_period(tmp_path):
     init = "2024-03-21T12"
     plain = forecast(run_dir, init_time=init, out_dir=tmp_path / "fc")
     adapted = forecast(
-        run_dir, init_time=init, out_dir=tmp_path / "fc", adapt="zo", adapt_hours=48, adapt_steps=30
+        run_dir,
+        init_time=init,
+        out_dir=tmp_path / "fc",
+        adapt="zo",
+        adapt_target="network",
+        adapt_hours=48,
+        adapt_steps=30,
     )
     assert adapted.path.name == "2024-03-21T12-zo.zarr" and plain.path.exists()
     record = adapted.adaptation
@@ -251,3 +257,94 @@ def test_zo_adaptation_reduces_error_on_a_shifted_period(tmp_path):
         assert json.loads(ds.attrs["seacast_adaptation"])["samples"] == record["samples"]
     # the trained run is never overwritten
     assert {name: _digest(run_dir / name) for name in before} == before
+
+
+# --------------------------------------------------------------------------- adapting the base gain
+
+
+class _GainModel(torch.nn.Module):
+    """``head + base_gain x base`` per (lead time, variable), as a tide-aware U-Net's output."""
+
+    def __init__(self, head: torch.Tensor) -> None:
+        super().__init__()
+        self.head = head  # [n_lead, C, H, W]
+        self.register_buffer("base_gain", torch.ones(head.shape[:2]))
+
+    def forward(self, base: torch.Tensor) -> torch.Tensor:  # base: [B, n_lead, C, H, W]
+        return self.head + self.base_gain[None, :, :, None, None] * base
+
+
+def _gain_batches(true_gain: torch.Tensor, head: torch.Tensor, noise: float = 0.0):
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(6):
+        base = torch.randn(4, *head.shape, generator=generator)
+        target = head + true_gain[None, :, :, None, None] * base
+        target = target + noise * torch.randn(target.shape, generator=generator)
+        batches.append((base, target))
+    return batches
+
+
+def _gain_loss():
+    from seacast.normalise import Normaliser
+    from seacast.training.losses import make_loss
+
+    normaliser = Normaliser(["a", "b"], "zscore", np.zeros(2), np.ones(2), 0.0)
+    return make_loss(normaliser, np.ones((4, 4), dtype=bool), units="normalised")
+
+
+def test_the_gain_fit_finds_each_fields_gain_from_forward_passes_alone() -> None:
+    from seacast.forecast import fit_gain
+    from seacast.training.zeroth_order.common import no_autograd
+
+    head = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    true_gain = torch.tensor([[0.6, 1.0], [0.3, 1.2], [0.0, 0.8]])
+    model = _GainModel(head)
+    with no_autograd():
+        fitted = fit_gain(model, _gain_batches(true_gain, head), _gain_loss(), required_gain=0.0)
+    torch.testing.assert_close(model.base_gain, true_gain, atol=1e-4, rtol=0)
+    assert np.all(fitted["loss_after"] <= fitted["loss_before"])
+
+
+def test_the_gain_fit_keeps_a_gain_that_would_gain_less_than_its_threshold() -> None:
+    from seacast.forecast import fit_gain
+
+    head = torch.zeros(1, 2, 4, 4)
+    # with noise of std 0.5: field 0's best gain 0.97 would lower its loss by 0.4 %, field 1's 0.5 by half
+    model = _GainModel(head)
+    batches = _gain_batches(torch.tensor([[0.97, 0.5]]), head, noise=0.5)
+    fitted = fit_gain(model, batches, _gain_loss())
+    assert model.base_gain[0, 0] == 1.0
+    assert abs(float(model.base_gain[0, 1]) - 0.5) < 0.05
+    assert fitted["loss_after"][0, 0] == fitted["loss_before"][0, 0]
+
+
+def test_the_gain_fit_stays_within_its_bounds() -> None:
+    from seacast.forecast import fit_gain
+
+    head = torch.zeros(1, 2, 4, 4)
+    model = _GainModel(head)
+    fit_gain(model, _gain_batches(torch.tensor([[-0.5, 3.0]]), head), _gain_loss())
+    assert model.base_gain.tolist() == [[0.0, 1.5]]
+
+
+def test_gain_adaptation_of_a_model_without_a_base_names_the_network_target(tmp_path):
+    from types import SimpleNamespace
+
+    from seacast.forecast import adapt_gain
+
+    cfg = experiment(
+        "no-base",
+        tmp_path / "s.zarr",
+        tmp_path,
+        lags=3,
+        lead_times=[1],
+        variables=["zos"],
+        steps=1,
+        base="none",
+    )
+    run = SimpleNamespace(config=cfg, model=torch.nn.Linear(2, 2))
+    with pytest.raises(ConfigError, match="--adapt-target network"):
+        adapt_gain(
+            run, tmp_path / "s.zarr", 0, np.arange(3), 1.0, [], np.ones((2, 2)), adapt_hours=48
+        )

@@ -77,17 +77,30 @@ def forecast_command(
             "--adapt", help="'zo': fine-tune a copy of the model on the latest hours first."
         ),
     ] = None,
+    adapt_target: Annotated[
+        Literal["gain", "network"],
+        typer.Option(
+            "--adapt-target",
+            help="gain: the base anomaly's gain per lead time and variable (3 forwards a sample, "
+            "tide-aware runs); network: in-place SPSA on every weight.",
+        ),
+    ] = "gain",
     adapt_hours: Annotated[
+        int | None,
+        typer.Option(
+            "--adapt-hours",
+            min=1,
+            help="Hours of data before the init time to adapt on (gain: 1344, 8 weeks; network: 168).",
+        ),
+    ] = None,
+    adapt_steps: Annotated[
         int,
         typer.Option(
-            "--adapt-hours", min=1, help="Hours of data before the init time to adapt on."
+            "--adapt-steps", min=1, help="network: ZO steps (each 2 x probes forward passes)."
         ),
-    ] = 168,
-    adapt_steps: Annotated[
-        int, typer.Option("--adapt-steps", min=1, help="ZO steps (each 2 x probes forward passes).")
     ] = 40,
     adapt_lr: Annotated[
-        float | None, typer.Option("--adapt-lr", help="ZO learning rate (default 3e-3).")
+        float | None, typer.Option("--adapt-lr", help="network: ZO learning rate (default 3e-3).")
     ] = None,
     update: Annotated[
         bool,
@@ -127,6 +140,7 @@ def forecast_command(
         "fmt": fmt,
         "plots": plots,
         "adapt": adapt,
+        "adapt_target": adapt_target,
         "adapt_hours": adapt_hours,
         "adapt_steps": adapt_steps,
         "adapt_lr": adapt_lr,

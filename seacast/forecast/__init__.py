@@ -2,8 +2,8 @@
 
 Offers:
 
-* :func:`forecast` - load a run, pick the init time, optionally adapt the model with
-  zeroth-order SGD on the latest hours, predict every lead time and write the file
+* :func:`forecast` - load a run, pick the init time, optionally adapt the model by
+  forward passes on the latest hours, predict every lead time and write the file
   atomically (idempotent: an existing forecast for the init time is kept unless ``force``).
 * :class:`ForecastResult` - where it went, for which init time, and whether it was skipped.
 * :func:`forecast_dataset` - the forecast file schema (WeatherBench 2 layout): dims
@@ -11,6 +11,9 @@ Offers:
   NaN on land, CF attrs and provenance. Tests build valid examples with it too.
 * :func:`valid_init_times`, :func:`resolve_init_time` - which init times have a whole
   history of ``lags`` frames, with clear errors naming the earliest/latest valid one.
+* :func:`adapt_gain` - recalibrate a tide-aware model's base-anomaly gain (one per lead time
+  and variable) on the latest weeks, three forward passes a sample (``--adapt-target gain``).
+* :func:`fit_gain` - that fit on any batches: each field's loss is a parabola in its gain.
 * :func:`adapt_zo` - fine-tune the loaded model (a copy of the run; the run's checkpoint is
   never written) on the latest hours with the ``spsa`` rule and in-place SGD, which needs
   no ``.grad`` tensors and no activations kept: the memory of inference.
@@ -26,7 +29,13 @@ keeps working.
 
 from __future__ import annotations
 
-from seacast.forecast.adaptation import DEFAULT_ADAPT_LR, adapt_zo, peak_rss_mb
+from seacast.forecast.adaptation import (
+    DEFAULT_ADAPT_LR,
+    adapt_gain,
+    adapt_zo,
+    fit_gain,
+    peak_rss_mb,
+)
 from seacast.forecast.driver import FORMATS, ForecastResult, forecast
 from seacast.forecast.inputs import (
     check_grid,
@@ -42,7 +51,9 @@ __all__ = [
     "DEFAULT_ADAPT_LR",
     "FORMATS",
     "ForecastResult",
+    "adapt_gain",
     "adapt_zo",
+    "fit_gain",
     "check_grid",
     "forecast",
     "forecast_dataset",

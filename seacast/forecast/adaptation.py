@@ -1,5 +1,12 @@
-"""Zeroth-order adaptation of a loaded run on the latest hours (:func:`adapt_zo`), at the memory of
-inference.
+"""Zeroth-order adaptation of a loaded run on the latest hours, at the memory of inference.
+
+Two targets (``forecast --adapt zo --adapt-target ...``):
+
+* ``gain`` (:func:`adapt_gain`, the default): the gain of a tide-aware model's base anomaly, one
+  per lead time and variable, recalibrated on the last weeks. The anomaly of another year or
+  season persists differently from the training period's (``docs/forecast-evaluate.md``,
+  "Adapting to the latest weeks"); 12 numbers are few enough to fit from forward passes alone.
+* ``network`` (:func:`adapt_zo`): in-place SPSA on every weight, on one-sample batches.
 """
 
 from __future__ import annotations
@@ -26,6 +33,12 @@ log = logging.getLogger("seacast.forecast")
 
 
 DEFAULT_ADAPT_LR = 3e-3
+ADAPT_TARGETS = ("gain", "network")
+DEFAULT_ADAPT_HOURS = {"gain": 56 * 24, "network": 168}
+GAIN_BOUNDS = (0.0, 1.5)
+# a new gain must lower the window's loss of its (lead time, variable) by this share
+GAIN_REQUIRED_GAIN = 0.02
+GAIN_PROBE = 0.5  # the loss is quadratic in the gain: any probe size gives the same vertex
 
 
 def peak_rss_mb() -> float:
@@ -64,22 +77,10 @@ def _adaptation_window(
     sea_mask: np.ndarray,
 ) -> _AdaptationWindow:
     """The whole samples in the ``adapt_hours`` before the init time, read and encoded once."""
-    from seacast.splits import Selection
-
     cfg: ExperimentConfig = run.config
-    lags, lead_hours = cfg.samples.lags, list(cfg.samples.lead_times)
-    step_hours = timeline.step_hours
-    lead_steps = [timeline.steps(h, "lead time") for h in lead_hours]
-    t0 = int(timeline.hours[init_index])
-    first = t0 - adapt_hours + step_hours
-    indices, _ = timeline.select(Selection(((int(first), t0),)), lags, lead_steps)
-    needed = (lags - 1) * step_hours + max(lead_hours) + step_hours
-    if len(indices) == 0:
-        raise ConfigError(
-            f"--adapt-hours {adapt_hours} holds no whole training sample before the init time "
-            f"(a sample spans lags + the longest lead time = {needed:g} h, without gaps)",
-            f"use --adapt-hours {int(needed) + 24} or more",
-        )
+    lags = cfg.samples.lags
+    lead_steps = [timeline.steps(h, "lead time") for h in cfg.samples.lead_times]
+    indices = _window_samples(run, timeline, init_index, adapt_hours)
     first_frame = int(indices[0]) - lags + 1
     last_frame = int(indices[-1]) + max(lead_steps)
     with xr.open_zarr(store_path, consolidated=False, zarr_format=3, chunks=None) as store:
@@ -227,3 +228,160 @@ def _restore_trained_weights(run: Any, device: torch.device) -> None:
     state = torch.load(run.checkpoint_path, map_location=device, weights_only=True, mmap=True)
     run.model.load_state_dict(state["model"])
     del state
+
+
+def fit_gain(
+    model: torch.nn.Module,
+    batches: Any,
+    loss_fn: Any,
+    *,
+    probe: float = GAIN_PROBE,
+    bounds: tuple[float, float] = GAIN_BOUNDS,
+    required_gain: float = GAIN_REQUIRED_GAIN,
+) -> dict[str, np.ndarray]:
+    """Set ``model.base_gain [n_lead, C]`` to the best gain on ``batches``, by forward passes only.
+
+    Each batch ``(x, y)`` goes through the model three times, with every gain at ``g - probe``,
+    ``g`` and ``g + probe``. The model's output is ``head + gain x base`` per (lead time,
+    variable) field, so each field's loss depends on its own gain only, and quadratically: the
+    three summed losses give each field's parabola, whose vertex (clipped to ``bounds``) is the
+    best gain on the window. A field keeps its gain unless the new one lowers its loss there by
+    ``required_gain``. Returns the old and new gains and each field's loss before and after.
+    """
+    gain = model.base_gain
+    start = gain.detach().clone()
+    sums = torch.zeros(3, *start.shape, dtype=torch.float64)
+    with torch.no_grad():
+        for x, y in batches:
+            for k, offset in enumerate((-probe, 0.0, probe)):
+                gain.copy_(start + offset)
+                cells = loss_fn.elementwise(model(x), y)  # [B, n_lead, C, H, W]
+                sums[k] += cells.sum(dim=(0, 3, 4)).double().cpu()
+        minus, centre, plus = sums
+        slope = (plus - minus) / (2 * probe)
+        curvature = (plus - 2 * centre + minus) / probe**2
+        low, high = bounds
+        vertex = start.double() - slope / curvature.clamp(min=1e-30)
+        candidate = torch.where(curvature > 0, vertex.clamp(low, high), start.double())
+        step = candidate - start.double()
+        after = centre + slope * step + 0.5 * curvature * step**2
+        keep = after <= (1 - required_gain) * centre
+        new = torch.where(keep, candidate, start.double())
+        after = torch.where(keep, after, centre)
+        gain.copy_(new.to(gain.dtype))
+    return {
+        "gain_before": start.double().numpy(),
+        "gain": new.numpy(),
+        "loss_before": centre.numpy(),
+        "loss_after": after.numpy(),
+    }
+
+
+def adapt_gain(
+    run: Any,
+    store_path: Path,
+    init_index: int,
+    hours: np.ndarray,
+    step_hours: float,
+    gaps: list[tuple[int, int]],
+    sea_mask: np.ndarray,
+    *,
+    adapt_hours: int,
+    every: int = 3,
+) -> dict[str, Any]:
+    """Recalibrate the base gain of ``run.model`` on the samples in the latest ``adapt_hours``.
+
+    The samples (one every ``every`` init times) are read and encoded one block at a time and
+    go through the model one at a time, so the peak memory is that of inference
+    (:func:`fit_gain`: three forwards a sample). Returns the record kept in the forecast's attrs.
+    """
+    from seacast.training.losses import make_loss
+    from seacast.windows import Timeline
+
+    cfg: ExperimentConfig = run.config
+    model = run.model
+    if getattr(model, "base_gain", None) is None:
+        raise ConfigError(
+            f"--adapt-target gain needs a model with a base (this run has model.base: {cfg.model.base})",
+            "use --adapt-target network, or a run trained with model.base: tide (or persistence)",
+        )
+    timeline = Timeline(np.asarray(hours, dtype=np.int64), step_hours, list(gaps))
+    samples = _window_samples(run, timeline, init_index, adapt_hours)[::every]
+    loss_fn = make_loss(run.normaliser, sea_mask, units=cfg.trainer.loss_units)
+    model.eval()
+    started = time.perf_counter()
+    fitted = fit_gain(model, _read_samples(run, store_path, timeline, samples, sea_mask), loss_fn)
+    seconds = time.perf_counter() - started
+    before, after = fitted["loss_before"].sum(), fitted["loss_after"].sum()
+    log.info(
+        "ZO gain adaptation on %d samples: window loss %.4g -> %.4g, gains %s",
+        len(samples),
+        before / len(samples),
+        after / len(samples),
+        np.round(fitted["gain"], 2).tolist(),
+    )
+    return {
+        "method": "zo-gain-three-point",
+        "target": "gain",
+        "hours": adapt_hours,
+        "samples": len(samples),
+        "every": every,
+        "first_init": f"{_hours_to_stamp(timeline.hours[samples[0]]):%Y-%m-%dT%H}",
+        "last_init": f"{_hours_to_stamp(timeline.hours[samples[-1]]):%Y-%m-%dT%H}",
+        "lead_times": list(cfg.samples.lead_times),
+        "variables": list(cfg.samples.variables),
+        "gain": np.round(fitted["gain"], 4).tolist(),
+        "loss_before": float(before / len(samples)),
+        "loss_after": float(after / len(samples)),
+        "forwards": 3 * len(samples),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _window_samples(run: Any, timeline: Any, init_index: int, adapt_hours: int) -> np.ndarray:
+    """Store indices of the samples whose frames (lags and every lead) lie in the window."""
+    from seacast.splits import Selection
+
+    cfg: ExperimentConfig = run.config
+    lags, lead_hours = cfg.samples.lags, list(cfg.samples.lead_times)
+    lead_steps = [timeline.steps(h, "lead time") for h in lead_hours]
+    t0 = int(timeline.hours[init_index])
+    first = t0 - adapt_hours + timeline.step_hours
+    indices, _ = timeline.select(Selection(((int(first), t0),)), lags, lead_steps)
+    if len(indices) == 0:
+        needed = (lags - 1) * timeline.step_hours + max(lead_hours) + timeline.step_hours
+        raise ConfigError(
+            f"--adapt-hours {adapt_hours} holds no whole training sample before the init time "
+            f"(a sample spans lags + the longest lead time = {needed:g} h, without gaps)",
+            f"use --adapt-hours {int(needed) + 24} or more",
+        )
+    return np.asarray(indices)
+
+
+def _read_samples(
+    run: Any,
+    store_path: Path,
+    timeline: Any,
+    samples: np.ndarray,
+    sea_mask: np.ndarray,
+    block: int = 16,
+) -> Any:
+    """``(x [1, C, lags, H, W], y [1, n_lead, C, H, W])`` per sample, read ``block`` samples at a time."""
+    cfg: ExperimentConfig = run.config
+    lags = cfg.samples.lags
+    lead_steps = np.asarray([timeline.steps(h, "lead time") for h in cfg.samples.lead_times])
+    encoding = run.encoding_for(sea_mask)
+    device = next(run.model.parameters()).device
+    with xr.open_zarr(store_path, consolidated=False, zarr_format=3, chunks=None) as store:
+        for start in range(0, len(samples), block):
+            part = samples[start : start + block]
+            first, last = int(part[0]) - lags + 1, int(part[-1]) + int(lead_steps.max())
+            frames = encoding.encode(
+                _read_frames(store, list(cfg.samples.variables), np.arange(first, last + 1)),
+                np.asarray(timeline.hours[first : last + 1]),
+            )
+            for index in part:
+                j = int(index) - first
+                x = frames[j - lags + 1 : j + 1].permute(1, 0, 2, 3)[None].contiguous()
+                yield x.to(device), frames[j + lead_steps][None].to(device)
+            del frames

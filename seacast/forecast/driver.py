@@ -17,7 +17,13 @@ import xarray as xr
 
 from seacast.config import ExperimentConfig, fingerprint, to_dict
 from seacast.errors import ConfigError, DataError
-from seacast.forecast.adaptation import adapt_zo, peak_rss_mb
+from seacast.forecast.adaptation import (
+    ADAPT_TARGETS,
+    DEFAULT_ADAPT_HOURS,
+    adapt_gain,
+    adapt_zo,
+    peak_rss_mb,
+)
 from seacast.forecast.inputs import (
     _read_frames,
     check_grid,
@@ -59,7 +65,8 @@ def forecast(
     fmt: Literal["zarr", "netcdf"] = "zarr",
     plots: bool = False,
     adapt: Literal["zo"] | None = None,
-    adapt_hours: int = 168,
+    adapt_target: Literal["gain", "network"] = "gain",
+    adapt_hours: int | None = None,
     adapt_steps: int = 40,
     adapt_lr: float | None = None,
     force: bool = False,
@@ -77,6 +84,12 @@ def forecast(
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _check_request(run_dir, fmt, adapt, which)
+    if adapt_target not in ADAPT_TARGETS:
+        raise ConfigError(
+            f"unknown adaptation target '{adapt_target}'",
+            f"use --adapt-target {' or '.join(ADAPT_TARGETS)}",
+        )
+    adapt_hours = adapt_hours or DEFAULT_ADAPT_HOURS[adapt_target]
     store_path = resolve_store_path(run_dir, store_path)
     run = load_run(run_dir, which=which, device=device)
     cfg: ExperimentConfig = run.config
@@ -97,7 +110,9 @@ def forecast(
 
     adaptation = None
     if adapt == "zo":
-        adaptation = _adapt(run, Path(store_path), window, adapt_hours, adapt_steps, adapt_lr)
+        adaptation = _adapt(
+            run, Path(store_path), window, adapt_target, adapt_hours, adapt_steps, adapt_lr
+        )
     encoding = run.encoding_for(window.sea_mask)
     physical, valid_hours = _predict(run, encoding, window, device)
     peak = peak_rss_mb()
@@ -186,12 +201,13 @@ def _adapt(
     run: Any,
     store_path: Path,
     window: _InputWindow,
+    target: str,
     adapt_hours: int,
     steps: int,
     lr: float | None,
 ) -> dict[str, Any]:
-    """:func:`adapt_zo` on the hours before the window's init time; returns its record."""
-    return adapt_zo(
+    """:func:`adapt_gain` or :func:`adapt_zo` on the hours before the window's init time; its record."""
+    where = (
         run,
         store_path,
         window.init_index,
@@ -199,11 +215,10 @@ def _adapt(
         window.step_hours,
         window.gaps,
         window.sea_mask,
-        adapt_hours=adapt_hours,
-        steps=steps,
-        lr=lr,
-        seed=run.config.seed,
     )
+    if target == "gain":
+        return adapt_gain(*where, adapt_hours=adapt_hours)
+    return adapt_zo(*where, adapt_hours=adapt_hours, steps=steps, lr=lr, seed=run.config.seed)
 
 
 def _predict(

@@ -22,7 +22,8 @@ that BatchNorm cancels are dropped. Both compute the same function class;
 :func:`seacast.models.convert.efficient_state_from_faithful` maps one onto the other.
 
 Base (``ModelConfig.base``): output = ``base_weight[lead, variable]`` x last input frame +
-head output, with the head's last conv at zero, so an untrained model equals its reference.
+head output, with the head's last conv at zero, so an untrained model equals its reference
+(times ``base_gain``, 1 unless ``forecast --adapt zo`` recalibrated it).
 ``persistence``: the weight is 1 (the last frame repeated). ``tide``: the inputs are anomalies
 (obs - tide) and the weight is the fitted damping alpha of the persisted anomaly, so in physical
 units the model starts at ``tide(t0+L) + alpha a(t0)`` (:mod:`seacast.encoding` adds the tide
@@ -184,6 +185,10 @@ class UNet3DDR(nn.Module):
         # tide + regressed anomaly: per-point weights of the own and basin-mean anomaly lags
         # (seacast.anomaly_regression), fitted data like the damping
         self.regressed = base == "tide" and anomaly_base == "regressed"
+        if residual:
+            # a gain on the base term per (lead time, variable): 1 as trained, set only by
+            # `forecast --adapt zo` (seacast.forecast.adaptation), so not saved
+            self.register_buffer("base_gain", torch.ones(n_lead, out_channels), persistent=False)
         if self.regressed:
             self.register_buffer(
                 "base_regression", torch.zeros(n_lead, out_channels, 2 * lags, *shape)
@@ -285,11 +290,13 @@ class UNet3DDR(nn.Module):
         if h.dim() == 5:
             h = h.squeeze(2)
         out = h.reshape(batch, self.n_lead, self.out_channels, height, width)
-        if self.regressed:
-            out = out + self._regressed_anomaly(x).to(out.dtype)
-        elif self.residual:
-            weight = self.base_weight.to(out.dtype)[None, :, :, None, None]
-            out = out + weight * x[:, :, -1].unsqueeze(1)
+        if self.residual:
+            gain = self.base_gain.to(out.dtype)[None, :, :, None, None]
+            if self.regressed:
+                out = out + gain * self._regressed_anomaly(x).to(out.dtype)
+            else:
+                weight = self.base_weight.to(out.dtype)[None, :, :, None, None]
+                out = out + (gain * weight) * x[:, :, -1].unsqueeze(1)
         return out
 
     def _regressed_anomaly(self, x: torch.Tensor) -> torch.Tensor:
