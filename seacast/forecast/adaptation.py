@@ -307,6 +307,15 @@ def adapt_gain(
         )
     timeline = Timeline(np.asarray(hours, dtype=np.int64), step_hours, list(gaps))
     samples = _window_samples(run, timeline, init_index, adapt_hours)[::every]
+    expected = adapt_hours / (every * timeline.step_hours)
+    if len(samples) < 0.5 * expected:
+        log.warning(
+            "gain adaptation: the %d h before the init time hold %d samples of the %d a full window "
+            "gives (the store starts later or has gaps); the gains rest on fewer weeks",
+            adapt_hours,
+            len(samples),
+            int(expected),
+        )
     loss_fn = make_loss(run.normaliser, sea_mask, units=cfg.trainer.loss_units)
     model.eval()
     started = time.perf_counter()
