@@ -81,10 +81,10 @@ def forecast_command(
         Literal["gain", "network"],
         typer.Option(
             "--adapt-target",
-            help="gain: the base anomaly's gain per lead time and variable (3 forwards a sample, "
-            "tide-aware runs); network: in-place SPSA on every weight.",
+            help="network: in-place SPSA on every weight; gain (experimental): the base anomaly's "
+            "gain per lead time and variable, 3 forwards a sample (runs with a base).",
         ),
-    ] = "gain",
+    ] = "network",
     adapt_hours: Annotated[
         int | None,
         typer.Option(

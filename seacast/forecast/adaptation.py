@@ -2,11 +2,12 @@
 
 Two targets (``forecast --adapt zo --adapt-target ...``):
 
-* ``gain`` (:func:`adapt_gain`, the default): the gain of a tide-aware model's base anomaly, one
+* ``gain`` (:func:`adapt_gain`; experimental, its results on the twin are mixed: see
+  ``docs/forecast-evaluate.md``): the gain of a tide-aware model's base anomaly, one
   per lead time and variable, recalibrated on the last weeks. The anomaly of another year or
   season persists differently from the training period's (``docs/forecast-evaluate.md``,
   "Adapting to the latest weeks"); 12 numbers are few enough to fit from forward passes alone.
-* ``network`` (:func:`adapt_zo`): in-place SPSA on every weight, on one-sample batches.
+* ``network`` (:func:`adapt_zo`, the default): in-place SPSA on every weight, on one-sample batches.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def forecast(
     fmt: Literal["zarr", "netcdf"] = "zarr",
     plots: bool = False,
     adapt: Literal["zo"] | None = None,
-    adapt_target: Literal["gain", "network"] = "gain",
+    adapt_target: Literal["gain", "network"] = "network",
     adapt_hours: int | None = None,
     adapt_steps: int = 40,
     adapt_lr: float | None = None,
