@@ -331,7 +331,7 @@ def test_the_gain_fit_stays_within_its_bounds() -> None:
 def test_gain_adaptation_of_a_model_without_a_base_names_the_network_target(tmp_path):
     from types import SimpleNamespace
 
-    from seacast.forecast import adapt_gain
+    from seacast.forecast.adaptation import AdaptationSite, adapt_gain
 
     cfg = experiment(
         "no-base",
@@ -344,7 +344,6 @@ def test_gain_adaptation_of_a_model_without_a_base_names_the_network_target(tmp_
         base="none",
     )
     run = SimpleNamespace(config=cfg, model=torch.nn.Linear(2, 2))
+    site = AdaptationSite(run, tmp_path / "s.zarr", 0, np.arange(3), 1.0, [], np.ones((2, 2)))
     with pytest.raises(ConfigError, match="--adapt-target network"):
-        adapt_gain(
-            run, tmp_path / "s.zarr", 0, np.arange(3), 1.0, [], np.ones((2, 2)), adapt_hours=48
-        )
+        adapt_gain(site, adapt_hours=48)

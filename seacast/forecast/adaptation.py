@@ -49,6 +49,25 @@ def peak_rss_mb() -> float:
 
 
 @dataclass
+class AdaptationSite:
+    """Where an adaptation runs: the loaded run, the store it reads, the init time's index in it
+    and the store's time axis (hours, step and gaps)."""
+
+    run: Any
+    store_path: Path
+    init_index: int
+    hours: np.ndarray
+    step_hours: float
+    gaps: list[tuple[int, int]]
+    sea_mask: np.ndarray
+
+    def timeline(self) -> Any:
+        from seacast.windows import Timeline
+
+        return Timeline(np.asarray(self.hours, dtype=np.int64), self.step_hours, list(self.gaps))
+
+
+@dataclass
 class _AdaptationWindow:
     """The samples of the adaptation window, encoded once (N hours x C x H x W float32)."""
 
@@ -128,13 +147,7 @@ def _adaptation_trainer(
 
 
 def adapt_zo(
-    run: Any,
-    store_path: Path,
-    init_index: int,
-    hours: np.ndarray,
-    step_hours: float,
-    gaps: list[tuple[int, int]],
-    sea_mask: np.ndarray,
+    site: AdaptationSite,
     *,
     adapt_hours: int,
     steps: int = 40,
@@ -153,11 +166,13 @@ def adapt_zo(
     Returns a record of what was done, stored in the forecast's attrs.
     """
     from seacast.training.losses import make_loss
-    from seacast.windows import Timeline
 
+    run, sea_mask = site.run, site.sea_mask
     cfg: ExperimentConfig = run.config
-    timeline = Timeline(np.asarray(hours, dtype=np.int64), step_hours, list(gaps))
-    window = _adaptation_window(run, store_path, timeline, init_index, adapt_hours, sea_mask)
+    timeline = site.timeline()
+    window = _adaptation_window(
+        run, site.store_path, timeline, site.init_index, adapt_hours, sea_mask
+    )
     loss_fn = make_loss(run.normaliser, sea_mask, units=cfg.trainer.loss_units)
     trainer = _adaptation_trainer(cfg, lr, probes, epsilon)
     model = run.model
@@ -279,13 +294,7 @@ def fit_gain(
 
 
 def adapt_gain(
-    run: Any,
-    store_path: Path,
-    init_index: int,
-    hours: np.ndarray,
-    step_hours: float,
-    gaps: list[tuple[int, int]],
-    sea_mask: np.ndarray,
+    site: AdaptationSite,
     *,
     adapt_hours: int,
     every: int = 3,
@@ -297,8 +306,8 @@ def adapt_gain(
     (:func:`fit_gain`: three forwards a sample). Returns the record kept in the forecast's attrs.
     """
     from seacast.training.losses import make_loss
-    from seacast.windows import Timeline
 
+    run, sea_mask = site.run, site.sea_mask
     cfg: ExperimentConfig = run.config
     model = run.model
     if getattr(model, "base_gain", None) is None:
@@ -306,8 +315,8 @@ def adapt_gain(
             f"--adapt-target gain needs a model with a base (this run has model.base: {cfg.model.base})",
             "use --adapt-target network, or a run trained with model.base: tide (or persistence)",
         )
-    timeline = Timeline(np.asarray(hours, dtype=np.int64), step_hours, list(gaps))
-    samples = _window_samples(run, timeline, init_index, adapt_hours)[::every]
+    timeline = site.timeline()
+    samples = _window_samples(run, timeline, site.init_index, adapt_hours)[::every]
     expected = adapt_hours / (every * timeline.step_hours)
     if len(samples) < 0.5 * expected:
         log.warning(
@@ -320,7 +329,9 @@ def adapt_gain(
     loss_fn = make_loss(run.normaliser, sea_mask, units=cfg.trainer.loss_units)
     model.eval()
     started = time.perf_counter()
-    fitted = fit_gain(model, _read_samples(run, store_path, timeline, samples, sea_mask), loss_fn)
+    fitted = fit_gain(
+        model, _read_samples(run, site.store_path, timeline, samples, sea_mask), loss_fn
+    )
     seconds = time.perf_counter() - started
     before, after = fitted["loss_before"].sum(), fitted["loss_after"].sum()
     log.info(

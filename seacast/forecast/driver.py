@@ -20,6 +20,7 @@ from seacast.errors import ConfigError, DataError
 from seacast.forecast.adaptation import (
     ADAPT_TARGETS,
     DEFAULT_ADAPT_HOURS,
+    AdaptationSite,
     adapt_gain,
     adapt_zo,
     peak_rss_mb,
@@ -207,7 +208,7 @@ def _adapt(
     lr: float | None,
 ) -> dict[str, Any]:
     """:func:`adapt_gain` or :func:`adapt_zo` on the hours before the window's init time; its record."""
-    where = (
+    site = AdaptationSite(
         run,
         store_path,
         window.init_index,
@@ -217,8 +218,8 @@ def _adapt(
         window.sea_mask,
     )
     if target == "gain":
-        return adapt_gain(*where, adapt_hours=adapt_hours)
-    return adapt_zo(*where, adapt_hours=adapt_hours, steps=steps, lr=lr, seed=run.config.seed)
+        return adapt_gain(site, adapt_hours=adapt_hours)
+    return adapt_zo(site, adapt_hours=adapt_hours, steps=steps, lr=lr, seed=run.config.seed)
 
 
 def _predict(
