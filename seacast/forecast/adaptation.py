@@ -1,4 +1,4 @@
-"""Zeroth-order adaptation of a loaded run on the latest hours, at the memory of inference.
+"""Zeroth-order adaptation of a loaded run on the latest hours, holding the tensors of inference.
 
 Two targets (``forecast --adapt zo --adapt-target ...``):
 
@@ -6,7 +6,7 @@ Two targets (``forecast --adapt zo --adapt-target ...``):
   ``docs/forecast-evaluate.md``): the gain of a tide-aware model's base anomaly, one
   per lead time and variable, recalibrated on the last weeks. The anomaly of another year or
   season persists differently from the training period's (``docs/forecast-evaluate.md``,
-  "Adapting to the latest weeks"); 12 numbers are few enough to fit from forward passes alone.
+  "Adapting before forecasting"); 12 numbers are few enough to fit from forward passes alone.
 * ``network`` (:func:`adapt_zo`, the default): in-place SPSA on every weight, on one-sample batches.
 """
 
