@@ -2,7 +2,7 @@
 
 Each measurement runs in a fresh subprocess; its peak resident set size (ru_maxrss from
 wait4) is read back. Both ZO adaptations should need no more memory than plain inference:
-``--adapt-target gain`` (three forwards a sample of the window, read block by block) and
+``--adapt-target gain`` (two forwards a sample of the window, read block by block) and
 ``network`` (spsa rule, in-place SGD, batch of one); a backprop step on the same sample is shown for
 comparison, and a process making two inference passes (the allocator's steady state: on CPU
 the second pass of a process raises its peak RSS, so a one-pass forecast is the lowest bar).

@@ -306,6 +306,22 @@ def test_the_gain_fit_finds_each_fields_gain_from_forward_passes_alone() -> None
     assert np.all(fitted["loss_after"] <= fitted["loss_before"])
 
 
+def test_the_gain_fit_ignores_the_targets_not_known_at_the_init_time() -> None:
+    from seacast.forecast import fit_gain
+
+    head = torch.zeros(2, 2, 4, 4)
+    true_gain = torch.tensor([[0.6, 1.0], [0.3, 1.2]])
+    known = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    batches = []
+    for base, target in _gain_batches(true_gain, head):
+        target = target.clone()
+        target[3, 1] = 1e3  # the last sample's second lead time lies past the init time
+        batches.append((base, target, known))
+    model = _GainModel(head)
+    fit_gain(model, batches, _gain_loss(), required_gain=0.0)
+    torch.testing.assert_close(model.base_gain, true_gain, atol=1e-4, rtol=0)
+
+
 def test_the_gain_fit_keeps_a_gain_that_would_gain_less_than_its_threshold() -> None:
     from seacast.forecast import fit_gain
 

@@ -315,7 +315,40 @@ def test_a_gain_adapted_forecast_records_one_gain_per_lead_and_variable(
     assert record["target"] == "gain" and gains.shape == (len(LEADS), 2)
     assert np.all((gains >= 0.0) & (gains <= 1.5))
     assert record["loss_after"] <= record["loss_before"]
-    assert record["forwards"] == 3 * record["samples"] and result.path.name.endswith("-zo.zarr")
+    assert record["forwards"] == 2 * record["samples"] and result.path.name.endswith("-zo.zarr")
+    # the newest samples count for the short lead time only
+    short, long = record["samples_per_lead"]
+    assert short == record["samples"] and 0 < long < short
+
+
+def test_gain_adaptation_reads_no_frame_after_the_init_time(
+    tide_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from seacast.config import ExperimentConfig, load_config
+    from seacast.forecast import adaptation, forecast
+
+    store_path = load_config(ExperimentConfig, tide_run / "config.yaml").store
+    with xr.open_zarr(store_path, consolidated=False) as store:
+        init_index = store.sizes["time"] - 40
+        init_time = f"{store['time'].values[init_index].astype('datetime64[h]')}"
+    read: list[int] = []
+
+    def recording_read(store, variables, frames):
+        read.append(int(np.max(frames)))
+        return real_read(store, variables, frames)
+
+    real_read = adaptation._read_frames
+    monkeypatch.setattr(adaptation, "_read_frames", recording_read)
+    result = forecast(
+        tide_run,
+        init_time=init_time,
+        out_dir=tmp_path,
+        adapt="zo",
+        adapt_target="gain",
+        adapt_hours=240,
+    )
+    assert read and max(read) == init_index
+    assert result.adaptation["last_init"] < init_time
 
 
 def test_a_tide_aware_run_without_its_tides_nc_is_a_clear_error(

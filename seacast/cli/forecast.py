@@ -82,7 +82,7 @@ def forecast_command(
         typer.Option(
             "--adapt-target",
             help="network: in-place SPSA on every weight; gain (experimental): the base anomaly's "
-            "gain per lead time and variable, 3 forwards a sample (runs with a base).",
+            "gain per lead time and variable, 2 forwards a sample (runs with a base).",
         ),
     ] = "network",
     adapt_hours: Annotated[

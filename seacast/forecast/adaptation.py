@@ -257,39 +257,63 @@ def fit_gain(
 ) -> dict[str, np.ndarray]:
     """Set ``model.base_gain [n_lead, C]`` to the best gain on ``batches``, by forward passes only.
 
-    Each batch ``(x, y)`` goes through the model three times, with every gain at ``g - probe``,
-    ``g`` and ``g + probe``. The model's output is ``head + gain x base`` per (lead time,
-    variable) field, so each field's loss depends on its own gain only, and quadratically: the
-    three summed losses give each field's parabola, whose vertex (clipped to ``bounds``) is the
-    best gain on the window. A field keeps its gain unless the new one lowers its loss there by
-    ``required_gain``. Returns the old and new gains and each field's loss before and after.
+    ``batches`` yields ``(x, y)`` or ``(x, y, known [B, n_lead])``: ``known`` is 0 where a
+    target is not known yet (its lead time reaches past the init time), and those cells count
+    for nothing. The model's output is ``head + gain x base`` per (lead time, variable) field,
+    linear in the gain: two forwards, at ``g - probe`` and ``g + probe``, give the output at
+    any gain, so each batch's loss at ``g - probe``, ``g`` and ``g + probe`` is known. Each
+    field's loss is quadratic in its own gain: the three summed losses give its parabola, whose
+    vertex (clipped to ``bounds``) is the best gain on the window. A field keeps its gain
+    unless the new one lowers its loss there by ``required_gain``. Returns the old and new
+    gains and each field's loss before and after.
     """
     gain = model.base_gain
     start = gain.detach().clone()
     sums = torch.zeros(3, *start.shape, dtype=torch.float64)
     with torch.no_grad():
-        for x, y in batches:
-            for k, offset in enumerate((-probe, 0.0, probe)):
-                gain.copy_(start + offset)
-                cells = loss_fn.elementwise(model(x), y)  # [B, n_lead, C, H, W]
-                sums[k] += cells.sum(dim=(0, 3, 4)).double().cpu()
-        minus, centre, plus = sums
-        slope = (plus - minus) / (2 * probe)
-        curvature = (plus - 2 * centre + minus) / probe**2
-        low, high = bounds
-        vertex = start.double() - slope / curvature.clamp(min=1e-30)
-        candidate = torch.where(curvature > 0, vertex.clamp(low, high), start.double())
-        step = candidate - start.double()
-        after = centre + slope * step + 0.5 * curvature * step**2
-        keep = after <= (1 - required_gain) * centre
-        new = torch.where(keep, candidate, start.double())
-        after = torch.where(keep, after, centre)
-        gain.copy_(new.to(gain.dtype))
+        for x, y, *known in batches:
+            gain.copy_(start - probe)
+            low_out = model(x)
+            gain.copy_(start + probe)
+            high_out = model(x)
+            weight = known[0].to(low_out.dtype) if known else torch.ones(low_out.shape[:2])
+            for k, out in enumerate((low_out, 0.5 * (low_out + high_out), high_out)):
+                cells = loss_fn.elementwise(out, y).sum(dim=(3, 4))  # [B, n_lead, C]
+                sums[k] += (cells * weight[:, :, None]).sum(dim=0).double().cpu()
+            del low_out, high_out
+        fitted = gain_from_parabolas(
+            sums, start, probe=probe, bounds=bounds, required_gain=required_gain
+        )
+        gain.copy_(torch.as_tensor(fitted["gain"]).to(gain.dtype))
+    return fitted
+
+
+def gain_from_parabolas(
+    sums: torch.Tensor | np.ndarray,
+    start: torch.Tensor | np.ndarray,
+    *,
+    probe: float = GAIN_PROBE,
+    bounds: tuple[float, float] = GAIN_BOUNDS,
+    required_gain: float = GAIN_REQUIRED_GAIN,
+) -> dict[str, np.ndarray]:
+    """The new gains from each field's summed losses ``sums [3, ...]`` at ``start - probe``,
+    ``start`` and ``start + probe``: the parabola's vertex, clipped to ``bounds``, where it
+    lowers the loss by ``required_gain``; ``start`` elsewhere (:func:`fit_gain`'s rule)."""
+    minus, centre, plus = torch.as_tensor(sums, dtype=torch.float64)
+    start = torch.as_tensor(start, dtype=torch.float64)
+    slope = (plus - minus) / (2 * probe)
+    curvature = (plus - 2 * centre + minus) / probe**2
+    low, high = bounds
+    vertex = start - slope / curvature.clamp(min=1e-30)
+    candidate = torch.where(curvature > 0, vertex.clamp(low, high), start)
+    step = candidate - start
+    after = centre + slope * step + 0.5 * curvature * step**2
+    keep = after <= (1 - required_gain) * centre
     return {
-        "gain_before": start.double().numpy(),
-        "gain": new.numpy(),
+        "gain_before": start.numpy(),
+        "gain": torch.where(keep, candidate, start).numpy(),
         "loss_before": centre.numpy(),
-        "loss_after": after.numpy(),
+        "loss_after": torch.where(keep, after, centre).numpy(),
     }
 
 
@@ -301,9 +325,12 @@ def adapt_gain(
 ) -> dict[str, Any]:
     """Recalibrate the base gain of ``run.model`` on the samples in the latest ``adapt_hours``.
 
-    The samples (one every ``every`` init times) are read and encoded one block at a time and
-    go through the model one at a time, so the peak memory is that of inference
-    (:func:`fit_gain`: three forwards a sample). Returns the record kept in the forecast's attrs.
+    A sample counts for a lead time when its lags and that lead time's target lie in the window
+    (the newest samples count for the short lead times only), as known at the init time: no
+    frame after it is read. The samples (one every ``every`` init times) are read and encoded
+    one block at a time and go through the model one at a time, so the peak memory is that of
+    inference (:func:`fit_gain`: two forwards a sample). Returns the record kept in the
+    forecast's attrs.
     """
     from seacast.training.losses import make_loss
 
@@ -316,7 +343,8 @@ def adapt_gain(
             "use --adapt-target network, or a run trained with model.base: tide (or persistence)",
         )
     timeline = site.timeline()
-    samples = _window_samples(run, timeline, site.init_index, adapt_hours)[::every]
+    samples, known = _window_samples_per_lead(run, timeline, site.init_index, adapt_hours)
+    samples, known = samples[::every], known[::every]
     expected = adapt_hours / (every * timeline.step_hours)
     if len(samples) < 0.5 * expected:
         log.warning(
@@ -329,9 +357,10 @@ def adapt_gain(
     loss_fn = make_loss(run.normaliser, sea_mask, units=cfg.trainer.loss_units)
     model.eval()
     started = time.perf_counter()
-    fitted = fit_gain(
-        model, _read_samples(run, site.store_path, timeline, samples, sea_mask), loss_fn
+    batches = _read_samples(
+        run, site.store_path, timeline, samples, known, sea_mask, last_frame=site.init_index
     )
+    fitted = fit_gain(model, batches, loss_fn)
     seconds = time.perf_counter() - started
     before, after = fitted["loss_before"].sum(), fitted["loss_after"].sum()
     log.info(
@@ -342,7 +371,7 @@ def adapt_gain(
         np.round(fitted["gain"], 2).tolist(),
     )
     return {
-        "method": "zo-gain-three-point",
+        "method": "zo-gain-parabola",
         "target": "gain",
         "hours": adapt_hours,
         "samples": len(samples),
@@ -354,29 +383,42 @@ def adapt_gain(
         "gain": np.round(fitted["gain"], 4).tolist(),
         "loss_before": float(before / len(samples)),
         "loss_after": float(after / len(samples)),
-        "forwards": 3 * len(samples),
+        "samples_per_lead": known.sum(axis=0).tolist(),
+        "forwards": 2 * len(samples),
         "seconds": round(seconds, 3),
     }
 
 
 def _window_samples(run: Any, timeline: Any, init_index: int, adapt_hours: int) -> np.ndarray:
     """Store indices of the samples whose frames (lags and every lead) lie in the window."""
+    samples, known = _window_samples_per_lead(run, timeline, init_index, adapt_hours)
+    return samples[known.all(axis=1)]
+
+
+def _window_samples_per_lead(
+    run: Any, timeline: Any, init_index: int, adapt_hours: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The samples with a known target in the window, and ``known [n, n_lead]``: which of their
+    lead times' targets lie in it (lags and target without gaps, none after the init time)."""
     from seacast.splits import Selection
 
     cfg: ExperimentConfig = run.config
     lags, lead_hours = cfg.samples.lags, list(cfg.samples.lead_times)
-    lead_steps = [timeline.steps(h, "lead time") for h in lead_hours]
     t0 = int(timeline.hours[init_index])
-    first = t0 - adapt_hours + timeline.step_hours
-    indices, _ = timeline.select(Selection(((int(first), t0),)), lags, lead_steps)
-    if len(indices) == 0:
+    window = Selection(((int(t0 - adapt_hours + timeline.step_hours), t0),))
+    per_lead = [
+        timeline.select(window, lags, [timeline.steps(h, "lead time")])[0] for h in lead_hours
+    ]
+    samples = np.unique(np.concatenate(per_lead)).astype(np.int64)
+    if len(samples) == 0 or any(len(indices) == 0 for indices in per_lead):
         needed = (lags - 1) * timeline.step_hours + max(lead_hours) + timeline.step_hours
         raise ConfigError(
             f"--adapt-hours {adapt_hours} holds no whole training sample before the init time "
             f"(a sample spans lags + the longest lead time = {needed:g} h, without gaps)",
             f"use --adapt-hours {int(needed) + 24} or more",
         )
-    return np.asarray(indices)
+    known = np.stack([np.isin(samples, indices) for indices in per_lead], axis=1)
+    return samples, known
 
 
 def _read_samples(
@@ -384,10 +426,15 @@ def _read_samples(
     store_path: Path,
     timeline: Any,
     samples: np.ndarray,
+    known: np.ndarray,
     sea_mask: np.ndarray,
+    *,
+    last_frame: int,
     block: int = 16,
 ) -> Any:
-    """``(x [1, C, lags, H, W], y [1, n_lead, C, H, W])`` per sample, read ``block`` samples at a time."""
+    """``(x [1, C, lags, H, W], y [1, n_lead, C, H, W], known [1, n_lead])`` per sample, read
+    ``block`` samples at a time; no frame after ``last_frame`` (the init time) is read, and the
+    targets past it are zeros with ``known`` 0."""
     cfg: ExperimentConfig = run.config
     lags = cfg.samples.lags
     lead_steps = np.asarray([timeline.steps(h, "lead time") for h in cfg.samples.lead_times])
@@ -396,13 +443,18 @@ def _read_samples(
     with xr.open_zarr(store_path, consolidated=False, zarr_format=3, chunks=None) as store:
         for start in range(0, len(samples), block):
             part = samples[start : start + block]
-            first, last = int(part[0]) - lags + 1, int(part[-1]) + int(lead_steps.max())
+            first = int(part[0]) - lags + 1
+            last = min(int(part[-1]) + int(lead_steps.max()), last_frame)
             frames = encoding.encode(
                 _read_frames(store, list(cfg.samples.variables), np.arange(first, last + 1)),
                 np.asarray(timeline.hours[first : last + 1]),
             )
-            for index in part:
+            for k, index in enumerate(part):
                 j = int(index) - first
                 x = frames[j - lags + 1 : j + 1].permute(1, 0, 2, 3)[None].contiguous()
-                yield x.to(device), frames[j + lead_steps][None].to(device)
+                mask = known[start + k]
+                y = torch.zeros((len(lead_steps), *frames.shape[1:]), dtype=frames.dtype)
+                y[mask] = frames[j + lead_steps[mask]]
+                weight = torch.as_tensor(mask, dtype=torch.float32)[None]
+                yield x.to(device), y[None].to(device), weight.to(device)
             del frames
