@@ -297,19 +297,12 @@ def test_a_forecast_from_a_tide_aware_run_carries_the_tide_at_its_valid_times(
         assert gap < 0.6
 
 
-def test_a_gain_adapted_forecast_records_one_gain_per_lead_and_variable(
+def test_adapting_a_tide_aware_run_fits_one_gain_per_lead_and_variable_by_default(
     tide_run: Path, tmp_path: Path
 ) -> None:
     from seacast.forecast import forecast
 
-    result = forecast(
-        tide_run,
-        init_time="latest",
-        out_dir=tmp_path,
-        adapt="zo",
-        adapt_target="gain",
-        adapt_hours=240,
-    )
+    result = forecast(tide_run, init_time="latest", out_dir=tmp_path, adapt="zo", adapt_hours=240)
     record = result.adaptation
     gains = np.asarray(record["gain"])
     assert record["target"] == "gain" and gains.shape == (len(LEADS), 2)

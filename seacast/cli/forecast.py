@@ -78,13 +78,14 @@ def forecast_command(
         ),
     ] = None,
     adapt_target: Annotated[
-        Literal["gain", "network"],
+        Literal["auto", "gain", "network"],
         typer.Option(
             "--adapt-target",
-            help="network: in-place SPSA on every weight; gain (experimental): the base anomaly's "
-            "gain per lead time and variable, 2 forwards a sample (runs with a base).",
+            help="gain: the base anomaly's gain per lead time and variable, 2 forwards a sample "
+            "(runs with a base); network: in-place SPSA on every weight; auto: gain where the "
+            "run has a base, else network.",
         ),
-    ] = "network",
+    ] = "auto",
     adapt_hours: Annotated[
         int | None,
         typer.Option(

@@ -343,8 +343,7 @@ def adapt_gain(
             "use --adapt-target network, or a run trained with model.base: tide (or persistence)",
         )
     timeline = site.timeline()
-    samples, known = _window_samples_per_lead(run, timeline, site.init_index, adapt_hours)
-    samples, known = samples[::every], known[::every]
+    samples, known = gain_window(run, timeline, site.init_index, adapt_hours, every)
     expected = adapt_hours / (every * timeline.step_hours)
     if len(samples) < 0.5 * expected:
         log.warning(
@@ -393,6 +392,15 @@ def _window_samples(run: Any, timeline: Any, init_index: int, adapt_hours: int) 
     """Store indices of the samples whose frames (lags and every lead) lie in the window."""
     samples, known = _window_samples_per_lead(run, timeline, init_index, adapt_hours)
     return samples[known.all(axis=1)]
+
+
+def gain_window(
+    run: Any, timeline: Any, init_index: int, adapt_hours: int, every: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """The samples :func:`adapt_gain` fits on (one every ``every`` init times) and ``known
+    [n, n_lead]``, which of their targets it uses."""
+    samples, known = _window_samples_per_lead(run, timeline, init_index, adapt_hours)
+    return samples[::every], known[::every]
 
 
 def _window_samples_per_lead(

@@ -66,7 +66,7 @@ def forecast(
     fmt: Literal["zarr", "netcdf"] = "zarr",
     plots: bool = False,
     adapt: Literal["zo"] | None = None,
-    adapt_target: Literal["gain", "network"] = "network",
+    adapt_target: Literal["auto", "gain", "network"] = "auto",
     adapt_hours: int | None = None,
     adapt_steps: int = 40,
     adapt_lr: float | None = None,
@@ -85,14 +85,18 @@ def forecast(
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _check_request(run_dir, fmt, adapt, which)
-    if adapt_target not in ADAPT_TARGETS:
+    if adapt_target not in ("auto", *ADAPT_TARGETS):
         raise ConfigError(
             f"unknown adaptation target '{adapt_target}'",
-            f"use --adapt-target {' or '.join(ADAPT_TARGETS)}",
+            f"use --adapt-target auto, {' or '.join(ADAPT_TARGETS)}",
         )
-    adapt_hours = adapt_hours or DEFAULT_ADAPT_HOURS[adapt_target]
     store_path = resolve_store_path(run_dir, store_path)
     run = load_run(run_dir, which=which, device=device)
+    if adapt_target == "auto":
+        # the gain where the model has a base: it helped on a held-out year, the network did not
+        has_base = getattr(run.model, "base_gain", None) is not None
+        adapt_target = "gain" if has_base else "network"
+    adapt_hours = adapt_hours or DEFAULT_ADAPT_HOURS[adapt_target]
     cfg: ExperimentConfig = run.config
     store = open_store(store_path)
     check_grid(store, run, store_path)
