@@ -21,7 +21,7 @@ adapted / as-trained ratio with a 5-95 % interval (weeks resampled), and that ra
 far its gains are from these.
 
     .venv/bin/python benchmarks/adapt_gain_window.py --run RUN [--store data/twin_seed1_2025.zarr]
-        [--adapt-hours 672,1344,2160] [--check 3]
+        [--adapt-hours 672,1344,2160] [--check 3] [--period 2025-09-01:2025-11-30]
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--adapt-hours", default="672,1344,2160", help="window lengths to score")
     parser.add_argument("--every", type=int, default=6, help="hours between scored init times")
     parser.add_argument("--check", type=int, default=0, help="forecasts to check the gains on")
+    parser.add_argument(
+        "--period", default=None, help="START:END of the scored init times (default: all)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,7 +74,7 @@ def main() -> None:
     variables, leads = list(cfg.samples.variables), list(cfg.samples.lead_times)
     cells = [f"{v} +{lead}h" for lead in leads for v in variables]
     for hours in (int(h) for h in args.adapt_hours.split(",")):
-        inits, gains = adapted_gains(run, timeline, stats, hours, args.every)
+        inits, gains = adapted_gains(run, timeline, stats, hours, args.every, args.period)
         report(hours, inits, gains, stats, timeline, cells)
         if args.check:
             check_against_forecast(args, run, timeline, inits, gains, hours)
@@ -146,14 +149,20 @@ def sample_statistics(run, store, store_path: Path, timeline) -> dict[str, np.nd
     return out
 
 
-def adapted_gains(run, timeline, stats, adapt_hours: int, every_hours: int):
+def adapted_gains(run, timeline, stats, adapt_hours: int, every_hours: int, period=None):
     """The scored init indices and the product's gains ``[n, L, C]`` at each."""
     from seacast.forecast.adaptation import gain_from_parabolas, gain_window
 
     hours = timeline.hours
     indices = stats["indices"]
     first = hours[0] + adapt_hours + max(run.config.samples.lead_times)
-    inits = [int(i) for i in indices if hours[i] >= first and hours[i] % every_hours == 0]
+    last = hours[-1]
+    if period:
+        from seacast.timeaxis import times_to_hours
+
+        start, end = (int(times_to_hours(pd.Timestamp(t))[0]) for t in period.split(":"))
+        first, last = max(first, start), end
+    inits = [int(i) for i in indices if first <= hours[i] <= last and hours[i] % every_hours == 0]
     gains = []
     for i in inits:
         samples, known = gain_window(run, timeline, i, adapt_hours)

@@ -4,7 +4,8 @@ Each measurement runs in a fresh subprocess; its peak resident set size (ru_maxr
 wait4) is read back. Both ZO adaptations should need no more memory than plain inference:
 ``--adapt-target gain`` (two forwards a sample of the window, read block by block) and
 ``network`` (spsa rule, in-place SGD, batch of one); a backprop step on the same sample is shown for
-comparison, and a process making two inference passes (the allocator's steady state: on CPU
+comparison, each adaptation also with glibc's mmap threshold left to slide (``seacast forecast``
+fixes it for an adaptation: ``seacast.forecast.adaptation.fix_mmap_threshold``), and a process making two inference passes (the allocator's steady state: on CPU
 the second pass of a process raises its peak RSS, so a one-pass forecast is the lowest bar).
 Prints medians of the repeats and the ratios.
 
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +75,16 @@ loss.backward()
 """
 
 
+# `seacast forecast` with glibc's mmap threshold left to slide (what the adaptation fixes)
+SLIDING_THRESHOLD = """
+import runpy, sys
+import seacast.forecast.driver as driver
+driver.fix_mmap_threshold = lambda *args: False
+sys.argv = ["seacast", *sys.argv[1:]]
+runpy.run_module("seacast", run_name="__main__")
+"""
+
+
 def peak_mb(command: list[str], env: dict[str, str]) -> float:
     """Peak RSS (MiB) of a child process, from the kernel's rusage of that child."""
     proc = subprocess.Popen(
@@ -123,19 +135,22 @@ def main() -> None:
         gain = plain + ["--adapt", "zo", "--adapt-target", "gain", "--adapt-hours", "336"]
         backprop = [sys.executable, "-c", BACKPROP_STEP, str(run_dir)]
         two_passes = [sys.executable, "-c", TWO_PASSES, str(run_dir)]
-        results: dict[str, list[float]] = {
-            "inference": [],
-            "adapt zo, gain": [],
-            "adapt zo, network": [],
-            "2 inference passes": [],
-            "one backprop step": [],
+        commands = {
+            "inference": plain,
+            "adapt zo, gain": gain,
+            "  threshold sliding": [sys.executable, "-c", SLIDING_THRESHOLD, *gain[3:]],
+            "adapt zo, network": adapted,
+            "  threshold sliding ": [sys.executable, "-c", SLIDING_THRESHOLD, *adapted[3:]],
+            "2 inference passes": two_passes,
+            "one backprop step": backprop,
         }
+        results: dict[str, list[float]] = {name: [] for name in commands}
+        seconds: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.repeats):
-            results["inference"].append(peak_mb(plain, env))
-            results["adapt zo, gain"].append(peak_mb(gain, env))
-            results["adapt zo, network"].append(peak_mb(adapted, env))
-            results["2 inference passes"].append(peak_mb(two_passes, env))
-            results["one backprop step"].append(peak_mb(backprop, env))
+            for name, command in commands.items():
+                started = time.perf_counter()
+                results[name].append(peak_mb(command, env))
+                seconds[name].append(time.perf_counter() - started)
     print(
         f"grid {args.shape}x{args.shape}, {args.model} F={args.filters}, lags {args.lags}, 3 lead times, "
         f"{params} parameters; peak RSS of a fresh process, median of {args.repeats}"
@@ -145,6 +160,7 @@ def main() -> None:
         median = statistics.median(values)
         print(
             f"  {name:20s} {median:8.1f} MiB   x{median / base:.3f} of inference   (runs: {', '.join(f'{v:.0f}' for v in values)})"
+            f"   {statistics.median(seconds[name]):5.1f} s a process"
         )
 
 

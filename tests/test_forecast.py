@@ -363,3 +363,18 @@ def test_gain_adaptation_of_a_model_without_a_base_names_the_network_target(tmp_
     site = AdaptationSite(run, tmp_path / "s.zarr", 0, np.arange(3), 1.0, [], np.ones((2, 2)))
     with pytest.raises(ConfigError, match="--adapt-target network"):
         adapt_gain(site, adapt_hours=48)
+
+
+def test_an_adaptation_fixes_the_mmap_threshold_unless_the_environment_sets_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import platform
+
+    from seacast.forecast.adaptation import fix_mmap_threshold
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert fix_mmap_threshold() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt's threshold is glibc's")
+    assert fix_mmap_threshold() is True

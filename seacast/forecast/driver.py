@@ -18,11 +18,13 @@ import xarray as xr
 from seacast.config import ExperimentConfig, fingerprint, to_dict
 from seacast.errors import ConfigError, DataError
 from seacast.forecast.adaptation import (
+    ADAPT_MMAP_THRESHOLD,
     ADAPT_TARGETS,
     DEFAULT_ADAPT_HOURS,
     AdaptationSite,
     adapt_gain,
     adapt_zo,
+    fix_mmap_threshold,
     peak_rss_mb,
 )
 from seacast.forecast.inputs import (
@@ -221,9 +223,12 @@ def _adapt(
         window.gaps,
         window.sea_mask,
     )
+    fixed = fix_mmap_threshold()  # the memory of inference over the adaptation's passes
     if target == "gain":
-        return adapt_gain(site, adapt_hours=adapt_hours)
-    return adapt_zo(site, adapt_hours=adapt_hours, steps=steps, lr=lr, seed=run.config.seed)
+        record = adapt_gain(site, adapt_hours=adapt_hours)
+    else:
+        record = adapt_zo(site, adapt_hours=adapt_hours, steps=steps, lr=lr, seed=run.config.seed)
+    return record | {"mmap_threshold": ADAPT_MMAP_THRESHOLD if fixed else None}
 
 
 def _predict(
