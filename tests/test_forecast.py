@@ -378,3 +378,17 @@ def test_an_adaptation_fixes_the_mmap_threshold_unless_the_environment_sets_one(
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt's threshold is glibc's")
     assert fix_mmap_threshold() is True
+
+
+def test_a_prediction_with_per_sample_gains_is_the_model_at_each_samples_gain() -> None:
+    from seacast.forecast.adaptation import predict_with_gains
+
+    head = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(2))
+    model = _GainModel(head)
+    base = torch.randn(3, *head.shape, generator=torch.Generator().manual_seed(3))
+    gains = torch.rand(3, 2, 2, generator=torch.Generator().manual_seed(4))
+    predicted = predict_with_gains(model, base, gains)
+    for k in range(3):
+        model.base_gain.copy_(gains[k])
+        torch.testing.assert_close(predicted[k], model(base[k : k + 1])[0])
+    assert model.base_gain.tolist() == gains[2].tolist()  # left as it was set before the call

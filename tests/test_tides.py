@@ -376,3 +376,57 @@ def test_a_run_without_tide_constants_is_scored_against_tides_fitted_on_its_trai
     assert mse["tide_damped"] < mse["tide"] and mse["tide_damped"] < mse["persistence"]
     index = (tmp_path / "report" / "index.md").read_text()
     assert "fitted at evaluation on the run's training period" in index
+
+
+def test_the_gains_for_many_init_times_are_those_each_forecast_fits(
+    tide_run: Path, tmp_path: Path
+) -> None:
+    from seacast.config import ExperimentConfig, load_config
+    from seacast.forecast import forecast
+    from seacast.forecast.adaptation import AdaptationSite, gains_at_inits
+    from seacast.training.checkpoint import load_run
+    from seacast.windows import Timeline
+
+    store_path = load_config(ExperimentConfig, tide_run / "config.yaml").store
+    with xr.open_zarr(store_path, consolidated=False) as store:
+        timeline = Timeline.from_store(store)
+        sea_mask = store["sea_mask"].values.astype(bool)
+    inits = np.asarray([len(timeline.hours) - 41, len(timeline.hours) - 1])
+    site = AdaptationSite(
+        load_run(tide_run), Path(store_path), 0, timeline.hours, timeline.step_hours, [], sea_mask
+    )
+    gains = gains_at_inits(site, inits, adapt_hours=240, batch=4)
+    assert np.any(gains < 0.9) and np.any(gains[0] != gains[1])  # not all kept at 1
+    for index, expected in zip(inits, gains, strict=True):
+        stamp = str(np.datetime64(int(timeline.hours[index]), "h"))
+        fitted = forecast(
+            tide_run,
+            init_time=stamp,
+            out_dir=tmp_path / stamp,
+            adapt="zo",
+            adapt_hours=240,
+        ).adaptation["gain"]
+        np.testing.assert_allclose(fitted, expected, atol=1e-4)
+
+
+def test_evaluating_with_gain_adaptation_adds_each_run_as_forecast_adapts_it(
+    tide_run: Path, tmp_path: Path
+) -> None:
+    from seacast.evaluation.evaluate import evaluate_runs
+
+    results = evaluate_runs(
+        [tide_run],
+        by="all",
+        out_dir=tmp_path / "report",
+        figures=False,
+        every_hours=3,
+        adapt="gain",
+        adapt_hours=240,
+    )
+    plain, adapted = results.runs
+    assert adapted.name == f"{tide_run.name}+gain" and "gain adapted" in adapted.trainer
+    assert adapted.samples == plain.samples
+    # the same references, another model score
+    np.testing.assert_array_equal(plain.metrics["tide"]["mse"], adapted.metrics["tide"]["mse"])
+    assert not np.allclose(plain.metrics["model"]["mse"], adapted.metrics["model"]["mse"])
+    assert f"{tide_run.name}+gain" in (tmp_path / "report" / "skill_vs_best.csv").read_text()

@@ -75,6 +75,18 @@ def evaluate_command(
             help="Score init times every N hours only (cheaper; 1 scores them all).",
         ),
     ] = 1,
+    adapt: Annotated[
+        Literal["gain"] | None,
+        typer.Option(
+            "--adapt",
+            help="'gain': also score each run with a base as 'forecast --adapt zo' forecasts "
+            "it (<run>+gain: the base gain refitted at each init time on the weeks before it).",
+        ),
+    ] = None,
+    adapt_hours: Annotated[
+        int,
+        typer.Option("--adapt-hours", min=1, help="With --adapt: hours before each init time."),
+    ] = 56 * 24,
 ) -> None:
     """Score runs on the store's test period against persistence, climatology and the tide.
 
@@ -111,6 +123,8 @@ def evaluate_command(
         which=which,
         figures=figures,
         every_hours=every,
+        adapt=adapt,
+        adapt_hours=adapt_hours,
     )
     out.print(
         f"Skill vs the best reference ({describe_split(split)}; RMSE, skill 1 - MSE/MSE_best, seasons won):",

@@ -146,6 +146,7 @@ def score_model(
     keep_sample: int | None = None,
     tide_references: TideReferences | None = None,
     references: bool = True,
+    gains: Any = None,
 ) -> tuple[dict[str, ErrorAccumulator], SampleForecast | None]:
     """Stream ``model`` over ``dataset`` (a window dataset) and accumulate model and reference errors.
 
@@ -154,7 +155,10 @@ def score_model(
     for all. ``keep_sample`` is the index of a sample whose forecast and truth are kept for a
     figure. Without ``tide_references`` only persistence and climatology are scored;
     ``references=False`` scores the model alone (the references came from another run).
+    ``gains`` (init hours -> ``[B, n_lead, C]``) scores the model with each init time's own base
+    gain, as ``forecast --adapt zo`` fits it (:func:`seacast.forecast.adaptation.gains_at_inits`).
     """
+    from seacast.forecast.adaptation import predict_with_gains
     from seacast.windows import make_loader
 
     variables = list(normaliser.variables)
@@ -171,9 +175,12 @@ def score_model(
     step_hours = int(np.min(np.diff(dataset.hours))) if len(dataset.hours) > 1 else 1
     for batch in make_loader(dataset, batch_size, device=device):
         x, y = batch["x"].to(device), batch["y"]
-        with torch.no_grad():
-            prediction = model(x).float().cpu()
         init_hours = batch["init_time"].numpy().astype(np.int64)
+        with torch.no_grad():
+            if gains is None:
+                prediction = model(x).float().cpu()
+            else:
+                prediction = predict_with_gains(model, x, gains(init_hours)).float().cpu()
         valid_hours = init_hours[:, None] + lead_h[None, :]
         # physical values, NaN on land (the metrics skip NaN)
         forecast = encoding.decode(prediction, valid_hours)
@@ -325,8 +332,10 @@ def evaluate_run(
     device: str = "cpu",
     climatology_cache: dict[Any, Any] | None = None,
     every_hours: int = 1,
+    adapt_hours: int | None = None,
 ) -> RunScores:
-    """Score one run (see :func:`evaluate_runs`)."""
+    """Score one run (see :func:`evaluate_runs`); with ``adapt_hours``, the run with its base
+    gain refitted at each init time on that many hours before it (``<run>+gain``)."""
     from seacast.training.checkpoint import load_run
     from seacast.windows import open_samples
 
@@ -358,6 +367,9 @@ def evaluate_run(
     # runs scored on the same samples share their references' scores: compute them once
     scores_key = _reference_scores_key(climatology_key, cfg, by, datasets, tides)
     known = cache.get(scores_key)
+    gains = None
+    if adapt_hours is not None:
+        gains = _adapted_gains(run, datasets, store_path, sets.sea_mask, adapt_hours, batch_size)
     merged, sample = _score_datasets(
         run,
         datasets,
@@ -368,14 +380,17 @@ def evaluate_run(
         batch_size=batch_size,
         device=device,
         references=known is None,
+        gains=gains,
     )
     if known is None:
         known = cache[scores_key] = {k: acc for k, acc in merged.items() if k != "model"}
     metrics, lat, lon = _metrics(merged | known, store_path)
     model_name, trainer = _run_label(cfg)
+    if adapt_hours is not None:
+        trainer = f"{trainer}, gain adapted"
     return RunScores(
         run_dir=run_dir,
-        name=run_dir.name,
+        name=run_dir.name + ("+gain" if adapt_hours is not None else ""),
         model=model_name,
         trainer=trainer,
         metrics=metrics,
@@ -389,6 +404,43 @@ def evaluate_run(
         tide_source=tides.source,
         tide_period=tides.tides.period,
     )
+
+
+def _adapted_gains(
+    run: Any,
+    datasets: dict[str, Any],
+    store_path: Path,
+    sea_mask: np.ndarray,
+    adapt_hours: int,
+    batch_size: int,
+) -> Any:
+    """Init hours -> the base gains ``forecast --adapt zo`` fits at those init times."""
+    from seacast.forecast.adaptation import AdaptationSite, gains_at_inits
+    from seacast.store import open_store
+    from seacast.windows import Timeline
+
+    if getattr(run.model, "base_gain", None) is None:
+        raise ConfigError(
+            f"--adapt gain needs runs with a base (model.base: {run.config.model.base})",
+            "evaluate this run without --adapt, or train it with model.base: tide",
+        )
+    store = open_store(store_path)
+    try:
+        timeline = Timeline.from_store(store)
+    finally:
+        store.close()
+    init_hours = np.unique(np.concatenate([d.init_hours for d in datasets.values()]))
+    position = np.searchsorted(timeline.hours, init_hours)
+    site = AdaptationSite(
+        run, store_path, 0, timeline.hours, timeline.step_hours, list(timeline.gaps), sea_mask
+    )
+    log.info("fitting the gain at %d init times (%d h windows)", len(init_hours), adapt_hours)
+    gains = gains_at_inits(site, position, adapt_hours=adapt_hours, batch=batch_size)
+
+    def lookup(hours: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(gains[np.searchsorted(init_hours, hours)], dtype=torch.float32)
+
+    return lookup
 
 
 def _held_out_sets(run: Any, run_dir: Path, store_path: Path) -> tuple[Any, Any]:
@@ -488,6 +540,7 @@ def _score_datasets(
     batch_size: int,
     device: str,
     references: bool,
+    gains: Any = None,
 ) -> tuple[dict[str, ErrorAccumulator], SampleForecast | None]:
     """:func:`score_model` over each dataset, merged; keeps the middle sample of the first one."""
     merged: dict[str, ErrorAccumulator] | None = None
@@ -511,6 +564,7 @@ def _score_datasets(
             keep_sample=len(dataset) // 2 if sample is None else None,
             tide_references=tides,
             references=references,
+            gains=gains,
         )
         sample = sample or kept
         merged = accs if merged is None else {k: error_merge(merged[k], accs[k]) for k in accs}
@@ -566,13 +620,18 @@ def evaluate_runs(
     device: str = "cpu",
     figures: bool = True,
     every_hours: int = 1,
+    adapt: str | None = None,
+    adapt_hours: int = 56 * 24,
 ) -> EvaluationResults:
     """Score each run on ``split`` grouped ``by`` season (or ``all``, or the split's own ``split`` groups).
 
     Writes Markdown and CSV tables, figures and ``index.md`` to ``out_dir`` (default
     ``reports_dir/<name>``, ``name`` derived from the runs) unless ``out_dir`` is False-y and
     ``reports_dir`` is None. ``every_hours`` > 1 scores only init times on multiples of that
-    many hours (a cheaper, evenly spread subset). Returns the results (the pipeline's report stage uses them).
+    many hours (a cheaper, evenly spread subset). ``adapt="gain"`` also scores each run with a
+    base as ``forecast --adapt zo`` would forecast it (``<run>+gain``: the base gain refitted at
+    each init time on the ``adapt_hours`` before it). Returns the results (the pipeline's report
+    stage uses them).
     """
     from seacast.evaluation.report import write_evaluation_report
 
@@ -586,6 +645,8 @@ def evaluate_runs(
             f"unknown split '{split}'", f"use --split with one of: {', '.join(SPLITS)}"
         )
     check_grouping(by)
+    if adapt not in (None, "gain"):
+        raise ConfigError(f"unknown adaptation '{adapt}'", "use --adapt gain, or leave it out")
     if out_dir is None and reports_dir is not None:
         out_dir = Path(reports_dir) / (name or default_report_name(run_dirs, split))
     if out_dir:
@@ -595,19 +656,21 @@ def evaluate_runs(
     runs = []
     for run_dir in run_dirs:
         log.info("evaluating %s on the %s split", run_dir, split)
-        runs.append(
-            evaluate_run(
-                run_dir,
-                split=split,
-                by=by,
-                store_path=store_path,
-                batch_size=batch_size,
-                which=which,
-                device=device,
-                climatology_cache=cache,
-                every_hours=every_hours,
+        for hours in (None, adapt_hours) if adapt else (None,):
+            runs.append(
+                evaluate_run(
+                    run_dir,
+                    split=split,
+                    by=by,
+                    store_path=store_path,
+                    batch_size=batch_size,
+                    which=which,
+                    device=device,
+                    climatology_cache=cache,
+                    every_hours=every_hours,
+                    adapt_hours=hours,
+                )
             )
-        )
     groups = tuple(
         dict.fromkeys(g for run in runs for g in run.metrics["model"]["group"].values.tolist())
     )

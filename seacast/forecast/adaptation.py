@@ -295,22 +295,117 @@ def fit_gain(
     gain = model.base_gain
     start = gain.detach().clone()
     sums = torch.zeros(3, *start.shape, dtype=torch.float64)
+    for losses in _losses_at_three_gains(model, batches, loss_fn, start, probe):
+        sums += losses.sum(dim=1)
+    fitted = gain_from_parabolas(
+        sums, start, probe=probe, bounds=bounds, required_gain=required_gain
+    )
+    with torch.no_grad():
+        gain.copy_(torch.as_tensor(fitted["gain"]).to(gain.dtype))
+    return fitted
+
+
+def _losses_at_three_gains(
+    model: torch.nn.Module, batches: Any, loss_fn: Any, start: torch.Tensor, probe: float
+) -> Any:
+    """Per batch, each sample's loss per field at gains ``start - probe``, ``start`` and
+    ``start + probe``: ``[3, B, n_lead, C]`` float64, zero where ``known`` is 0. Two forwards a
+    batch (the output is linear in the gain); the gain is ``start`` again afterwards."""
+    gain = model.base_gain
     with torch.no_grad():
         for x, y, *known in batches:
             gain.copy_(start - probe)
-            low_out = model(x)
+            low = model(x)
             gain.copy_(start + probe)
-            high_out = model(x)
-            weight = known[0].to(low_out.dtype) if known else torch.ones(low_out.shape[:2])
-            for k, out in enumerate((low_out, 0.5 * (low_out + high_out), high_out)):
-                cells = loss_fn.elementwise(out, y).sum(dim=(3, 4))  # [B, n_lead, C]
-                sums[k] += (cells * weight[:, :, None]).sum(dim=0).double().cpu()
-            del low_out, high_out
-        fitted = gain_from_parabolas(
-            sums, start, probe=probe, bounds=bounds, required_gain=required_gain
-        )
-        gain.copy_(torch.as_tensor(fitted["gain"]).to(gain.dtype))
-    return fitted
+            high = model(x)
+            gain.copy_(start)
+            weight = known[0] if known else torch.ones(low.shape[:2])
+            cells = torch.stack(
+                [
+                    loss_fn.elementwise(out, y).sum(dim=(3, 4))  # [B, n_lead, C]
+                    for out in (low, 0.5 * (low + high), high)
+                ]
+            )
+            del low, high
+            yield (cells * weight[None, :, :, None].to(cells.dtype)).double().cpu()
+
+
+def gains_at_inits(
+    site: AdaptationSite,
+    init_indices: np.ndarray,
+    *,
+    adapt_hours: int = DEFAULT_ADAPT_HOURS["gain"],
+    every: int = 3,
+    batch: int = 8,
+) -> np.ndarray:
+    """The gains ``[n, n_lead, C]`` that :func:`adapt_gain` fits at each init time of
+    ``init_indices`` (store indices; ``site.init_index`` is not used), for scoring many init
+    times: each sample's losses are computed once, in batches of ``batch``, and each init time
+    sums those of its own window, known at that init time. An init time whose window holds no
+    whole sample (the store's first weeks) keeps the trained gain."""
+    from seacast.training.losses import make_loss
+
+    run, timeline = site.run, site.timeline()
+    cfg: ExperimentConfig = run.config
+    start = run.model.base_gain.detach().clone()
+    windows = [
+        _gain_window_or_none(run, timeline, int(i), adapt_hours, every) for i in init_indices
+    ]
+    if all(window is None for window in windows):
+        return np.broadcast_to(start.double().numpy(), (len(windows), *start.shape)).copy()
+    samples = np.unique(np.concatenate([w[0] for w in windows if w is not None]))
+    lead_steps = np.asarray([timeline.steps(h, "lead time") for h in cfg.samples.lead_times])
+    last = int(np.max(init_indices))
+    readable = samples[:, None] + lead_steps[None, :] <= last
+    loss_fn = make_loss(run.normaliser, site.sea_mask, units=cfg.trainer.loss_units)
+    run.model.eval()
+    batches = _read_samples(
+        run,
+        site.store_path,
+        timeline,
+        samples,
+        readable,
+        site.sea_mask,
+        last_frame=last,
+        batch=batch,
+    )
+    losses = torch.cat(
+        list(_losses_at_three_gains(run.model, batches, loss_fn, start, GAIN_PROBE)), dim=1
+    )
+    gains = []
+    for window in windows:
+        if window is None:
+            gains.append(start.double().numpy())
+            continue
+        indices, known = window
+        rows = losses[:, np.searchsorted(samples, indices)]  # [3, n, n_lead, C]
+        sums = (rows * torch.as_tensor(known, dtype=torch.float64)[None, :, :, None]).sum(dim=1)
+        gains.append(gain_from_parabolas(sums, start)["gain"])
+    return np.stack(gains)
+
+
+def _gain_window_or_none(
+    run: Any, timeline: Any, init_index: int, adapt_hours: int, every: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        return gain_window(run, timeline, init_index, adapt_hours, every)
+    except ConfigError:  # no whole sample in the window
+        return None
+
+
+def predict_with_gains(
+    model: torch.nn.Module, x: torch.Tensor, gains: torch.Tensor
+) -> torch.Tensor:
+    """The model's output with each sample's own base gain ``gains [B, n_lead, C]``: two
+    forwards (at gains 0 and 1), as the output is linear in the gain."""
+    start = model.base_gain.detach().clone()
+    with torch.no_grad():
+        model.base_gain.fill_(0.0)
+        head = model(x)
+        model.base_gain.fill_(1.0)
+        with_base = model(x)
+        model.base_gain.copy_(start)
+    return head + gains.to(head.dtype)[..., None, None] * (with_base - head)
 
 
 def gain_from_parabolas(
@@ -464,10 +559,11 @@ def _read_samples(
     *,
     last_frame: int,
     block: int = 16,
+    batch: int = 1,
 ) -> Any:
-    """``(x [1, C, lags, H, W], y [1, n_lead, C, H, W], known [1, n_lead])`` per sample, read
-    ``block`` samples at a time; no frame after ``last_frame`` (the init time) is read, and the
-    targets past it are zeros with ``known`` 0."""
+    """``(x [B, C, lags, H, W], y [B, n_lead, C, H, W], known [B, n_lead])`` for ``batch``
+    samples at a time, read ``block`` samples at a time; no frame after ``last_frame`` (the init
+    time) is read, and the targets past it are zeros with ``known`` 0."""
     cfg: ExperimentConfig = run.config
     lags = cfg.samples.lags
     lead_steps = np.asarray([timeline.steps(h, "lead time") for h in cfg.samples.lead_times])
@@ -482,12 +578,18 @@ def _read_samples(
                 _read_frames(store, list(cfg.samples.variables), np.arange(first, last + 1)),
                 np.asarray(timeline.hours[first : last + 1]),
             )
-            for k, index in enumerate(part):
-                j = int(index) - first
-                x = frames[j - lags + 1 : j + 1].permute(1, 0, 2, 3)[None].contiguous()
-                mask = known[start + k]
-                y = torch.zeros((len(lead_steps), *frames.shape[1:]), dtype=frames.dtype)
-                y[mask] = frames[j + lead_steps[mask]]
-                weight = torch.as_tensor(mask, dtype=torch.float32)[None]
-                yield x.to(device), y[None].to(device), weight.to(device)
+            for a in range(0, len(part), batch):
+                xs, ys = [], []
+                for k in range(a, min(a + batch, len(part))):
+                    j = int(part[k]) - first
+                    xs.append(frames[j - lags + 1 : j + 1].permute(1, 0, 2, 3))
+                    mask = known[start + k]
+                    y = torch.zeros((len(lead_steps), *frames.shape[1:]), dtype=frames.dtype)
+                    y[mask] = frames[j + lead_steps[mask]]
+                    ys.append(y)
+                weight = torch.as_tensor(
+                    known[start + a : start + a + len(xs)], dtype=torch.float32
+                )
+                x = torch.stack(xs).contiguous()
+                yield x.to(device), torch.stack(ys).to(device), weight.to(device)
             del frames
