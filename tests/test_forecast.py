@@ -301,7 +301,9 @@ def test_the_gain_fit_finds_each_fields_gain_from_forward_passes_alone() -> None
     true_gain = torch.tensor([[0.6, 1.0], [0.3, 1.2], [0.0, 0.8]])
     model = _GainModel(head)
     with no_autograd():
-        fitted = fit_gain(model, _gain_batches(true_gain, head), _gain_loss(), required_gain=0.0)
+        fitted = fit_gain(
+            model, _gain_batches(true_gain, head), _gain_loss(), required_gain=0.0, shrink=1.0
+        )
     torch.testing.assert_close(model.base_gain, true_gain, atol=1e-4, rtol=0)
     assert np.all(fitted["loss_after"] <= fitted["loss_before"])
 
@@ -318,7 +320,7 @@ def test_the_gain_fit_ignores_the_targets_not_known_at_the_init_time() -> None:
         target[3, 1] = 1e3  # the last sample's second lead time lies past the init time
         batches.append((base, target, known))
     model = _GainModel(head)
-    fit_gain(model, batches, _gain_loss(), required_gain=0.0)
+    fit_gain(model, batches, _gain_loss(), required_gain=0.0, shrink=1.0)
     torch.testing.assert_close(model.base_gain, true_gain, atol=1e-4, rtol=0)
 
 
@@ -329,7 +331,7 @@ def test_the_gain_fit_keeps_a_gain_that_would_gain_less_than_its_threshold() -> 
     # with noise of std 0.5: field 0's best gain 0.97 would lower its loss by 0.4 %, field 1's 0.5 by half
     model = _GainModel(head)
     batches = _gain_batches(torch.tensor([[0.97, 0.5]]), head, noise=0.5)
-    fitted = fit_gain(model, batches, _gain_loss())
+    fitted = fit_gain(model, batches, _gain_loss(), shrink=1.0)
     assert model.base_gain[0, 0] == 1.0
     assert abs(float(model.base_gain[0, 1]) - 0.5) < 0.05
     assert fitted["loss_after"][0, 0] == fitted["loss_before"][0, 0]
@@ -340,8 +342,19 @@ def test_the_gain_fit_stays_within_its_bounds() -> None:
 
     head = torch.zeros(1, 2, 4, 4)
     model = _GainModel(head)
-    fit_gain(model, _gain_batches(torch.tensor([[-0.5, 3.0]]), head), _gain_loss())
+    fit_gain(model, _gain_batches(torch.tensor([[-0.5, 3.0]]), head), _gain_loss(), shrink=1.0)
     assert model.base_gain.tolist() == [[0.0, 1.5]]
+
+
+def test_a_new_gain_goes_half_way_from_the_trained_one_to_the_windows_best() -> None:
+    from seacast.forecast import fit_gain
+
+    head = torch.zeros(1, 2, 4, 4)
+    model = _GainModel(head)
+    fitted = fit_gain(model, _gain_batches(torch.tensor([[0.4, 1.2]]), head), _gain_loss())
+    torch.testing.assert_close(model.base_gain, torch.tensor([[0.7, 1.1]]), atol=1e-4, rtol=0)
+    # the loss recorded is the loss at the gain set, between the trained and the best one's
+    assert np.all(fitted["loss_after"] < fitted["loss_before"])
 
 
 def test_gain_adaptation_of_a_model_without_a_base_names_the_network_target(tmp_path):

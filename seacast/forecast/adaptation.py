@@ -42,6 +42,9 @@ GAIN_BOUNDS = (0.0, 1.5)
 # a new gain must lower the window's loss of its (lead time, variable) by this share
 GAIN_REQUIRED_GAIN = 0.02
 GAIN_PROBE = 0.5  # the loss is quadratic in the gain: any probe size gives the same vertex
+# a new gain goes this share of the way to the window's best: the window's gain is a noisy guess
+# of the next day's (held-out twin years: benchmarks/README.md, "Adapting before forecasting")
+GAIN_SHRINK = 0.5
 
 
 # glibc's mmap threshold for blocks freed and made again pass after pass (see fix_mmap_threshold)
@@ -279,6 +282,7 @@ def fit_gain(
     probe: float = GAIN_PROBE,
     bounds: tuple[float, float] = GAIN_BOUNDS,
     required_gain: float = GAIN_REQUIRED_GAIN,
+    shrink: float = GAIN_SHRINK,
 ) -> dict[str, np.ndarray]:
     """Set ``model.base_gain [n_lead, C]`` to the best gain on ``batches``, by forward passes only.
 
@@ -289,8 +293,8 @@ def fit_gain(
     any gain, so each batch's loss at ``g - probe``, ``g`` and ``g + probe`` is known. Each
     field's loss is quadratic in its own gain: the three summed losses give its parabola, whose
     vertex (clipped to ``bounds``) is the best gain on the window. A field keeps its gain
-    unless the new one lowers its loss there by ``required_gain``. Returns the old and new
-    gains and each field's loss before and after.
+    unless that one lowers its loss there by ``required_gain``, and then moves ``shrink`` of
+    the way to it. Returns the old and new gains and each field's loss before and after.
     """
     gain = model.base_gain
     start = gain.detach().clone()
@@ -298,7 +302,7 @@ def fit_gain(
     for losses in _losses_at_three_gains(model, batches, loss_fn, start, probe):
         sums += losses.sum(dim=1)
     fitted = gain_from_parabolas(
-        sums, start, probe=probe, bounds=bounds, required_gain=required_gain
+        sums, start, probe=probe, bounds=bounds, required_gain=required_gain, shrink=shrink
     )
     with torch.no_grad():
         gain.copy_(torch.as_tensor(fitted["gain"]).to(gain.dtype))
@@ -415,10 +419,12 @@ def gain_from_parabolas(
     probe: float = GAIN_PROBE,
     bounds: tuple[float, float] = GAIN_BOUNDS,
     required_gain: float = GAIN_REQUIRED_GAIN,
+    shrink: float = GAIN_SHRINK,
 ) -> dict[str, np.ndarray]:
     """The new gains from each field's summed losses ``sums [3, ...]`` at ``start - probe``,
-    ``start`` and ``start + probe``: the parabola's vertex, clipped to ``bounds``, where it
-    lowers the loss by ``required_gain``; ``start`` elsewhere (:func:`fit_gain`'s rule)."""
+    ``start`` and ``start + probe``: ``shrink`` of the way from ``start`` to the parabola's
+    vertex, clipped to ``bounds``, where the vertex lowers the loss by ``required_gain``;
+    ``start`` elsewhere (:func:`fit_gain`'s rule)."""
     minus, centre, plus = torch.as_tensor(sums, dtype=torch.float64)
     start = torch.as_tensor(start, dtype=torch.float64)
     slope = (plus - minus) / (2 * probe)
@@ -429,11 +435,13 @@ def gain_from_parabolas(
     step = candidate - start
     after = centre + slope * step + 0.5 * curvature * step**2
     keep = after <= (1 - required_gain) * centre
+    step = shrink * step
+    shrunk = centre + slope * step + 0.5 * curvature * step**2
     return {
         "gain_before": start.numpy(),
-        "gain": torch.where(keep, candidate, start).numpy(),
+        "gain": torch.where(keep, start + step, start).numpy(),
         "loss_before": centre.numpy(),
-        "loss_after": torch.where(keep, after, centre).numpy(),
+        "loss_after": torch.where(keep, shrunk, centre).numpy(),
     }
 
 
