@@ -12,7 +12,7 @@ Offers:
 * :func:`valid_init_times`, :func:`resolve_init_time` - which init times have a whole
   history of ``lags`` frames, with clear errors naming the earliest/latest valid one.
 * :func:`adapt_gain` - recalibrate a tide-aware model's base-anomaly gain (one per lead time
-  and variable) on the latest weeks, three forward passes a sample (``--adapt-target gain``).
+  and variable) on the latest weeks, two forward passes a sample (``--adapt-target gain``).
 * :func:`fit_gain` - that fit on any batches: each field's loss is a parabola in its gain.
 * :func:`adapt_zo` - fine-tune the loaded model (a copy of the run; the run's checkpoint is
   never written) on the latest hours with the ``spsa`` rule and in-place SGD, which needs

@@ -1,13 +1,17 @@
 """Zeroth-order adaptation of a loaded run on the latest hours, holding the tensors of inference.
 
-Two targets (``forecast --adapt zo --adapt-target ...``):
+Two targets (``forecast --adapt zo --adapt-target ...``; ``auto``, the default, picks ``gain``
+for a run with a base and ``network`` otherwise):
 
-* ``gain`` (:func:`adapt_gain`; experimental, its results on the twin are mixed: see
-  ``docs/forecast-evaluate.md``): the gain of a tide-aware model's base anomaly, one
-  per lead time and variable, recalibrated on the last weeks. The anomaly of another year or
-  season persists differently from the training period's (``docs/forecast-evaluate.md``,
-  "Adapting before forecasting"); 12 numbers are few enough to fit from forward passes alone.
-* ``network`` (:func:`adapt_zo`, the default): in-place SPSA on every weight, on one-sample batches.
+* ``gain`` (:func:`adapt_gain`): the gain of a tide-aware model's base anomaly, one per lead time
+  and variable, recalibrated on the last weeks. The anomaly of another year or season persists
+  differently from the training period's; 12 numbers are few enough to fit from forward passes
+  alone. :func:`gains_at_inits` gives the same gains at many init times at once (``seacast
+  evaluate --adapt gain``); results on held-out twin years: ``docs/forecast-evaluate.md``,
+  "Adapting before forecasting".
+* ``network`` (:func:`adapt_zo`): in-place SPSA on every weight, on one-sample batches.
+
+Both run after :func:`fix_mmap_threshold`, so that hundreds of passes stay in the memory of one.
 """
 
 from __future__ import annotations
