@@ -257,6 +257,11 @@ def test_zo_adaptation_reduces_error_on_a_shifted_period(tmp_path):
         assert json.loads(ds.attrs["seacast_adaptation"])["samples"] == record["samples"]
     # the trained run is never overwritten
     assert {name: _digest(run_dir / name) for name in before} == before
+    # nor is there a gain to score it with: evaluate --adapt gain scores it as trained only
+    from seacast.evaluation.evaluate import evaluate_runs
+
+    scored = evaluate_runs([run_dir], by="all", out_dir=False, reports_dir=None, adapt="gain")
+    assert [run.name for run in scored.runs] == [run_dir.name]
 
 
 # --------------------------------------------------------------------------- adapting the base gain

@@ -406,6 +406,19 @@ def evaluate_run(
     )
 
 
+def _has_base(run_dir: Path | str) -> bool:
+    """Whether the run's model has a base, whose gain ``--adapt gain`` refits (logged if not)."""
+    from seacast.config import ExperimentConfig, load_config
+
+    config = Path(run_dir) / "config.yaml"
+    if not config.is_file():
+        return True  # evaluate_run says what is missing
+    base = load_config(ExperimentConfig, config).model.base
+    if base == "none":
+        log.warning("%s has no base (model.base: none): scored as trained only", run_dir)
+    return base != "none"
+
+
 def _adapted_gains(
     run: Any,
     datasets: dict[str, Any],
@@ -656,7 +669,7 @@ def evaluate_runs(
     runs = []
     for run_dir in run_dirs:
         log.info("evaluating %s on the %s split", run_dir, split)
-        for hours in (None, adapt_hours) if adapt else (None,):
+        for hours in (None, adapt_hours) if adapt and _has_base(run_dir) else (None,):
             runs.append(
                 evaluate_run(
                     run_dir,
