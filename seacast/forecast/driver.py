@@ -95,7 +95,7 @@ def forecast(
     store_path = resolve_store_path(run_dir, store_path)
     run = load_run(run_dir, which=which, device=device)
     if adapt_target == "auto":
-        # the gain where the model has a base: it helped on a held-out year, the network did not
+        # the gain where the model has a base: it helped on three held-out years, the network did not
         has_base = getattr(run.model, "base_gain", None) is not None
         adapt_target = "gain" if has_base else "network"
     adapt_hours = adapt_hours or DEFAULT_ADAPT_HOURS[adapt_target]
