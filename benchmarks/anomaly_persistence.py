@@ -12,7 +12,8 @@ loses to the tide wherever ``alpha > 2 rho``. This prints, per variable and lead
 * the damped reference with ``alpha`` re-estimated over the last ``--window`` hours before each
   init (the most a window-based adaptation of the damping could know), against the fixed one;
 * with ``--held-out``, the tide + regressed anomaly (:mod:`seacast.anomaly_regression`, fitted on
-  the training split with the run's lags): its MSE over the damped reference's on the held-out store.
+  the training split with the run's lags): its MSE over the damped reference's on the held-out store,
+  per point only and with the spatial map of EOFs.
 
 Numpy only; sea points pooled; samples are every init time whose window fits the split.
 
@@ -70,8 +71,19 @@ def windowed_alpha(anomaly: np.ndarray, lead: int, window: int) -> np.ndarray:
     return np.clip((cc - shift[0]) / np.maximum(cb - shift[1], 1e-12), 0.0, 1.0)
 
 
-def regressed_over_damped(cfg, tides, sets, held, held_out: Path) -> dict[int, list[float]]:
-    """MSE of the tide + regressed anomaly over the damped one's on the held-out store, per lead and variable."""
+def regressed_over_damped(
+    cfg, tides, sets, held, held_out: Path
+) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+    """MSE over the damped anomaly's on the held-out store, per lead and variable, of the tide +
+    regressed anomaly per point only and with the spatial map (the run's ``tides.anomaly_modes``)."""
+    per_point = cfg.model_copy(update={"tides": cfg.tides.model_copy(update={"anomaly_modes": 0})})
+    return (
+        _regressed_over_damped(per_point, tides, sets, held, held_out),
+        _regressed_over_damped(cfg, tides, sets, held, held_out),
+    )
+
+
+def _regressed_over_damped(cfg, tides, sets, held, held_out: Path) -> dict[int, list[float]]:
     import xarray as xr
 
     from seacast.anomaly_regression import fit_for_run
@@ -162,7 +174,12 @@ def main() -> None:
                 + " | ".join(cells)
                 + f" | months {min(by_month):.2f}..{max(by_month):.2f}"
                 + f" | test, last {args.window} h factor ({ratio_to_tide(x, y, local):.2f})"
-                + (f" | held-out, regressed / damped {regressed[lead][c]:.2f}" if regressed else "")
+                + (
+                    f" | held-out, regressed / damped: per point {regressed[0][lead][c]:.2f}, "
+                    f"with the map {regressed[1][lead][c]:.2f}"
+                    if regressed
+                    else ""
+                )
             )
 
 

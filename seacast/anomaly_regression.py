@@ -14,6 +14,15 @@ the tide alone. A regression is kept only if it beats the better of those two by
 :data:`REQUIRED_GAIN` on the held-out weeks: a smaller gain (+24 h, often) does not carry over to
 another year (measured on the twin's 2025: zos +24 h lost 3.7 % to the damped anomaly).
 
+A point's own lags and the basin mean see nothing of the field's shape: a surge travelling along
+the coast, a current turning. So a second kind of candidate maps the whole field, the **spatial
+map**: the anomaly (each variable over its std) is projected on its ``modes`` leading EOFs (on
+the held-in weeks), and the EOF coefficients at t0 + L are regressed on their lags. It competes
+per lead time and variable with the rest, under the same 2 % rule, for lead times up to
+``modes_max_lead`` hours. Beyond it (+24 h on the twin) the map learns the training year's
+weather, not the sea: on held-out twin years it lost 1.2-1.5x to the tide there, while at +6 h it
+halved the per-point regression's error (``benchmarks/anomaly_persistence.py``).
+
 Offers :class:`AnomalyRegression` (``predict`` from physical anomaly windows),
 :func:`fit_anomaly_regression` (one streamed pass over the training period) and
 :func:`fit_for_run` (the same for an experiment: its store, variables, lead times, lags and split).
@@ -39,13 +48,58 @@ REQUIRED_GAIN = 0.02
 HOLDOUT_BLOCK_HOURS = 7 * 24
 HOLDOUT_EVERY = 5
 INIT_CHUNK = 192  # init times per block of features (memory: 192 x C x points x 2 lags float32)
+FRAME_CHUNK = 720  # frames per block when projecting on the EOFs
+SNAPSHOT_EVERY = 3  # hours between the held-in frames the EOFs are computed from
+SPATIAL_RIDGE = 1e-3  # relative to the mean of the features' squares
+# the map covers the shallow-water state, which moves with the surge; tracers drift slowly, and
+# their fine structure (a plume's edge) changes with the season, out of reach of a year's EOFs
+# (measured: salinity from the map lost 30-55 % to the per-point regression at +6 h on other
+# periods, though the training year's held-out weeks chose it)
+SPATIAL_VARIABLES = ("zos", "uo", "vo")
+
+
+@dataclass
+class SpatialMap:
+    """The anomaly at t0 + L from the lags of its leading EOFs.
+
+    It maps the variables ``channels`` (indices into the regression's variables) onto themselves.
+    ``eofs [K, C_map, H, W]`` are orthonormal over the sea points of the scaled anomaly ``a / scale``
+    (0 on land); ``weights [n_lead, lags, K, K]`` map the coefficients at t0 - k (k = 0 first) to
+    those at t0 + L; the part of a(t0) outside the EOFs is persisted with ``residual [n_lead, C_map, H, W]``
+    (slow, fine-scale structure such as a river plume's edge); ``use [n_lead, C]`` is 1 where the
+    held-out weeks chose the map."""
+
+    channels: np.ndarray
+    eofs: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    residual: np.ndarray
+    use: np.ndarray
+
+    def predict(self, own: np.ndarray) -> np.ndarray:
+        """``own [B, lags, C, H, W]`` (k = 0 first, physical, land 0) -> ``[B, n_lead, C, H, W]``
+        (0 in the channels the map does not cover)."""
+        out = np.zeros((len(own), len(self.use), *own.shape[2:]), dtype=np.float32)
+        own = own[:, :, self.channels]
+        scale = self.scale.astype(np.float32)[None, None, :, None, None]
+        eofs = self.eofs.astype(np.float32)
+        z = np.einsum("bkchw,mchw->bkm", own / scale, eofs)
+        ahead = np.einsum("bkm,lkmn->bln", z, self.weights.astype(np.float32))
+        field = np.einsum("bln,nchw->blchw", ahead, eofs) * scale
+        outside = own[:, 0] - np.einsum("bm,mchw->bchw", z[:, 0], eofs) * scale[:, 0]
+        field += self.residual.astype(np.float32)[None] * outside[:, None]
+        out[:, :, self.channels] = (
+            field * self.use[:, self.channels].astype(np.float32)[..., None, None]
+        )
+        return out
 
 
 @dataclass
 class AnomalyRegression:
     """``coefficients [n_lead, C, 2 lags, H, W]`` (NaN on land): own lags first (k = 0 is the init
     time), then the basin-mean lags. ``choice [n_lead, C]``: what the held-out weeks chose, a
-    ridge strength (``ridge 0.01``), or ``damped`` / ``tide`` where no regression beat them."""
+    ridge strength (``ridge 0.01``), ``spatial`` (the :class:`SpatialMap`; the coefficients are 0
+    there), or ``damped`` / ``tide`` where no regression beat them."""
 
     variables: list[str]
     lead_times: list[int]
@@ -53,6 +107,7 @@ class AnomalyRegression:
     coefficients: np.ndarray
     choice: np.ndarray
     samples: int
+    spatial: SpatialMap | None = None
 
     def predict(self, anomaly: np.ndarray, sea_mask: np.ndarray) -> np.ndarray:
         """Anomaly windows ``[B, lags, C, H, W]`` (oldest first, NaN on land) -> ``[B, n_lead, C, H, W]``."""
@@ -63,18 +118,9 @@ class AnomalyRegression:
         coef = np.nan_to_num(self.coefficients.astype(np.float32))
         predicted = np.einsum("bkchw,lckhw->blchw", own, coef[:, :, : self.lags])
         predicted += np.einsum("bkc,lckhw->blchw", basin, coef[:, :, self.lags :])
+        if self.spatial is not None:
+            predicted += self.spatial.predict(np.where(sea, own, 0.0))
         return np.where(sea, predicted, np.nan)
-
-    def select(self, variables: Sequence[str]) -> AnomalyRegression:
-        k = [self.variables.index(v) for v in variables]
-        return AnomalyRegression(
-            list(variables),
-            self.lead_times,
-            self.lags,
-            self.coefficients[:, k],
-            self.choice[:, k],
-            self.samples,
-        )
 
 
 class _Sums:
@@ -117,11 +163,15 @@ def fit_anomaly_regression(
     periods: Sequence[tuple[int, int]],
     lead_times: Sequence[int],
     lags: int,
+    modes: int = 0,
+    modes_max_lead: int = 12,
 ) -> AnomalyRegression:
     """Fit the regression on the store's hours inside ``periods`` (the training split) only.
 
     ``tides`` (:class:`~seacast.tides.TidalConstants`) gives the anomaly. An init time counts
     when its lags and every lead time lie in one period, on consecutive hourly frames.
+    ``modes`` > 0 adds the spatial map of that many EOFs as a candidate at lead times up to
+    ``modes_max_lead`` hours.
     """
     from seacast.store import time_hours
 
@@ -152,6 +202,24 @@ def fit_anomaly_regression(
 
     fit, check = parts[0][1], parts[1][1]
     n_lead, n_var, n_sea = len(lead_times), len(variables), int(sea.sum())
+    mapped = [i for i, lead in enumerate(lead_times) if lead <= modes_max_lead]
+    spatial = None
+    channels = [c for c, v in enumerate(variables) if v in SPATIAL_VARIABLES]
+    if modes > 0 and mapped and channels and len(inits[~held]) > 2 * modes:
+        spatial, spatial_errors = _fit_spatial(
+            store,
+            tides,
+            variables,
+            hours,
+            sea,
+            inits[~held],
+            inits[held],
+            lags,
+            lead_times,
+            mapped,
+            modes,
+            channels,
+        )
     damping = tides.damping_for(lead_times)  # type: ignore[attr-defined]
     choice = np.empty((n_lead, n_var), dtype=object)
     coefficients = np.full((n_lead, n_var, 2 * lags, *sea.shape), np.nan)
@@ -171,8 +239,16 @@ def fit_anomaly_regression(
             small_gain = errors[names.index(name), c] > (1 - REQUIRED_GAIN) * errors[fallback, c]
             if name.startswith("ridge") and small_gain:
                 name = names[fallback]
+            if (
+                spatial is not None
+                and spatial_errors[lead, c] < (1 - REQUIRED_GAIN) * errors[:, c].min()
+            ):
+                name = "spatial"
+                spatial.use[lead, c] = 1.0
             choice[lead, c] = name
-            if name.startswith("ridge"):
+            if name == "spatial":
+                w = np.zeros_like(damped[c])
+            elif name.startswith("ridge"):
                 w = _solve(
                     fit.xtx[c] + check.xtx[c],
                     fit.xty[lead, c] + check.xty[lead, c],
@@ -181,8 +257,10 @@ def fit_anomaly_regression(
             else:
                 w = candidates[name][c]
             coefficients[lead, c][:, sea] = w.T
+    if spatial is not None and not spatial.use.any():
+        spatial = None
     return AnomalyRegression(
-        variables, lead_times, lags, coefficients, choice, fit.count + check.count
+        variables, lead_times, lags, coefficients, choice, fit.count + check.count, spatial
     )
 
 
@@ -202,6 +280,8 @@ def fit_for_run(
             train_periods(plan),
             cfg.samples.lead_times,
             cfg.samples.lags,
+            modes=cfg.tides.anomaly_modes,
+            modes_max_lead=cfg.tides.anomaly_modes_max_lead,
         )
     finally:
         store.close()
@@ -232,13 +312,8 @@ def _accumulate(
     sums: _Sums,
 ) -> None:
     """Add the init times ``inits`` (sorted store indices) to ``sums``."""
-    from seacast.tides import _read
-
     first, last = int(inits[0]) - lags + 1, int(inits[-1]) + max(lead_times)
-    frames = np.arange(first, last + 1)
-    obs = _read(store, variables, frames)[..., sea]  # [t, C, P]
-    anomaly = obs - tides.predict(hours[frames])[..., sea]  # type: ignore[attr-defined]
-    anomaly = np.nan_to_num(anomaly.astype(np.float32))
+    anomaly = _anomaly(store, tides, variables, hours, sea, np.arange(first, last + 1))
     basin = anomaly.mean(axis=-1)  # [t, C]
     local = inits - first
     own = np.stack([anomaly[local - k] for k in range(lags)], axis=-1)  # [n, C, P, lags]
@@ -246,3 +321,152 @@ def _accumulate(
     x = np.concatenate([own, np.broadcast_to(mean[:, :, None], own.shape)], axis=-1)
     y = np.stack([anomaly[local + lead] for lead in lead_times])  # [n_lead, n, C, P]
     sums.add(np.ascontiguousarray(x), y)
+
+
+def _anomaly(
+    store: xr.Dataset,
+    tides: object,
+    variables: list[str],
+    hours: np.ndarray,
+    sea: np.ndarray,
+    frames: np.ndarray,
+) -> np.ndarray:
+    """``[len(frames), C, P]`` float32 obs - tide at the sea points (0 where missing)."""
+    from seacast.tides import _read
+
+    obs = _read(store, variables, frames)[..., sea]
+    anomaly = obs - tides.predict(hours[frames])[..., sea]  # type: ignore[attr-defined]
+    return np.nan_to_num(anomaly.astype(np.float32))
+
+
+def _anomaly_scale(
+    tides: object, variables: list[str], snapshots: np.ndarray, channels: list[int]
+) -> np.ndarray:
+    """The anomaly std of the variables ``channels``: the tide fit's (the tide-aware models' input
+    scale), else that of ``snapshots [n, C_map, P]``."""
+    std = np.asarray(getattr(tides, "anomaly_std", np.zeros(0)), dtype=np.float64)
+    if std.size == len(variables):
+        std = std[channels]
+    else:
+        std = np.sqrt(np.mean(snapshots.astype(np.float64) ** 2, axis=(0, 2)))
+    return np.where(np.isfinite(std) & (std > 0), std, 1.0)
+
+
+def _fit_spatial(
+    store: xr.Dataset,
+    tides: object,
+    variables: list[str],
+    hours: np.ndarray,
+    sea: np.ndarray,
+    fit_inits: np.ndarray,
+    check_inits: np.ndarray,
+    lags: int,
+    lead_times: list[int],
+    mapped: list[int],
+    modes: int,
+    channels: list[int],
+) -> tuple[SpatialMap, np.ndarray]:
+    """The spatial map fitted on ``fit_inits`` then refitted on both sets (the EOFs from
+    ``fit_inits`` alone), and its squared error ``[n_lead, C]`` on ``check_inits`` (inf at the
+    lead times not in ``mapped`` and the variables not in ``channels``)."""
+    n_var, n_sea = len(channels), int(sea.sum())
+
+    def read(frames: np.ndarray) -> np.ndarray:
+        return _anomaly(store, tides, variables, hours, sea, frames)[:, channels]
+
+    # EOFs of the held-in frames, from their Gram matrix (frames x frames, not points x points)
+    frames = fit_inits[::SNAPSHOT_EVERY]
+    snapshots = np.concatenate(
+        [read(frames[i : i + FRAME_CHUNK]) for i in range(0, len(frames), FRAME_CHUNK)]
+    )
+    scale = _anomaly_scale(tides, variables, snapshots, channels)
+    x = (snapshots / scale[None, :, None].astype(np.float32)).reshape(len(frames), -1)
+    del snapshots
+    values, vectors = np.linalg.eigh(x.astype(np.float64) @ x.T.astype(np.float64))
+    top = np.argsort(values)[::-1][: min(modes, len(frames) - 1)]
+    top = top[values[top] > values[top[0]] * 1e-10]
+    eofs = (vectors[:, top].T @ x) / np.sqrt(values[top])[:, None]  # [K, C*P]
+    n_modes = len(top)
+    del x
+
+    # the EOF coefficients of every frame a window or a target needs
+    reach = max(lead_times[i] for i in mapped)
+    needed = np.zeros(len(hours), dtype=bool)
+    for inits in (fit_inits, check_inits):
+        for k in range(-lags + 1, reach + 1):
+            needed[inits + k] = True
+    z = np.zeros((len(hours), n_modes))
+    wanted = np.flatnonzero(needed)
+    for i in range(0, len(wanted), FRAME_CHUNK):
+        block = wanted[i : i + FRAME_CHUNK]
+        z[block] = (read(block) / scale[None, :, None]).reshape(len(block), -1) @ eofs.T
+
+    def features(inits: np.ndarray) -> np.ndarray:
+        return np.concatenate([z[inits - k] for k in range(lags)], axis=1)  # [n, lags K]
+
+    def normal_equations(inits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f = features(inits)
+        return f.T @ f, np.stack([f.T @ z[inits + lead_times[i]] for i in mapped])
+
+    def project(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The anomaly ``[n, C, P]`` at ``frames`` and its part outside the EOFs."""
+        anomaly = read(frames)
+        inside = np.einsum("nk,kcp->ncp", z[frames], eofs_field) * scale[None, :, None]
+        return anomaly, anomaly - inside
+
+    def residual_sums(inits: np.ndarray) -> np.ndarray:
+        """``[2, n_lead, C, P]``: sums of r(t0) r(t0 + L) and r(t0)^2 of the part outside the EOFs."""
+        sums = np.zeros((2, len(lead_times), n_var, n_sea))
+        for start in range(0, len(inits), INIT_CHUNK):
+            block = inits[start : start + INIT_CHUNK]
+            now = project(block)[1]
+            for i in mapped:
+                later = project(block + lead_times[i])[1]
+                sums[0, i] += (now * later).sum(axis=0)
+                sums[1, i] += (now * now).sum(axis=0)
+        return sums
+
+    def solve(xtx: np.ndarray, xty: np.ndarray) -> np.ndarray:
+        ridge = SPATIAL_RIDGE * np.trace(xtx) / len(xtx) + 1e-12
+        weights = np.zeros((len(lead_times), lags * n_modes, n_modes))
+        weights[mapped] = np.linalg.solve(xtx + ridge * np.eye(len(xtx)), xty)
+        return weights
+
+    def persistence(sums: np.ndarray) -> np.ndarray:
+        return sums[0] / np.maximum(sums[1], 1e-30)
+
+    eofs_field = eofs.reshape(n_modes, n_var, n_sea)
+    xtx_fit, xty_fit = normal_equations(fit_inits)
+    weights = solve(xtx_fit, xty_fit)
+    residual_fit = residual_sums(fit_inits)
+    residual = persistence(residual_fit)
+    errors = np.full((len(lead_times), len(variables)), np.inf)
+    for i in mapped:
+        lead = lead_times[i]
+        total = np.zeros(n_var)
+        for start in range(0, len(check_inits), INIT_CHUNK):
+            block = check_inits[start : start + INIT_CHUNK]
+            ahead = features(block) @ weights[i]  # [n, K]
+            predicted = np.einsum("nk,kcp->ncp", ahead, eofs_field) * scale[None, :, None]
+            predicted += residual[i][None] * project(block)[1]
+            total += ((read(block + lead) - predicted) ** 2).sum(axis=(0, 2))
+        errors[i, channels] = total
+    xtx_check, xty_check = normal_equations(check_inits)
+    weights = solve(xtx_fit + xtx_check, xty_fit + xty_check)
+    residual = persistence(residual_fit + residual_sums(check_inits))
+    spatial = SpatialMap(
+        channels=np.asarray(channels),
+        eofs=_on_grid(eofs_field, sea),
+        scale=scale.astype(np.float32),
+        weights=weights.reshape(len(lead_times), lags, n_modes, n_modes).astype(np.float32),
+        residual=_on_grid(residual, sea),
+        use=np.zeros((len(lead_times), len(variables)), dtype=np.float32),
+    )
+    return spatial, errors
+
+
+def _on_grid(values: np.ndarray, sea: np.ndarray) -> np.ndarray:
+    """``[..., P]`` at the sea points -> ``[..., H, W]`` float32, 0 on land."""
+    grid = np.zeros((*values.shape[:-1], *sea.shape), dtype=np.float32)
+    grid[..., sea] = values
+    return grid

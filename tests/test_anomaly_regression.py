@@ -101,3 +101,74 @@ def test_only_the_training_period_is_read() -> None:
     window = np.stack([ds["zos"].values[500 - 2 + k] for k in range(3)])[None, :, None]
     predicted = early.predict(window, ds["sea_mask"].values)[0, 0, 0, 1, 1]
     assert abs(predicted - ds["zos"].values[506, 1, 1]) < 1e-3
+
+
+def _travelling_pulses(hours: int, seed: int) -> xr.Dataset:
+    """A 4 x 16 store of pulses born at random at the west edge, moving east one cell an hour."""
+    rng = np.random.default_rng(seed)
+    inflow = np.convolve(rng.standard_normal(hours + 16), np.ones(3) / 3, mode="same")
+    field = np.empty((hours, 4, 16), dtype=np.float32)
+    for column in range(16):
+        field[:, :, column] = inflow[16 - column : 16 - column + hours, None]
+    return xr.Dataset(
+        {
+            "zos": (("time", "latitude", "longitude"), field),
+            "sea_mask": (("latitude", "longitude"), np.ones((4, 16), dtype=bool)),
+        },
+        coords={
+            "time": pd.date_range("2024-01-01", periods=hours, freq="h"),
+            "latitude": np.arange(4.0),
+            "longitude": np.arange(16.0),
+        },
+    )
+
+
+class NoTideOn(NoTide):
+    def predict(self, hours):
+        return np.zeros((len(hours), 1, 4, 16), dtype=np.float32)
+
+
+def _mse_on_fresh_pulses(fit: AnomalyRegression, lead: int) -> float:
+    fresh = _travelling_pulses(24 * 10, seed=1)["zos"].values
+    inits = np.arange(2, len(fresh) - lead)
+    windows = np.stack([fresh[inits - 2 + k] for k in range(3)], axis=1)[:, :, None]
+    predicted = fit.predict(windows, np.ones((4, 16), dtype=bool))[:, 0, 0]
+    return float(np.mean((fresh[inits + lead] - predicted)[..., lead:] ** 2))
+
+
+def test_a_travelling_anomaly_is_predicted_by_the_spatial_map_not_per_point() -> None:
+    # at a point the next pulse is random; the field shows it three cells upstream
+    ds = _travelling_pulses(24 * 60, seed=0)
+    hours = _hours(ds)
+    period = [(hours[0], hours[-1])]
+    per_point = fit_anomaly_regression(ds, NoTideOn([3]), ["zos"], period, [3], 3)
+    spatial = fit_anomaly_regression(ds, NoTideOn([3]), ["zos"], period, [3], 3, modes=16)
+    assert spatial.choice[0, 0] == "spatial" and per_point.choice[0, 0] != "spatial"
+    assert np.all(spatial.coefficients[0, 0] == 0)  # the map replaces the per-point weights
+    assert _mse_on_fresh_pulses(spatial, 3) < 0.05 * _mse_on_fresh_pulses(per_point, 3)
+
+
+def test_the_spatial_map_is_not_offered_beyond_its_longest_lead_time() -> None:
+    ds = _travelling_pulses(24 * 60, seed=0)
+    hours = _hours(ds)
+    fit = fit_anomaly_regression(
+        ds,
+        NoTideOn([3, 6]),
+        ["zos"],
+        [(hours[0], hours[-1])],
+        [3, 6],
+        3,
+        modes=16,
+        modes_max_lead=3,
+    )
+    assert fit.choice[0, 0] == "spatial" and fit.choice[1, 0] != "spatial"
+    assert fit.spatial is not None and fit.spatial.use.tolist() == [[1.0], [0.0]]
+
+
+def test_salinity_is_left_to_the_per_point_regression() -> None:
+    ds = _travelling_pulses(24 * 60, seed=0).rename({"zos": "so"})
+    hours = _hours(ds)
+    fit = fit_anomaly_regression(
+        ds, NoTideOn([3]), ["so"], [(hours[0], hours[-1])], [3], 3, modes=16
+    )
+    assert fit.spatial is None and fit.choice[0, 0] != "spatial"

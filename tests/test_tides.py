@@ -430,3 +430,71 @@ def test_evaluating_with_gain_adaptation_adds_each_run_as_forecast_adapts_it(
     np.testing.assert_array_equal(plain.metrics["tide"]["mse"], adapted.metrics["tide"]["mse"])
     assert not np.allclose(plain.metrics["model"]["mse"], adapted.metrics["model"]["mse"])
     assert f"{tide_run.name}+gain" in (tmp_path / "report" / "skill_vs_best.csv").read_text()
+
+
+def test_a_model_on_a_spatial_map_equals_that_reference(surge: Path) -> None:
+    from seacast.anomaly_regression import SpatialMap
+    from seacast.evaluation.evaluate import _anomaly_regression
+    from seacast.training.loop import _install_spatial_map, start_at_tide_reference
+
+    cfg = experiment(
+        "t", surge, surge.parent, lags=3, lead_times=LEADS, variables=("zos", "uo"), steps=1
+    )
+    cfg = cfg.model_copy(
+        update={
+            "model": ModelConfig(
+                name="res_3ddr_unet", filters=2, base="tide", anomaly_base="regressed"
+            )
+        }
+    )
+    sets = open_samples(surge, cfg.samples)
+    tides = _fit(surge, train_periods(sets.plan), lead_times=LEADS)
+    sets = sets.with_tides(tides)
+    model = build_model(cfg.model, 2, 2, 3, LEADS, (16, 16), seed=0)
+    start_at_tide_reference(model, tides, cfg, sets)
+    model.eval()
+    regression = _anomaly_regression(cfg, tides, sets.plan, surge, {})
+    # a map of 5 random EOFs on zos alone, used at every lead time, with random weights
+    rng = np.random.default_rng(0)
+    sea = np.asarray(sets.sea_mask)
+    regression.spatial = SpatialMap(
+        channels=np.array([0]),
+        eofs=np.where(sea, rng.normal(0, 0.1, (5, 1, 16, 16)), 0).astype(np.float32),
+        scale=np.array([0.7], dtype=np.float32),
+        weights=rng.normal(0, 0.3, (len(LEADS), 3, 5, 5)).astype(np.float32),
+        residual=np.where(sea, rng.uniform(0, 1, (len(LEADS), 1, 16, 16)), 0).astype(np.float32),
+        use=np.ones((len(LEADS), 2), dtype=np.float32),
+    )
+    _install_spatial_map(model, regression.spatial, tides, ["zos", "uo"])
+    x, init, valid, forecast = _two_test_forecasts(model, sets)
+    input_hours = init[:, None] + np.arange(-2, 1)[None]
+    inputs = sets.encoding.decode(x.permute(0, 2, 1, 3, 4), input_hours)
+    reference = TideReferences(
+        tides, tides.damping_for(LEADS), "t", regression, sets.sea_mask
+    ).forecasts(inputs, input_hours, valid)
+    np.testing.assert_allclose(forecast, reference["tide_regressed"], atol=1e-4, equal_nan=True)
+    without = TideReferences(
+        tides,
+        tides.damping_for(LEADS),
+        "t",
+        _anomaly_regression(cfg, tides, sets.plan, surge, {}),
+        sets.sea_mask,
+    ).forecasts(inputs, input_hours, valid)
+    assert np.nanmax(np.abs(without["tide_regressed"] - forecast)) > 1e-3  # the map counts
+    # and it survives a checkpoint round trip, K included
+    state = model.state_dict()
+    again = build_model(cfg.model, 2, 2, 3, LEADS, (16, 16), seed=1)
+    again.load_state_dict(state)
+    assert again.base_eofs.shape[0] == 5
+    torch.testing.assert_close(again.base_eof_weights, model.base_eof_weights)
+
+
+def test_a_regressed_checkpoint_saved_before_the_spatial_map_loads_as_per_point() -> None:
+    cfg = ModelConfig(name="res_3ddr_unet", filters=2, base="tide", anomaly_base="regressed")
+    old = build_model(cfg, 2, 2, 3, LEADS, (16, 16), seed=0)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("base_eof")}
+    model = build_model(cfg, 2, 2, 3, LEADS, (16, 16), seed=1)
+    model.load_state_dict(state)
+    assert model.base_eofs.shape[0] == 0
+    x = torch.randn(2, 2, 3, 16, 16)
+    torch.testing.assert_close(model.eval()(x), old.eval()(x))

@@ -298,6 +298,8 @@ def _anomaly_regression(
         tuple(periods),
         tides.period,
         tides.damping.tobytes(),
+        int(cfg.tides.anomaly_modes),
+        int(cfg.tides.anomaly_modes_max_lead),
     )
     if key not in cache:
         log.info("fitting the regressed-anomaly reference on the training period of %s", cfg.name)

@@ -194,6 +194,12 @@ class UNet3DDR(nn.Module):
                 "base_regression", torch.zeros(n_lead, out_channels, 2 * lags, *shape)
             )
             self.register_buffer("base_sea_points", torch.ones(()))
+            # its spatial map (SpatialMap): K EOFs, sized when fitted or loaded (K = 0: none)
+            self.register_buffer("base_eofs", torch.zeros(0, out_channels, *shape))
+            self.register_buffer("base_eof_weights", torch.zeros(n_lead, lags, 0, 0))
+            self.register_buffer("base_eof_residual", torch.zeros(n_lead, out_channels, *shape))
+            self.register_buffer("base_eof_scale", torch.ones(out_channels))
+            self.register_buffer("base_eof_use", torch.zeros(n_lead, out_channels))
         widths = [filters * 2**i for i in range(LEVELS)]
         deep = filters * 2**LEVELS
         full = Layers(faithful, lags)
@@ -305,9 +311,60 @@ class UNet3DDR(nn.Module):
         basin = own.sum(dim=(-2, -1)) / self.base_sea_points
         coef = self.base_regression
         lags = self.lags
-        return torch.einsum("bckhw,lckhw->blchw", own, coef[:, :, :lags]) + torch.einsum(
+        out = torch.einsum("bckhw,lckhw->blchw", own, coef[:, :, :lags]) + torch.einsum(
             "bck,lckhw->blchw", basin, coef[:, :, lags:]
         )
+        if self.base_eofs.shape[0]:
+            out = out + self._spatial_anomaly(own)
+        return out
+
+    def _spatial_anomaly(self, own: torch.Tensor) -> torch.Tensor:
+        """The spatial map (:class:`seacast.anomaly_regression.SpatialMap`) on ``own [B, C, lags,
+        H, W]`` (k = 0 first); ``base_eof_scale`` is its scale over the inputs' scale."""
+        eofs, scale = self.base_eofs, self.base_eof_scale
+        scaled = own / scale[None, :, None, None, None]
+        z = torch.einsum("bckhw,mchw->bkm", scaled, eofs)
+        ahead = torch.einsum("bkm,lkmn->bln", z, self.base_eof_weights)
+        field = torch.einsum("bln,nchw->blchw", ahead, eofs) * scale[None, None, :, None, None]
+        inside = torch.einsum("bm,mchw->bchw", z[:, 0], eofs) * scale[None, :, None, None]
+        field = field + self.base_eof_residual[None] * (own[:, :, 0] - inside)[:, None]
+        return field * self.base_eof_use[None, :, :, None, None]
+
+    @torch.no_grad()
+    def set_spatial_base(
+        self,
+        eofs: torch.Tensor,
+        weights: torch.Tensor,
+        residual: torch.Tensor,
+        scale: torch.Tensor,
+        use: torch.Tensor,
+    ) -> None:
+        """Install a fitted spatial map (shapes as the ``base_eof*`` buffers, any K)."""
+        device = self.base_eofs.device
+        self.base_eofs = eofs.to(device, torch.float32)
+        self.base_eof_weights = weights.to(device, torch.float32)
+        self.base_eof_residual = residual.to(device, torch.float32)
+        self.base_eof_scale = scale.to(device, torch.float32)
+        self.base_eof_use = use.to(device, torch.float32)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        if self.regressed:
+            for name in ("base_eofs", "base_eof_weights"):
+                if prefix + name in state_dict:  # K is the saved one
+                    setattr(self, name, torch.zeros_like(state_dict[prefix + name]))
+            for name in SPATIAL_BUFFERS:
+                # runs saved before the spatial map load as the per-point regression they were
+                state_dict.setdefault(prefix + name, getattr(self, name))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+SPATIAL_BUFFERS = (
+    "base_eofs",
+    "base_eof_weights",
+    "base_eof_residual",
+    "base_eof_scale",
+    "base_eof_use",
+)
 
 
 def channels_last_format(tensor: torch.Tensor) -> torch.memory_format:

@@ -351,6 +351,26 @@ def start_at_tide_reference(
         with torch.no_grad():
             model.base_regression.copy_(torch.from_numpy(coefficients))
             model.base_sea_points.fill_(float(np.asarray(sets.sea_mask).sum()))
+        if regression.spatial is not None:
+            _install_spatial_map(model, regression.spatial, tides, cfg.samples.variables)
+
+
+def _install_spatial_map(model: nn.Module, spatial: Any, tides: Any, variables: list[str]) -> None:
+    """The regression's spatial map on all of the model's channels (0 where it maps none)."""
+    from seacast.encoding import anomaly_normaliser
+
+    n_lead, n_var = spatial.use.shape
+    channels = spatial.channels
+    eofs = np.zeros((len(spatial.eofs), n_var, *spatial.eofs.shape[2:]), dtype=np.float32)
+    eofs[:, channels] = spatial.eofs
+    residual = np.zeros((n_lead, n_var, *spatial.eofs.shape[2:]), dtype=np.float32)
+    residual[:, channels] = spatial.residual
+    scale = np.ones(n_var, dtype=np.float32)
+    # the model's inputs are the anomaly over its normaliser's std, the map's over its own
+    scale[channels] = spatial.scale / anomaly_normaliser(tides, variables).scale[channels]
+    model.set_spatial_base(
+        *(torch.from_numpy(a) for a in (eofs, spatial.weights, residual, scale, spatial.use))
+    )
 
 
 def train(
