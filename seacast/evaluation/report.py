@@ -484,8 +484,10 @@ def _tide_note(results: EvaluationResults) -> str:
         "harmonic prediction at the valid time; tide + persisted anomaly, tide(t0+L) + "
         "(obs(t0) − tide(t0)); tide + damped anomaly, the anomaly scaled by a factor per variable "
         "and lead time fitted on the training split; tide + regressed anomaly, the anomaly at "
-        "t0+L regressed on its lags at each point and over the basin (ridge least squares on the "
-        "training split, its strength chosen on held-out training weeks). Tidal constants: "
+        "t0+L regressed on its lags at each point and over the basin, or (zos, uo, vo, up to "
+        "+12 h) on the lags of the field's leading EOFs (ridge least squares on the training "
+        "split; for each variable and lead time the form and its strength that did best on "
+        "held-out training weeks, else the damped anomaly or the tide). Tidal constants: "
         + "; ".join(notes)
         + "."
     )
