@@ -206,9 +206,8 @@ def test_zero_initialised_tide_aware_model_equals_the_damped_reference(surge: Pa
     np.testing.assert_allclose(forecast, reference["tide_damped"], atol=1e-5, equal_nan=True)
 
 
-def test_zero_initialised_model_on_the_regressed_anomaly_equals_that_reference(
-    surge: Path,
-) -> None:
+def _regressed_start(surge: Path):
+    """A tide-aware model on the regressed anomaly, started from it: ``(cfg, sets, tides, model)``."""
     from seacast.training.loop import start_at_tide_reference
 
     cfg = experiment(
@@ -226,6 +225,13 @@ def test_zero_initialised_model_on_the_regressed_anomaly_equals_that_reference(
     sets = sets.with_tides(tides)
     model = build_model(cfg.model, 2, 2, 3, LEADS, (16, 16), seed=0)
     start_at_tide_reference(model, tides, cfg, sets)
+    return cfg, sets, tides, model
+
+
+def test_zero_initialised_model_on_the_regressed_anomaly_equals_that_reference(
+    surge: Path,
+) -> None:
+    cfg, sets, tides, model = _regressed_start(surge)
     assert float(model.base_regression.abs().sum()) > 0
     model.eval()
     x, init, valid, forecast = _two_test_forecasts(model, sets)
@@ -435,23 +441,9 @@ def test_evaluating_with_gain_adaptation_adds_each_run_as_forecast_adapts_it(
 def test_a_model_on_a_spatial_map_equals_that_reference(surge: Path) -> None:
     from seacast.anomaly_regression import SpatialMap
     from seacast.evaluation.evaluate import _anomaly_regression
-    from seacast.training.loop import _install_spatial_map, start_at_tide_reference
+    from seacast.training.loop import _install_spatial_map
 
-    cfg = experiment(
-        "t", surge, surge.parent, lags=3, lead_times=LEADS, variables=("zos", "uo"), steps=1
-    )
-    cfg = cfg.model_copy(
-        update={
-            "model": ModelConfig(
-                name="res_3ddr_unet", filters=2, base="tide", anomaly_base="regressed"
-            )
-        }
-    )
-    sets = open_samples(surge, cfg.samples)
-    tides = _fit(surge, train_periods(sets.plan), lead_times=LEADS)
-    sets = sets.with_tides(tides)
-    model = build_model(cfg.model, 2, 2, 3, LEADS, (16, 16), seed=0)
-    start_at_tide_reference(model, tides, cfg, sets)
+    cfg, sets, tides, model = _regressed_start(surge)
     model.eval()
     regression = _anomaly_regression(cfg, tides, sets.plan, surge, {})
     # a map of 5 random EOFs on zos alone, used at every lead time, with random weights
