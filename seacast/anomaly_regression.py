@@ -122,6 +122,19 @@ class AnomalyRegression:
             predicted += self.spatial.predict(np.where(sea, own, 0.0))
         return np.where(sea, predicted, np.nan)
 
+    def describe(self) -> str:
+        """What each lead time uses, for a report: ``+6 h map (uo, zos), per point (so); ...``."""
+        kinds = {"spatial": "map", "damped": "damped anomaly", "tide": "tide alone"}
+        parts = []
+        for i, lead in enumerate(self.lead_times):
+            groups: dict[str, list[str]] = {}
+            for c, variable in enumerate(self.variables):
+                kind = kinds.get(str(self.choice[i, c]), "per point")
+                groups.setdefault(kind, []).append(variable)
+            uses = ", ".join(f"{kind} ({', '.join(names)})" for kind, names in groups.items())
+            parts.append(f"+{lead} h {uses}")
+        return "; ".join(parts)
+
 
 class _Sums:
     """Normal equations per variable and sea point (shared by the lead times), and the targets'."""

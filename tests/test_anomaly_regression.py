@@ -146,6 +146,7 @@ def test_a_travelling_anomaly_is_predicted_by_the_spatial_map_not_per_point() ->
     assert spatial.choice[0, 0] == "spatial" and per_point.choice[0, 0] != "spatial"
     assert np.all(spatial.coefficients[0, 0] == 0)  # the map replaces the per-point weights
     assert _mse_on_fresh_pulses(spatial, 3) < 0.05 * _mse_on_fresh_pulses(per_point, 3)
+    assert spatial.describe() == "+3 h map (zos)"
 
 
 def test_the_spatial_map_is_not_offered_beyond_its_longest_lead_time() -> None:

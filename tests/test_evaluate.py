@@ -128,6 +128,8 @@ def test_scores_tables_and_files(results, runs):
     )
     # the first table a forecaster reads is the one against the strongest reference
     assert index.index("Skill vs the best reference") < index.index("Lead time +1 h")
+    # and the report says what the regressed anomaly is made of, lead time by lead time
+    assert run.regressed_uses and f"regressed anomaly uses: {run.regressed_uses}." in index
     fragment = markdown_fragment(results, base=results.out_dir.parent, heading_level=3)
     assert "(cmp/rmse_vs_lead.png)" in fragment and fragment.startswith("### ")
 

@@ -84,6 +84,7 @@ class RunScores:
     climatology_period: tuple[str, str] | None = None
     tide_source: str | None = None
     tide_period: tuple[str, str] | None = None
+    regressed_uses: str | None = None  # AnomalyRegression.describe() of its reference
 
 
 @dataclass
@@ -405,6 +406,7 @@ def evaluate_run(
         climatology_period=climatology.period,
         tide_source=tides.source,
         tide_period=tides.tides.period,
+        regressed_uses=tides.regression.describe() if tides.regression is not None else None,
     )
 
 

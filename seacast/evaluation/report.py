@@ -490,6 +490,10 @@ def _tide_note(results: EvaluationResults) -> str:
         "held-out training weeks, else the damped anomaly or the tide). Tidal constants: "
         + "; ".join(notes)
         + "."
+        + "".join(
+            f" The tide + regressed anomaly uses: {uses}."
+            for uses in sorted({r.regressed_uses for r in results.runs if r.regressed_uses})
+        )
     )
 
 
