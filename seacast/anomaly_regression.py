@@ -20,7 +20,7 @@ map**: the anomaly (each variable over its std) is projected on its ``modes`` le
 the held-in weeks), and the EOF coefficients at t0 + L are regressed on their lags. It competes
 per lead time and variable with the rest, under the same 2 % rule, for lead times up to
 ``modes_max_lead`` hours. Beyond it (+24 h on the twin) the map learns the training year's
-weather, not the sea: on held-out twin years it lost 1.2-1.5x to the tide there, while at +6 h it
+weather, not the sea: on a held-out twin year it lost 1.2-4.2x to the tide there, while at +6 h it
 halved the per-point regression's error (``benchmarks/anomaly_persistence.py``).
 
 Offers :class:`AnomalyRegression` (``predict`` from physical anomaly windows),
