@@ -25,6 +25,22 @@ CF_ATTRS: dict[str, dict[str, str]] = {
         "standard_name": "sea_water_potential_temperature",
         "long_name": "Temperature",
     },
+    # the twin's day-ahead weather forecast (ECMWF short names), a model input, never predicted
+    "msl": {
+        "units": "Pa",
+        "standard_name": "air_pressure_at_mean_sea_level",
+        "long_name": "Mean sea level pressure (day-ahead forecast)",
+    },
+    "iews": {
+        "units": "N m-2",
+        "standard_name": "surface_downward_eastward_stress",
+        "long_name": "Eastward surface wind stress (day-ahead forecast)",
+    },
+    "inss": {
+        "units": "N m-2",
+        "standard_name": "surface_downward_northward_stress",
+        "long_name": "Northward surface wind stress (day-ahead forecast)",
+    },
     "VHM0": {
         "units": "m",
         "standard_name": "sea_surface_wave_significant_height",

@@ -462,6 +462,12 @@ class SamplesConfig(StrictModel):
         description="Input and output variables.",
     )
     lags: int = Field(10, ge=1, description="Hourly input frames ending at the init time.")
+    forcing: list[str] = Field(
+        default_factory=list,
+        description="Weather-forecast variables given to the model as inputs only (e.g. the twin's "
+        "msl, iews, inss): read from t0 + 1 h to the longest lead time, averaged into `lags` "
+        "blocks. Their store series must be forecasts issued by t0 (docs/weather-forcing.md).",
+    )
     lead_times: list[int] = Field(
         default_factory=lambda: [6, 12, 24], min_length=1, description="Lead times in hours."
     )
@@ -476,6 +482,18 @@ class SamplesConfig(StrictModel):
         if any(h <= 0 for h in value):
             raise ValueError(f"lead_times must be positive hours, got {value}")
         return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _forcing_is_input_only(self) -> SamplesConfig:
+        both = [v for v in self.forcing if v in self.variables]
+        if both:
+            raise ValueError(
+                f"{both} are in both samples.variables and samples.forcing: a forcing variable is an "
+                "input only, never predicted; keep each in one list"
+            )
+        if len(set(self.forcing)) != len(self.forcing):
+            raise ValueError(f"samples.forcing {self.forcing} names a variable twice")
+        return self
 
 
 class ModelConfig(StrictModel):

@@ -2,7 +2,9 @@
 
 A sample with init time t0 holds
 
-* ``x`` ``[C, lags, H, W]``: the ``lags`` frames ending at t0 (inclusive);
+* ``x`` ``[C, lags, H, W]``: the ``lags`` frames ending at t0 (inclusive); with weather
+  forcing (``samples.forcing``, :mod:`seacast.forcing`) ``[C + n_forcing, lags, H, W]``, the
+  forcing channels being the forecast ahead of t0 in ``lags`` block means;
 * ``y`` ``[n_lead, C, H, W]``: the frames at t0 + each lead time;
 * ``sea_mask`` ``[H, W]`` bool (True on sea) and ``init_time`` (int64 hours since 1970).
 
@@ -37,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seacast.config import SamplesConfig
 from seacast.errors import ConfigError
+from seacast.forcing import ForcingInputs
 from seacast.normalise import MINMAX_LOW as MINMAX_LOW  # re-exported: the old import path
 from seacast.normalise import Normaliser
 from seacast.seasons import season_of_hours
@@ -130,6 +133,7 @@ class WindowDataset(Dataset):
         sea_mask: np.ndarray,
         skipped: int = 0,
         encoding: Any = None,
+        forcing: ForcingInputs | None = None,
     ) -> None:
         from seacast.encoding import SampleEncoding
 
@@ -143,10 +147,34 @@ class WindowDataset(Dataset):
         self.sea_mask = np.asarray(sea_mask, dtype=bool)
         self.skipped = skipped
         self.encoding: SampleEncoding = encoding or SampleEncoding(normaliser, self.sea_mask)
+        self.forcing = forcing
         self._mask_tensor = torch.from_numpy(self.sea_mask)
         self._ds: xr.Dataset | None = None
         self._pid: int | None = None
         self._memory: tuple[int, torch.Tensor] | None = None  # (first time index, encoded frames)
+        self._forcing_memory: torch.Tensor | None = None  # encoded forcing frames, same span
+
+    def derived(self, init_indices: np.ndarray | None = None, **changes: Any) -> WindowDataset:
+        """A dataset like this one with other init times, normaliser or encoding."""
+        args = {
+            "store_path": self.store_path,
+            "variables": self.variables,
+            "lags": self.lags,
+            "lead_steps": self.lead_steps,
+            "init_indices": self.init_indices if init_indices is None else init_indices,
+            "hours": self.hours,
+            "normaliser": self.normaliser,
+            "sea_mask": self.sea_mask,
+            "skipped": self.skipped,
+            "encoding": self.encoding,
+            "forcing": self.forcing,
+        }
+        return WindowDataset(**(args | changes))
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of ``x``: the variables, then the forcing."""
+        return len(self.variables) + (len(self.forcing.variables) if self.forcing else 0)
 
     def __len__(self) -> int:
         return len(self.init_indices)
@@ -171,7 +199,7 @@ class WindowDataset(Dataset):
             return self._memory is not None
         first, last = self.frame_span
         n_frames = last - first + 1
-        size = n_frames * len(self.variables) * self.sea_mask.size * 4
+        size = n_frames * self.in_channels * self.sea_mask.size * 4
         if size > max_gb * 1e9:
             log.info(
                 "split of %.1f GB > preload_gb %.1f: reading frames lazily", size / 1e9, max_gb
@@ -182,6 +210,10 @@ class WindowDataset(Dataset):
             hi = min(lo + PRELOAD_CHUNK_FRAMES, n_frames)
             index = np.arange(first + lo, first + hi)
             encoded[lo:hi] = self.encoding.encode(self.frames(index), self.hours[index])
+        if self.forcing is not None:
+            self._forcing_memory = self.forcing.encode(
+                self.frames(np.arange(first, last + 1), self.forcing.variables)
+            )
         self._memory = (first, encoded)
         return True
 
@@ -190,18 +222,7 @@ class WindowDataset(Dataset):
         if every_hours <= 1:
             return self
         keep = self.init_indices[self.hours[self.init_indices] % every_hours == 0]
-        return WindowDataset(
-            self.store_path,
-            self.variables,
-            self.lags,
-            self.lead_steps,
-            keep,
-            self.hours,
-            self.normaliser,
-            self.sea_mask,
-            self.skipped,
-            self.encoding,
-        ).sharing_memory(self)
+        return self.derived(keep).sharing_memory(self)
 
     def sharing_memory(self, other: WindowDataset) -> WindowDataset:
         """Use ``other``'s preloaded frames when they cover this dataset's samples."""
@@ -210,6 +231,7 @@ class WindowDataset(Dataset):
             lo, hi = self.frame_span
             if lo >= first and hi < first + len(frames):
                 self._memory = other._memory
+                self._forcing_memory = other._forcing_memory
         return self
 
     def __getstate__(self) -> dict[str, Any]:
@@ -226,13 +248,16 @@ class WindowDataset(Dataset):
             self._pid = os.getpid()
         return self._ds
 
-    def frames(self, time_indices: np.ndarray) -> np.ndarray:
-        """Raw physical frames ``[len(time_indices), C, H, W]`` (NaN on land)."""
+    def frames(
+        self, time_indices: np.ndarray, variables: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Raw physical frames ``[len(time_indices), C, H, W]`` of ``variables`` (default: the
+        samples' own; NaN on land)."""
         ds = self._handle()
         index = np.asarray(time_indices)
         if index.size and index[-1] - index[0] == index.size - 1:
             index = slice(int(index[0]), int(index[-1]) + 1)  # contiguous: one slice read
-        stacked = [ds[var].variable[index].values for var in self.variables]
+        stacked = [ds[var].variable[index].values for var in variables or self.variables]
         return np.stack(stacked, axis=1)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
@@ -246,6 +271,13 @@ class WindowDataset(Dataset):
             frames = self.encoding.encode(self.frames(wanted), self.hours[wanted])
         x = frames[: self.lags].permute(1, 0, 2, 3).contiguous()  # [C, lags, H, W]
         y = frames[self.lags :].contiguous()  # [n_lead, C, H, W]
+        if self.forcing is not None:
+            if self._memory is not None and self._forcing_memory is not None:
+                x = self.forcing.with_channels(x, self._forcing_memory, t0 - self._memory[0])
+            else:
+                span = np.arange(t0, t0 + self.forcing.horizon_steps + 1)
+                encoded = self.forcing.encode(self.frames(span, self.forcing.variables))
+                x = self.forcing.with_channels(x, encoded, 0)
         return {
             "x": x,
             "y": y,
@@ -289,18 +321,7 @@ class SampleSets:
         encoding.precompute(self.timeline.hours)
 
         def convert(ds: WindowDataset) -> WindowDataset:
-            return WindowDataset(
-                ds.store_path,
-                ds.variables,
-                ds.lags,
-                ds.lead_steps,
-                ds.init_indices,
-                ds.hours,
-                normaliser,
-                ds.sea_mask,
-                ds.skipped,
-                encoding,
-            )
+            return ds.derived(normaliser=normaliser, encoding=encoding)
 
         return replace(
             self,
@@ -309,6 +330,22 @@ class SampleSets:
             test=convert(self.test),
             test_groups={name: convert(ds) for name, ds in self.test_groups.items()},
             normaliser=normaliser,
+        )
+
+    def with_forcing(self, forcing: ForcingInputs | None) -> SampleSets:
+        """The same splits with a run's forcing scaling (the store it trained on), not this store's."""
+        if forcing is None:
+            return self
+
+        def convert(ds: WindowDataset) -> WindowDataset:
+            return ds.derived(forcing=forcing)
+
+        return replace(
+            self,
+            train=convert(self.train),
+            validation=convert(self.validation),
+            test=convert(self.test),
+            test_groups={name: convert(ds) for name, ds in self.test_groups.items()},
         )
 
     @property
@@ -334,15 +371,23 @@ def open_samples(store_path: Path | str, cfg: SamplesConfig) -> SampleSets:
 
     ds = open_store(store_path)
     available = store_variables(ds)
-    missing = [v for v in cfg.variables if v not in available]
-    if missing:
-        raise ConfigError(
-            f"the store {store_path} has no variables {missing} (it has {available})",
-            f"set samples.variables to some of {available}",
-        )
+    for field_name, wanted in (("variables", cfg.variables), ("forcing", cfg.forcing)):
+        missing = [v for v in wanted if v not in available]
+        if missing:
+            raise ConfigError(
+                f"the store {store_path} has no variables {missing} (it has {available})",
+                f"set samples.{field_name} to some of {available}, or remake the store with them "
+                "in the data config's `variables`",
+            )
     timeline = Timeline.from_store(ds)
     lead_steps = [timeline.steps(h, "lead time") for h in cfg.lead_times]
-    normaliser = Normaliser.from_stats(store_stats(ds), cfg.variables, cfg.normalisation)
+    stats = store_stats(ds)
+    normaliser = Normaliser.from_stats(stats, cfg.variables, cfg.normalisation)
+    forcing = (
+        ForcingInputs.from_stats(stats, cfg.forcing, max(lead_steps), cfg.lags)
+        if cfg.forcing
+        else None
+    )
     sea_mask = np.asarray(ds["sea_mask"].values, dtype=bool)
     plan = plan_split(cfg.split, timeline.hours)
 
@@ -363,6 +408,7 @@ def open_samples(store_path: Path | str, cfg: SamplesConfig) -> SampleSets:
             normaliser,
             sea_mask,
             skipped,
+            forcing=forcing,
         )
 
     groups = {name: dataset(selections) for name, selections in plan.test.items()}

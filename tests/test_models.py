@@ -236,13 +236,15 @@ def test_residual_model_starts_as_persistence(name: str) -> None:
     assert model.head.out.weight.grad.abs().sum() > 0  # the zero layer still learns
 
 
-def test_residual_needs_no_final_activation_and_matching_channels() -> None:
+def test_residual_needs_no_final_activation_and_every_output_among_the_inputs() -> None:
     with pytest.raises(ConfigError, match="final_activation"):
         build_model(
             config("3ddr_unet", base="persistence", final_activation="relu"), 4, 4, 3, 1, (16, 16)
         )
-    with pytest.raises(SeacastError, match="4 input and 2 output"):
-        build_model(config("3ddr_unet", base="persistence"), 4, 2, 3, 1, (16, 16))
+    with pytest.raises(SeacastError, match="2 input and 4 output"):
+        build_model(config("3ddr_unet", base="persistence"), 2, 4, 3, 1, (16, 16))
+    # more inputs than outputs: the weather-forecast channels after the predicted variables
+    build_model(config("3ddr_unet", base="persistence"), 4, 2, 3, 1, (16, 16))
 
 
 def test_relu_head_gives_nonnegative_output() -> None:

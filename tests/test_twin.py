@@ -19,7 +19,8 @@ from seacast.raw import Manifest
 from seacast.sources import twin as twin_source
 from seacast.sources.twin import fetch_twin, plan_twin
 from seacast.twin import TwinModel, build_grid, nearest_sea_cell, simulate
-from seacast.twin.tides import CONSTITUENTS
+from seacast.twin.tides import CONSTITUENTS, hours_since_epoch
+from seacast.twin.weather import Weather
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 SHAPE = (32, 32)
@@ -70,14 +71,15 @@ def harmonic_fit(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_month_looks_like_a_cmems_hourly_file(april: xr.Dataset) -> None:
     ds = april
-    assert set(ds.data_vars) == {"zos", "uo", "vo", "so", "thetao"}
+    ocean = ["zos", "uo", "vo", "so", "thetao"]
+    assert set(ds.data_vars) == set(ocean) | {"msl", "iews", "inss"}
     assert ds["zos"].dims == ("time", "latitude", "longitude")
     for name in ("uo", "vo", "so", "thetao"):
         assert ds[name].dims == ("time", "depth", "latitude", "longitude")
     assert ds.sizes["depth"] == 1 and ds.sizes["time"] == 30 * 24
     assert all(ds[v].dtype == np.float32 for v in ds.data_vars)
     expected = {"zos": "m", "uo": "m s-1", "vo": "m s-1", "so": "1e-3", "thetao": "degrees_C"}
-    assert {v: ds[v].attrs["units"] for v in ds.data_vars} == expected
+    assert {v: ds[v].attrs["units"] for v in ocean} == expected
     assert ds["zos"].attrs["standard_name"] == "sea_surface_height_above_geoid"
     assert ds["thetao"].attrs["standard_name"] == "sea_water_potential_temperature"
     assert ds["latitude"].attrs["units"] == "degrees_north" and ds["longitude"].attrs["axis"] == "X"
@@ -88,9 +90,43 @@ def test_month_looks_like_a_cmems_hourly_file(april: xr.Dataset) -> None:
     # land is NaN in every variable at every hour, sea is finite
     land = np.isnan(ds["zos"].values[0])
     assert 0.2 < land.mean() < 0.7
-    for name in ds.data_vars:
+    for name in ocean:
         values = ds[name].values.reshape(ds.sizes["time"], *land.shape)
         assert np.isnan(values[:, land]).all() and np.isfinite(values[:, ~land]).all(), name
+
+
+def test_the_files_carry_a_day_ahead_weather_forecast_over_land_and_sea(april: xr.Dataset) -> None:
+    assert april["msl"].dims == ("time", "latitude", "longitude")
+    assert {v: april[v].attrs["units"] for v in ("msl", "iews", "inss")} == {
+        "msl": "Pa",
+        "iews": "N m-2",
+        "inss": "N m-2",
+    }
+    for name in ("msl", "iews", "inss"):
+        assert np.isfinite(april[name].values).all(), name
+        assert april[name].attrs["forecast_age_hours"] == 24.0
+    # plausible weather: pressure within 930-1060 hPa, stress up to a gale's few N/m2
+    assert 93000 < float(april["msl"].min()) and float(april["msl"].max()) < 106000
+    stress = np.hypot(april["iews"].values, april["inss"].values)
+    assert 0.01 < float(np.median(stress)) < 0.5 and float(stress.max()) < 5.0
+
+
+def test_the_weather_forecast_leaves_out_only_the_storms_born_after_it_was_issued() -> None:
+    from seacast.twin.weather import Storm
+
+    grid = build_grid(51.0, 55.0, 2.5, 7.5, (16, 16))
+    weather = Weather(grid, seed=0, start=pd.Timestamp("2024-01-10"), end=pd.Timestamp("2024-01-20"))
+    hours = hours_since_epoch(pd.Timestamp("2024-01-15"))
+    old = Storm(hours - 30, 60.0, 2000.0, 300e3, 0.0, 0.0, 10.0, 0.0)
+    new = Storm(hours - 10, 60.0, 2000.0, 300e3, 0.0, 0.0, 10.0, 0.0)
+    weather.storms = [old]
+    known = weather.fields(hours)
+    weather.storms = [old, new]
+    truth = weather.fields(hours)
+    forecast = weather.fields(hours, known_at=hours - 24)
+    for a, b in zip(forecast, known, strict=True):
+        np.testing.assert_array_equal(a, b)  # the storm born 10 h ago is unknown a day earlier
+    assert not np.allclose(truth[0], forecast[0])
 
 
 @pytest.mark.skipif(

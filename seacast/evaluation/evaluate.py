@@ -189,7 +189,8 @@ def score_model(
         # the input window in physical units, oldest first: [B, lags, C, H, W]
         lags = x.shape[2]
         input_hours = init_hours[:, None] - (lags - 1 - np.arange(lags))[None, :] * step_hours
-        inputs = encoding.decode(x.permute(0, 2, 1, 3, 4), input_hours)
+        sea_inputs = x[:, : len(variables)].cpu()  # without the forcing channels
+        inputs = encoding.decode(sea_inputs.permute(0, 2, 1, 3, 4), input_hours)
         n = len(x)
         batch_labels = [labels] * n if isinstance(labels, str) else list(labels[seen : seen + n])
         error_accum(accs["model"], forecast, truth, batch_labels, sea_mask)
@@ -352,6 +353,7 @@ def evaluate_run(
         sets = own = open_samples(store_path, cfg.samples)
     if run.tides is not None:
         sets = sets.with_tides(run.tides)
+    sets = sets.with_forcing(run.forcing)
     datasets = _scored_datasets(sets, split, by, every_hours, cfg.trainer.preload_gb)
     total = sum(len(d) for d in datasets.values())
     if total == 0:

@@ -109,15 +109,19 @@ class _AdaptationWindow:
     lags: int
     lead_offsets: np.ndarray
     device: torch.device
+    forcing: Any = None  # the run's ForcingInputs
+    forcing_frames: torch.Tensor | None = None  # encoded, from first_frame on
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         j = int(self.indices[k]) - self.first_frame
-        x = self.frames[j - self.lags + 1 : j + 1].permute(1, 0, 2, 3)[None].contiguous()
+        x = self.frames[j - self.lags + 1 : j + 1].permute(1, 0, 2, 3)
+        if self.forcing is not None:
+            x = self.forcing.with_channels(x, self.forcing_frames, j)
         y = self.frames[j + self.lead_offsets][None]
-        return x.to(self.device), y.to(self.device)
+        return x[None].contiguous().to(self.device), y.to(self.device)
 
 
 def _adaptation_window(
@@ -139,6 +143,12 @@ def _adaptation_window(
         window = _read_frames(
             store, list(cfg.samples.variables), np.arange(first_frame, last_frame + 1)
         )
+        # the weather forecast known at each sample's init time (issued by then), so read ahead
+        forcing_frames = (
+            run.forcing.read(store, np.arange(first_frame, last_frame + 1))
+            if run.forcing is not None
+            else None
+        )
     # the window is the one thing adaptation holds beyond inference
     frames = run.encoding_for(sea_mask).encode(
         window, np.asarray(timeline.hours[first_frame : last_frame + 1])
@@ -151,6 +161,8 @@ def _adaptation_window(
         lags=lags,
         lead_offsets=np.asarray(lead_steps),
         device=next(run.model.parameters()).device,
+        forcing=run.forcing,
+        forcing_frames=forcing_frames,
     )
 
 
@@ -590,11 +602,19 @@ def _read_samples(
                 _read_frames(store, list(cfg.samples.variables), np.arange(first, last + 1)),
                 np.asarray(timeline.hours[first : last + 1]),
             )
+            forcing = run.forcing
+            if forcing is not None:
+                # each sample's weather forecast was issued by its init time, so before this one
+                ahead = np.arange(first, int(part[-1]) + forcing.horizon_steps + 1)
+                forcing_frames = forcing.read(store, ahead)
             for a in range(0, len(part), batch):
                 xs, ys = [], []
                 for k in range(a, min(a + batch, len(part))):
                     j = int(part[k]) - first
-                    xs.append(frames[j - lags + 1 : j + 1].permute(1, 0, 2, 3))
+                    x = frames[j - lags + 1 : j + 1].permute(1, 0, 2, 3)
+                    if forcing is not None:
+                        x = forcing.with_channels(x, forcing_frames, j)
+                    xs.append(x)
                     mask = known[start + k]
                     y = torch.zeros((len(lead_steps), *frames.shape[1:]), dtype=frames.dtype)
                     y[mask] = frames[j + lead_steps[mask]]

@@ -103,7 +103,7 @@ def forecast(
     store = open_store(store_path)
     check_grid(store, run, store_path)
     window = _input_window(
-        store, store_path, list(cfg.samples.variables), cfg.samples.lags, init_time
+        store, store_path, list(cfg.samples.variables), cfg.samples.lags, init_time, run.forcing
     )
     init = _hours_to_stamp(window.hours[window.init_index])
 
@@ -169,6 +169,7 @@ class _InputWindow:
     init_index: int
     frame_indices: np.ndarray
     frames: np.ndarray  # [lags, C, H, W], NaN on land
+    forcing_frames: torch.Tensor | None = None  # encoded weather forecast, init time .. horizon
 
 
 def _input_window(
@@ -177,21 +178,35 @@ def _input_window(
     variables: list[str],
     lags: int,
     init_time: str | pd.Timestamp,
+    forcing: Any = None,
 ) -> _InputWindow:
-    """Resolve ``init_time`` and read its frames; 'latest' steps back past frames still being written."""
+    """Resolve ``init_time`` and read its frames; 'latest' steps back past frames still being
+    written. With ``forcing`` (the run's ForcingInputs) the init time needs the weather forecast
+    up to its longest lead time, so the latest one is that much before the store's end."""
     from seacast.store import store_gaps, store_step_hours, time_hours
 
     hours = np.asarray(time_hours(store["time"].values), dtype=np.int64)
     step_hours = store_step_hours(store)
     gaps = [(stamp_to_hour(a), stamp_to_hour(b)) for a, b in store_gaps(store)]
-    valid = valid_init_times(hours, step_hours, gaps, lags)
+    ahead = forcing.horizon_steps if forcing is not None else 0
+    valid = valid_init_times(hours, step_hours, gaps, lags, ahead)
     init_index = resolve_init_time(hours, valid, init_time, lags)
     sea_mask = np.asarray(store["sea_mask"].values, dtype=bool)
     frame_indices = np.arange(init_index - lags + 1, init_index + 1)
     frames = _read_frames(store, variables, frame_indices)
+
+    def complete(index: int) -> bool:
+        """No frame still NaN over sea (not written completely), nor in the forecast ahead."""
+        if not np.isfinite(frames[:, :, sea_mask]).all():
+            return False
+        if forcing is None:
+            return True
+        ahead_frames = _read_frames(store, forcing.variables, np.arange(index + 1, index + ahead + 1))
+        return bool(np.isfinite(ahead_frames[:, :, sea_mask]).all())
+
     if str(init_time) == "latest":
-        # a frame still NaN over sea was not written completely: step back to a whole window
-        while not np.isfinite(frames[:, :, sea_mask]).all():
+        # step back to a whole window
+        while not complete(init_index):
             earlier = valid[valid < init_index]
             if earlier.size == 0:
                 raise DataError(
@@ -201,7 +216,13 @@ def _input_window(
             init_index = int(earlier[-1])
             frame_indices = np.arange(init_index - lags + 1, init_index + 1)
             frames = _read_frames(store, variables, frame_indices)
-    return _InputWindow(hours, step_hours, gaps, sea_mask, init_index, frame_indices, frames)
+    forcing_frames = None
+    if forcing is not None:
+        # from the init time on, as with_channels indexes them
+        forcing_frames = forcing.read(store, np.arange(init_index, init_index + ahead + 1))
+    return _InputWindow(
+        hours, step_hours, gaps, sea_mask, init_index, frame_indices, frames, forcing_frames
+    )
 
 
 def _adapt(
@@ -238,7 +259,10 @@ def _predict(
     run.model.eval()
     lead_hours = list(run.config.samples.lead_times)
     valid_hours = int(window.hours[window.init_index]) + np.asarray(lead_hours, dtype=np.int64)
-    x = model_input(window.frames, encoding, window.hours[window.frame_indices]).to(device)
+    x = model_input(window.frames, encoding, window.hours[window.frame_indices])
+    if run.forcing is not None:
+        x = run.forcing.with_channels(x[0], window.forcing_frames, 0)[None]
+    x = x.to(device)
     log.debug("before the forecast pass: peak RSS %.1f MiB", peak_rss_mb())
     with torch.no_grad():
         prediction = run.model(x)  # [1, n_lead, C, H, W] normalised

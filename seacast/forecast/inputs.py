@@ -36,16 +36,21 @@ def resolve_store_path(run_dir: Path | str, store_path: Path | str | None = None
 
 
 def valid_init_times(
-    hours: np.ndarray, step_hours: float, gaps: list[tuple[int, int]], lags: int
+    hours: np.ndarray,
+    step_hours: float,
+    gaps: list[tuple[int, int]],
+    lags: int,
+    ahead_steps: int = 0,
 ) -> np.ndarray:
-    """Indices of the store times that have ``lags`` consecutive frames ending at them."""
+    """Indices of the store times that have ``lags`` consecutive frames ending at them (and
+    ``ahead_steps`` after them: a run with weather-forecast inputs reads the forecast ahead)."""
     from seacast.splits import Selection
     from seacast.windows import Timeline
 
     if len(hours) == 0:
         return np.zeros(0, dtype=np.int64)
     timeline = Timeline(np.asarray(hours, dtype=np.int64), step_hours, list(gaps))
-    indices, _ = timeline.select(Selection(((int(hours[0]), int(hours[-1])),)), lags, [0])
+    indices, _ = timeline.select(Selection(((int(hours[0]), int(hours[-1])),)), lags, [ahead_steps])
     return indices
 
 

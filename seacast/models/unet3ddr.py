@@ -27,7 +27,8 @@ head output, with the head's last conv at zero, so an untrained model equals its
 ``persistence``: the weight is 1 (the last frame repeated). ``tide``: the inputs are anomalies
 (obs - tide) and the weight is the fitted damping alpha of the persisted anomaly, so in physical
 units the model starts at ``tide(t0+L) + alpha a(t0)`` (:mod:`seacast.encoding` adds the tide
-back). It needs ``C_in == C_out`` and ``final_activation='none'``.
+back). It needs ``C_in >= C_out`` (the first ``C_out`` input channels are the predicted variables;
+weather-forecast channels, :mod:`seacast.forcing`, follow them) and ``final_activation='none'``.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _check_base(base: str, in_channels: int, out_channels: int, final_activation
     """ConfigError for a ``model.base`` the rest of the config cannot start from."""
     if base == "none":
         return
-    if in_channels != out_channels:
+    if in_channels < out_channels:
         raise ConfigError(
             f"model.base={base} adds the last input frame to the output, but there are {in_channels} "
             f"input and {out_channels} output channels",
@@ -297,12 +298,13 @@ class UNet3DDR(nn.Module):
             h = h.squeeze(2)
         out = h.reshape(batch, self.n_lead, self.out_channels, height, width)
         if self.residual:
+            sea = x[:, : self.out_channels]  # the forcing channels after them are inputs only
             gain = self.base_gain.to(out.dtype)[None, :, :, None, None]
             if self.regressed:
-                out = out + gain * self._regressed_anomaly(x).to(out.dtype)
+                out = out + gain * self._regressed_anomaly(sea).to(out.dtype)
             else:
                 weight = self.base_weight.to(out.dtype)[None, :, :, None, None]
-                out = out + (gain * weight) * x[:, :, -1].unsqueeze(1)
+                out = out + (gain * weight) * sea[:, :, -1].unsqueeze(1)
         return out
 
     def _regressed_anomaly(self, x: torch.Tensor) -> torch.Tensor:

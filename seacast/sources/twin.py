@@ -47,9 +47,15 @@ SOURCE = "twin"
 
 
 def twin_fingerprint(cfg: DataConfig) -> str:
-    """What the content of a month depends on: twin settings, box and the run's first month."""
+    """What the content of a month depends on: twin settings, box, the run's first month and the
+    variables written (months written before the weather forecast was are written again)."""
     return fingerprint(
-        {"twin": to_dict(cfg.twin), "bbox": to_dict(cfg.bbox), "run_start": cfg.months.start}
+        {
+            "twin": to_dict(cfg.twin),
+            "bbox": to_dict(cfg.bbox),
+            "run_start": cfg.months.start,
+            "variables": list(VARIABLES),
+        }
     )
 
 

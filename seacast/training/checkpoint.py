@@ -121,6 +121,7 @@ class LoadedRun:
     best_val: float
     model_args: dict[str, Any]
     tides: Any = None  # TidalConstants of a tide-aware run (runs/<name>/tides.nc), else None
+    forcing: Any = None  # ForcingInputs of a run with weather-forecast inputs, else None
 
     def encoding_for(self, sea_mask: np.ndarray) -> Any:
         """The run's :class:`~seacast.encoding.SampleEncoding` on a grid with ``sea_mask``."""
@@ -170,6 +171,11 @@ def load_run(
         tides = load_tides(
             run_dir / TIDES_FILE
         )  # a tide-aware model cannot forecast without its tide
+    forcing = None
+    if state.get("forcing"):
+        from seacast.forcing import ForcingInputs
+
+        forcing = ForcingInputs.from_dict(state["forcing"])
     return LoadedRun(
         model=model,
         config=config,
@@ -181,4 +187,5 @@ def load_run(
         best_val=float(state["best_val"]),
         model_args=dict(state["model_args"]),
         tides=tides,
+        forcing=forcing,
     )

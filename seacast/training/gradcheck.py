@@ -166,7 +166,7 @@ def batch_from_experiment(
     n_vars = len(config.samples.variables)
     model = build_model(
         config.model,
-        in_channels=n_vars,
+        in_channels=n_vars + len(config.samples.forcing),
         out_channels=n_vars,
         lags=config.samples.lags,
         lead_times=config.samples.lead_times,

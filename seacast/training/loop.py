@@ -541,6 +541,8 @@ class Session:
             "config": to_dict(self.cfg),
             "model_args": self.model_args,
             "normaliser": self.sets.normaliser.to_dict(),
+            # the weather-forecast inputs' scaling, so a forecast from another store scales them alike
+            "forcing": self.sets.train.forcing.to_dict() if self.sets.train.forcing else None,
             "store_fingerprint": self.sets.fingerprint,
         }
 
@@ -587,7 +589,7 @@ def _model_args(cfg: ExperimentConfig, sets: SampleSets) -> dict[str, Any]:
     """The arguments of ``build_model`` besides the config, as checkpoints record them."""
     n_vars = len(cfg.samples.variables)
     return {
-        "in_channels": n_vars,
+        "in_channels": n_vars + len(cfg.samples.forcing),  # the forcing channels follow the sea
         "out_channels": n_vars,
         "lags": cfg.samples.lags,
         "lead_times": list(cfg.samples.lead_times),
@@ -682,11 +684,10 @@ def setup(
         dataset.preload(cfg.trainer.preload_gb)
 
     model_args = _model_args(cfg, sets)
-    n_vars = model_args["in_channels"]
     model = build_model(
         cfg.model,
-        n_vars,
-        n_vars,
+        model_args["in_channels"],
+        model_args["out_channels"],
         cfg.samples.lags,
         cfg.samples.lead_times,
         sets.shape,

@@ -18,7 +18,12 @@ from seacast.twin.dynamics import ShallowWater, stable_time_step
 from seacast.twin.grid import GRAVITY, TwinGrid, build_grid
 from seacast.twin.tides import BoundaryTide, hours_since_epoch
 from seacast.twin.tracers import Tracers, river_discharge
-from seacast.twin.weather import RHO_WATER, Weather
+from seacast.twin.weather import (
+    FORECAST_AGE_HOURS,
+    MEAN_SEA_LEVEL_PRESSURE,
+    RHO_WATER,
+    Weather,
+)
 
 BLOWUP_ELEVATION = 20.0  # m: no tide or surge here comes near; beyond it the run is broken
 
@@ -32,6 +37,10 @@ class Snapshot:
     vo: np.ndarray
     so: np.ndarray
     thetao: np.ndarray
+    # the day-ahead weather forecast for this hour (issued FORECAST_AGE_HOURS before), everywhere
+    msl: np.ndarray  # Pa
+    iews: np.ndarray  # N m-2
+    inss: np.ndarray
 
 
 class TwinModel:
@@ -123,12 +132,18 @@ class TwinModel:
         sea = self.grid.sea
         dyn = self.dynamics
         u, v = self._centre_velocities()
+        pressure, tau_x, tau_y = self.weather.fields(
+            self.hours, known_at=self.hours - FORECAST_AGE_HOURS
+        )
         return Snapshot(
             zos=np.where(sea, dyn.eta, np.nan),
             uo=np.where(sea, u, np.nan),
             vo=np.where(sea, v, np.nan),
             so=self.tracers.salinity.copy(),
             thetao=self.tracers.temperature.copy(),
+            msl=MEAN_SEA_LEVEL_PRESSURE + pressure,
+            iews=RHO_WATER * tau_x,
+            inss=RHO_WATER * tau_y,
         )
 
     def _centre_velocities(self) -> tuple[np.ndarray, np.ndarray]:

@@ -15,10 +15,14 @@ import xarray as xr
 
 from seacast.cf import CF_ATTRS
 from seacast.twin.grid import TwinGrid
+from seacast.twin.weather import FORECAST_AGE_HOURS
 
 SURFACE_DEPTH = 0.0  # m: the NWS products' top level; the twin is depth-averaged
 THREE_D = ("uo", "vo", "so", "thetao")
-VARIABLES = ("zos", "uo", "vo", "so", "thetao")
+OCEAN_VARIABLES = ("zos", "uo", "vo", "so", "thetao")
+# the day-ahead weather forecast (seacast.twin.weather): defined over land too, never NaN
+FORCING_VARIABLES = ("msl", "iews", "inss")
+VARIABLES = OCEAN_VARIABLES + FORCING_VARIABLES
 
 # what CMEMS files carry beyond the CF attributes (seacast.cf.CF_ATTRS, the one table of those)
 _CMEMS_EXTRAS: dict[str, dict[str, Any]] = {
@@ -31,6 +35,9 @@ _CMEMS_EXTRAS: dict[str, dict[str, Any]] = {
         "valid_max": np.float32(50.0),
     },
     "thetao": {"unit_long": "Degrees Celsius"},
+    "msl": {"forecast_age_hours": np.float32(FORECAST_AGE_HOURS)},
+    "iews": {"forecast_age_hours": np.float32(FORECAST_AGE_HOURS)},
+    "inss": {"forecast_age_hours": np.float32(FORECAST_AGE_HOURS)},
 }
 VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
     name: {**CF_ATTRS[name], **_CMEMS_EXTRAS[name]} for name in VARIABLES

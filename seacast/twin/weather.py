@@ -7,6 +7,11 @@ sea-level pressure anomaly and surface wind stress on the grid at any hour.
 Everything is a function of absolute time and the seed: each calendar month draws
 its storms from its own random stream, so the weather of a month does not depend
 on when a run started.
+
+:meth:`Weather.fields` with ``known_at`` is a weather *forecast*: the storms born after
+``known_at`` left out (nobody knows them yet), everything else as it will be. The twin's
+files carry the day-ahead forecast (issued :data:`FORECAST_AGE_HOURS` before each hour),
+the model input that operational surge models get from a weather centre.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ STORMS_PER_MONTH_WINTER = 6.0
 STORMS_PER_MONTH_SUMMER = 2.5
 DEFICIT_WINTER_PA = 2600.0  # typical central pressure deficit of a winter low
 DEFICIT_SUMMER_PA = 1400.0
+MEAN_SEA_LEVEL_PRESSURE = 101325.0  # Pa: added to the anomaly in the files (msl)
+FORECAST_AGE_HOURS = 24.0  # the files' weather forecast for an hour was issued this long before it
 
 
 def winter_weight(hours: float | np.ndarray) -> float | np.ndarray:
@@ -126,8 +133,13 @@ class Weather:
         scale = 0.7 + 0.6 * weight
         return 4.0 + 4.0 * weight + scale * float(osc[0].sum()), scale * float(osc[1].sum())
 
-    def fields(self, hours: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pressure anomaly (Pa) and kinematic wind stress (m2/s2, x and y) at cell centres."""
+    def fields(
+        self, hours: float, known_at: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pressure anomaly (Pa) and kinematic wind stress (m2/s2, x and y) at cell centres.
+
+        ``known_at`` (hours since EPOCH): the forecast issued then, without the storms born later.
+        """
         if not self.enabled:
             zero = np.zeros_like(self.x)
             return zero, zero, zero
@@ -137,6 +149,8 @@ class Weather:
         dpdx = RHO_AIR * f * vg
         dpdy = -RHO_AIR * f * ug
         for storm in self.storms:
+            if known_at is not None and storm.start_hours > known_at:
+                continue
             age = hours - storm.start_hours
             if age < 0.0 or age > storm.duration_hours:
                 continue
