@@ -11,8 +11,14 @@ import pytest
 import torch
 import xarray as xr
 
-from seacast.config import DataConfig, ExperimentConfig, GridConfig, SamplesConfig, StoreConfig
-from seacast.config import to_dict
+from seacast.config import (
+    DataConfig,
+    ExperimentConfig,
+    GridConfig,
+    SamplesConfig,
+    StoreConfig,
+    to_dict,
+)
 from seacast.forcing import block_weights
 from seacast.models import build_model
 from seacast.store import finalise_store, store_stats, write_new_store

@@ -201,7 +201,9 @@ def _input_window(
             return False
         if forcing is None:
             return True
-        ahead_frames = _read_frames(store, forcing.variables, np.arange(index + 1, index + ahead + 1))
+        ahead_frames = _read_frames(
+            store, forcing.variables, np.arange(index + 1, index + ahead + 1)
+        )
         return bool(np.isfinite(ahead_frames[:, :, sea_mask]).all())
 
     if str(init_time) == "latest":
