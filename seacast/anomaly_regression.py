@@ -23,6 +23,11 @@ per lead time and variable with the rest, under the same 2 % rule, for lead time
 weather, not the sea: on a held-out twin year it lost 1.2-4.2x to the tide there, while at +6 h it
 halved the per-point regression's error (``benchmarks/anomaly_persistence.py``).
 
+With a weather forecast (``samples.forcing``, :mod:`seacast.forcing`) the per-point candidates
+also regress on the forecast ahead: its block means at the point and over the basin, as the
+model's input holds them. That is the base of a model with the forecast, not a reference: the
+references stay what the sea and the tide alone give.
+
 Offers :class:`AnomalyRegression` (``predict`` from physical anomaly windows),
 :func:`fit_anomaly_regression` (one streamed pass over the training period) and
 :func:`fit_for_run` (the same for an experiment: its store, variables, lead times, lags and split).
@@ -56,6 +61,9 @@ SPATIAL_RIDGE = 1e-3  # relative to the mean of the features' squares
 # (measured: salinity from the map lost 30-55 % to the per-point regression at +6 h on other
 # periods, though the training year's held-out weeks chose it)
 SPATIAL_VARIABLES = ("zos", "uo", "vo")
+# the weather forecast drives the same state; salinity regressed on it lost 9-30 % to the
+# sea-only regression on the demo's test split (the held-out weeks chose it)
+FORCED_VARIABLES = SPATIAL_VARIABLES
 
 
 @dataclass
@@ -96,10 +104,12 @@ class SpatialMap:
 
 @dataclass
 class AnomalyRegression:
-    """``coefficients [n_lead, C, 2 lags, H, W]`` (NaN on land): own lags first (k = 0 is the init
-    time), then the basin-mean lags. ``choice [n_lead, C]``: what the held-out weeks chose, a
-    ridge strength (``ridge 0.01``), ``spatial`` (the :class:`SpatialMap`; the coefficients are 0
-    there), or ``damped`` / ``tide`` where no regression beat them."""
+    """``coefficients [n_lead, C, 2 lags + 2 n_forcing, H, W]`` (NaN on land): own lags first
+    (k = 0 is the init time), then the basin-mean lags, then (with a weather forecast) its
+    ``n_forcing`` block means at the point and as many over the basin, in the model input's order
+    (variable-major). ``choice [n_lead, C]``: what the held-out weeks chose, a ridge strength
+    (``ridge 0.01``), ``spatial`` (the :class:`SpatialMap`; the coefficients are 0 there), or
+    ``damped`` / ``tide`` where no regression beat them."""
 
     variables: list[str]
     lead_times: list[int]
@@ -108,28 +118,44 @@ class AnomalyRegression:
     choice: np.ndarray
     samples: int
     spatial: SpatialMap | None = None
+    n_forcing: int = 0  # forecast features at a point: forcing variables x blocks
 
-    def predict(self, anomaly: np.ndarray, sea_mask: np.ndarray) -> np.ndarray:
-        """Anomaly windows ``[B, lags, C, H, W]`` (oldest first, NaN on land) -> ``[B, n_lead, C, H, W]``."""
+    def predict(
+        self, anomaly: np.ndarray, sea_mask: np.ndarray, forcing: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Anomaly windows ``[B, lags, C, H, W]`` (oldest first, NaN on land) -> ``[B, n_lead, C, H, W]``;
+        ``forcing [B, F, blocks, H, W]``: the forecast channels of the model input (encoded)."""
         sea = np.asarray(sea_mask, dtype=bool)
         window = np.asarray(anomaly, dtype=np.float32)[:, -self.lags :]
         own = np.nan_to_num(window[:, ::-1])  # k = 0 (init time) first
         basin = np.nanmean(np.where(sea, own, np.nan), axis=(-2, -1))  # [B, lags, C]
         coef = np.nan_to_num(self.coefficients.astype(np.float32))
-        predicted = np.einsum("bkchw,lckhw->blchw", own, coef[:, :, : self.lags])
-        predicted += np.einsum("bkc,lckhw->blchw", basin, coef[:, :, self.lags :])
+        lags = self.lags
+        predicted = np.einsum("bkchw,lckhw->blchw", own, coef[:, :, :lags])
+        predicted += np.einsum("bkc,lckhw->blchw", basin, coef[:, :, lags : 2 * lags])
+        if self.n_forcing:
+            if forcing is None:
+                raise ValueError("this regression uses the weather forecast: pass forcing")
+            local = np.where(sea, np.asarray(forcing, np.float32), 0.0).reshape(
+                len(own), -1, *sea.shape
+            )
+            mean = local[..., sea].mean(axis=-1)  # [B, n_forcing]
+            j = 2 * lags
+            predicted += np.einsum("bjhw,lcjhw->blchw", local, coef[:, :, j : j + self.n_forcing])
+            predicted += np.einsum("bj,lcjhw->blchw", mean, coef[:, :, j + self.n_forcing :])
         if self.spatial is not None:
             predicted += self.spatial.predict(np.where(sea, own, 0.0))
         return np.where(sea, predicted, np.nan)
 
     def describe(self) -> str:
         """What each lead time uses, for a report: ``+6 h map (uo, zos), per point (so); ...``."""
+        point = "per point with the weather forecast" if self.n_forcing else "per point"
         kinds = {"spatial": "map", "damped": "damped anomaly", "tide": "tide alone"}
         parts = []
         for i, lead in enumerate(self.lead_times):
             groups: dict[str, list[str]] = {}
             for c, variable in enumerate(self.variables):
-                kind = kinds.get(str(self.choice[i, c]), "per point")
+                kind = kinds.get(str(self.choice[i, c]), point)
                 groups.setdefault(kind, []).append(variable)
             uses = ", ".join(f"{kind} ({', '.join(names)})" for kind, names in groups.items())
             parts.append(f"+{lead} h {uses}")
@@ -148,8 +174,12 @@ class _Sums:
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         """``x [n, C, P, f]``, ``y [n_lead, n, C, P]`` (float32: a block's sums are short; the
         running sums are float64)."""
-        self.xtx += np.einsum("ncpf,ncpg->cpfg", x, x, optimize=True)
-        self.xty += np.einsum("ncpf,lncp->lcpf", x, y, optimize=True)
+        xt = np.ascontiguousarray(x.transpose(1, 2, 3, 0))  # [C, P, f, n]: batched BLAS products
+        self.xtx += xt @ xt.transpose(0, 1, 3, 2)
+        for lead in range(len(y)):
+            self.xty[lead] += (xt @ np.ascontiguousarray(y[lead].transpose(1, 2, 0))[..., None])[
+                ..., 0
+            ]
         self.yty += np.einsum("lncp,lncp->lcp", y, y)
         self.count += len(x)
 
@@ -178,13 +208,15 @@ def fit_anomaly_regression(
     lags: int,
     modes: int = 0,
     modes_max_lead: int = 12,
+    forcing: Any = None,
 ) -> AnomalyRegression:
     """Fit the regression on the store's hours inside ``periods`` (the training split) only.
 
     ``tides`` (:class:`~seacast.tides.TidalConstants`) gives the anomaly. An init time counts
     when its lags and every lead time lie in one period, on consecutive hourly frames.
     ``modes`` > 0 adds the spatial map of that many EOFs as a candidate at lead times up to
-    ``modes_max_lead`` hours.
+    ``modes_max_lead`` hours. ``forcing`` (:class:`~seacast.forcing.ForcingInputs`) adds the
+    weather forecast ahead to the per-point features.
     """
     from seacast.store import time_hours
 
@@ -203,15 +235,17 @@ def fit_anomaly_regression(
     span = int(hours[inits[-1]] - hours[inits[0]])
     block = HOLDOUT_BLOCK_HOURS if span >= HOLDOUT_EVERY * HOLDOUT_BLOCK_HOURS else 24
     held = (hours[inits] - hours[0]) // block % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    n_forcing = len(forcing.variables) * forcing.blocks if forcing is not None else 0
+    n_feat = 2 * lags + 2 * n_forcing
     parts = [
-        (inits[~held], _Sums(len(lead_times), len(variables), int(sea.sum()), 2 * lags)),
-        (inits[held], _Sums(len(lead_times), len(variables), int(sea.sum()), 2 * lags)),
+        (inits[~held], _Sums(len(lead_times), len(variables), int(sea.sum()), n_feat)),
+        (inits[held], _Sums(len(lead_times), len(variables), int(sea.sum()), n_feat)),
     ]
     tides = tides.select(variables)  # type: ignore[attr-defined]
     for chosen, sums in parts:
         for start in range(0, len(chosen), INIT_CHUNK):
             block = chosen[start : start + INIT_CHUNK]
-            _accumulate(store, tides, variables, hours, sea, block, lags, lead_times, sums)
+            _accumulate(store, tides, variables, hours, sea, block, lags, lead_times, sums, forcing)
 
     fit, check = parts[0][1], parts[1][1]
     n_lead, n_var, n_sea = len(lead_times), len(variables), int(sea.sum())
@@ -235,11 +269,11 @@ def fit_anomaly_regression(
         )
     damping = tides.damping_for(lead_times)  # type: ignore[attr-defined]
     choice = np.empty((n_lead, n_var), dtype=object)
-    coefficients = np.full((n_lead, n_var, 2 * lags, *sea.shape), np.nan)
+    coefficients = np.full((n_lead, n_var, n_feat, *sea.shape), np.nan)
     for lead in range(n_lead):
         # candidates: the ridge grid, the damped anomaly alone and the tide alone (no anomaly)
         candidates = {f"ridge {r:g}": _solve(fit.xtx, fit.xty[lead], r) for r in RIDGE_GRID}
-        damped = np.zeros((n_var, n_sea, 2 * lags))
+        damped = np.zeros((n_var, n_sea, n_feat))
         damped[:, :, 0] = damping[lead][:, None]
         candidates |= {"damped": damped, "tide": np.zeros_like(damped)}
         names = list(candidates)
@@ -273,14 +307,26 @@ def fit_anomaly_regression(
     if spatial is not None and not spatial.use.any():
         spatial = None
     return AnomalyRegression(
-        variables, lead_times, lags, coefficients, choice, fit.count + check.count, spatial
+        variables,
+        lead_times,
+        lags,
+        coefficients,
+        choice,
+        fit.count + check.count,
+        spatial,
+        n_forcing,
     )
 
 
 def fit_for_run(
-    cfg: Any, tides: object, plan: Any, store_path: Path | str | None = None
+    cfg: Any,
+    tides: object,
+    plan: Any,
+    store_path: Path | str | None = None,
+    forcing: Any = None,
 ) -> AnomalyRegression:
-    """The regression of experiment ``cfg`` on the training selections of split ``plan``."""
+    """The regression of experiment ``cfg`` on the training selections of split ``plan``; with
+    ``forcing`` (a run's :class:`~seacast.forcing.ForcingInputs`), on its weather forecast too."""
     from seacast.store import open_store
     from seacast.tides import train_periods
 
@@ -295,6 +341,7 @@ def fit_for_run(
             cfg.samples.lags,
             modes=cfg.tides.anomaly_modes,
             modes_max_lead=cfg.tides.anomaly_modes_max_lead,
+            forcing=forcing,
         )
     finally:
         store.close()
@@ -323,6 +370,7 @@ def _accumulate(
     lags: int,
     lead_times: list[int],
     sums: _Sums,
+    forcing: Any = None,
 ) -> None:
     """Add the init times ``inits`` (sorted store indices) to ``sums``."""
     first, last = int(inits[0]) - lags + 1, int(inits[-1]) + max(lead_times)
@@ -331,9 +379,33 @@ def _accumulate(
     local = inits - first
     own = np.stack([anomaly[local - k] for k in range(lags)], axis=-1)  # [n, C, P, lags]
     mean = np.stack([basin[local - k] for k in range(lags)], axis=-1)  # [n, C, lags]
-    x = np.concatenate([own, np.broadcast_to(mean[:, :, None], own.shape)], axis=-1)
+    parts = [own, np.broadcast_to(mean[:, :, None], own.shape)]
+    if forcing is not None:
+        ahead = _forecast_features(store, forcing, sea, inits)  # [n, n_forcing, P]
+        shape = (*own.shape[:3], ahead.shape[1])
+        at_point = np.broadcast_to(ahead.transpose(0, 2, 1)[:, None], shape)
+        parts += [at_point, np.broadcast_to(ahead.mean(axis=-1)[:, None, None], shape)]
+    x = np.concatenate(parts, axis=-1)
+    if forcing is not None:
+        unforced = [c for c, v in enumerate(variables) if v not in FORCED_VARIABLES]
+        x[:, unforced, :, 2 * lags :] = 0.0  # zero features: the ridge keeps their weights 0
     y = np.stack([anomaly[local + lead] for lead in lead_times])  # [n_lead, n, C, P]
     sums.add(np.ascontiguousarray(x), y)
+
+
+def _forecast_features(
+    store: xr.Dataset, forcing: Any, sea: np.ndarray, inits: np.ndarray
+) -> np.ndarray:
+    """``[n, F x blocks, P]`` float32: the model input's forecast channels of each init time, at
+    the sea points (the same encoding and block means)."""
+    import torch
+
+    first, last = int(inits[0]), int(inits[-1]) + forcing.horizon_steps
+    encoded = forcing.read(store, np.arange(first, last + 1), sea)
+    channels = torch.stack(
+        [forcing.channels(encoded[int(i) - first + forcing.offsets()]) for i in inits]
+    )  # [n, F, blocks, H, W]
+    return channels.reshape(len(inits), -1, *sea.shape).numpy()[..., sea]
 
 
 def _anomaly(

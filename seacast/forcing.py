@@ -63,20 +63,22 @@ class ForcingInputs:
         """Store-index offsets from t0 of the frames read: 1 ... horizon_steps."""
         return np.arange(1, self.horizon_steps + 1)
 
-    def encode(self, frames: np.ndarray) -> torch.Tensor:
-        """Physical ``frames [T, F, H, W]`` -> normalised float32 (NaN, outside the data, as 0)."""
+    def encode(self, frames: np.ndarray, sea_mask: np.ndarray) -> torch.Tensor:
+        """Physical ``frames [T, F, H, W]`` -> normalised float32, 0 on land as every input (so a
+        sum over the grid is one over the sea, as the regressed base's basin means are)."""
         tensor = self.normaliser.normalise(torch.from_numpy(np.asarray(frames, np.float32)))
-        return torch.nan_to_num(tensor, nan=0.0)
+        sea = torch.from_numpy(np.asarray(sea_mask, dtype=bool))
+        return torch.where(sea, torch.nan_to_num(tensor, nan=0.0), 0.0)
 
     def channels(self, encoded: torch.Tensor) -> torch.Tensor:
         """Encoded frames ``[horizon_steps, F, H, W]`` -> block means ``[F, blocks, H, W]``."""
         weights = torch.from_numpy(block_weights(self.horizon_steps, self.blocks))
         return torch.einsum("kt,tfhw->fkhw", weights.to(encoded.dtype), encoded).contiguous()
 
-    def read(self, store: Any, indices: np.ndarray) -> torch.Tensor:
+    def read(self, store: Any, indices: np.ndarray, sea_mask: np.ndarray) -> torch.Tensor:
         """The encoded forcing frames ``[len(indices), F, H, W]`` of an open store."""
         frames = np.stack([store[v].isel(time=indices).values for v in self.variables], axis=1)
-        return self.encode(frames)
+        return self.encode(frames, sea_mask)
 
     def with_channels(self, sea: torch.Tensor, encoded: torch.Tensor, init: int) -> torch.Tensor:
         """``sea [C, lags, H, W]`` with the forcing channels of init time ``init`` (an index

@@ -212,7 +212,7 @@ class WindowDataset(Dataset):
             encoded[lo:hi] = self.encoding.encode(self.frames(index), self.hours[index])
         if self.forcing is not None:
             self._forcing_memory = self.forcing.encode(
-                self.frames(np.arange(first, last + 1), self.forcing.variables)
+                self.frames(np.arange(first, last + 1), self.forcing.variables), self.sea_mask
             )
         self._memory = (first, encoded)
         return True
@@ -276,7 +276,9 @@ class WindowDataset(Dataset):
                 x = self.forcing.with_channels(x, self._forcing_memory, t0 - self._memory[0])
             else:
                 span = np.arange(t0, t0 + self.forcing.horizon_steps + 1)
-                encoded = self.forcing.encode(self.frames(span, self.forcing.variables))
+                encoded = self.forcing.encode(
+                    self.frames(span, self.forcing.variables), self.sea_mask
+                )
                 x = self.forcing.with_channels(x, encoded, 0)
         return {
             "x": x,

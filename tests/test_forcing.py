@@ -118,6 +118,7 @@ def test_a_sample_appends_the_forecast_ahead_as_block_means(store: Path) -> None
         stats["std"]
     )
     expected = ahead.reshape(3, 2, *SHAPE).mean(axis=1)  # 6 h in 3 blocks of 2 h
+    expected = np.where(ds["sea_mask"].values, expected, 0.0)  # land 0, as every input
     np.testing.assert_allclose(sample["x"][1].numpy(), expected, rtol=1e-5, atol=1e-5)
     # the sea channel is the same as without forcing
     plain = open_samples(store, _samples(forcing=[])).train[5]
@@ -220,3 +221,57 @@ def test_a_run_with_the_forecast_is_evaluated_and_adapted(runs) -> None:
     model_mse = float(scores.metrics["model"]["mse"].sel(variable="zos").mean())
     persistence = float(scores.metrics["persistence"]["mse"].sel(variable="zos").mean())
     assert np.isfinite(model_mse) and model_mse < persistence
+
+
+def test_the_model_applies_the_forecast_regression_as_the_reference_code_does() -> None:
+    """The regressed base with forecast features, in torch (the model) and numpy (the fit's
+    own predict), on random weights: the same forecast."""
+    from seacast.anomaly_regression import AnomalyRegression
+    from seacast.config import ModelConfig
+
+    rng = np.random.default_rng(4)
+    lags, n_lead, shape = 3, 2, (16, 16)
+    sea = np.ones(shape, dtype=bool)
+    sea[:4, :5] = False
+    model = build_model(
+        ModelConfig(name="3ddr_unet", filters=2, base="tide", anomaly_base="regressed"),
+        3,  # zos, then two forecast variables
+        1,
+        lags,
+        [6, 12],
+        shape,
+        seed=0,
+    ).eval()
+    n_feat = 2 * lags + 2 * 2 * lags
+    assert tuple(model.base_regression.shape) == (n_lead, 1, n_feat, *shape)
+    coefficients = np.where(sea, rng.normal(0, 0.3, (n_lead, 1, n_feat, *shape)), np.nan)
+    regression = AnomalyRegression(
+        ["zos"], [6, 12], lags, coefficients, np.full((n_lead, 1), "ridge 0"), 100, None, 2 * lags
+    )
+    with torch.no_grad():
+        model.base_regression.copy_(torch.from_numpy(np.nan_to_num(coefficients)).float())
+        model.base_sea_points.fill_(float(sea.sum()))
+    x = torch.where(torch.from_numpy(sea), torch.randn(2, 3, lags, *shape), 0.0)
+    with torch.no_grad():
+        ours = model(x).numpy()
+    anomaly = np.where(sea, x[:, :1].permute(0, 2, 1, 3, 4).numpy(), np.nan)
+    theirs = regression.predict(anomaly, sea, forcing=x[:, 1:].numpy())
+    np.testing.assert_allclose(np.where(sea, ours, np.nan), theirs, atol=1e-4, equal_nan=True)
+
+
+def test_a_tide_aware_run_starts_from_the_anomaly_regressed_on_the_forecast(
+    store: Path, tmp_path: Path
+) -> None:
+    from seacast.training.checkpoint import load_run
+    from seacast.training.loop import train
+
+    best = {}
+    for name, forcing in (("with", ["iews"]), ("without", [])):
+        cfg = _experiment(store, tmp_path, name, forcing)
+        cfg.model.base, cfg.model.anomaly_base = "tide", "regressed"
+        cfg.trainer.epochs, cfg.trainer.steps_per_epoch = 1, 1
+        cfg.trainer.optimizer.lr = 1e-6  # one tiny step: the validation loss is the start's
+        run = load_run(train(cfg, progress=False).run_dir)
+        best[name] = run.best_val
+    assert run.model.base_regression.shape[2] == 2 * 3  # the run without: lags and basin lags
+    assert best["with"] < 0.5 * best["without"], best

@@ -145,7 +145,7 @@ def _adaptation_window(
         )
         # the weather forecast known at each sample's init time (issued by then), so read ahead
         forcing_frames = (
-            run.forcing.read(store, np.arange(first_frame, last_frame + 1))
+            run.forcing.read(store, np.arange(first_frame, last_frame + 1), sea_mask)
             if run.forcing is not None
             else None
         )
@@ -606,7 +606,7 @@ def _read_samples(
             if forcing is not None:
                 # each sample's weather forecast was issued by its init time, so before this one
                 ahead = np.arange(first, int(part[-1]) + forcing.horizon_steps + 1)
-                forcing_frames = forcing.read(store, ahead)
+                forcing_frames = forcing.read(store, ahead, sea_mask)
             for a in range(0, len(part), batch):
                 xs, ys = [], []
                 for k in range(a, min(a + batch, len(part))):

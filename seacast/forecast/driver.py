@@ -221,7 +221,9 @@ def _input_window(
     forcing_frames = None
     if forcing is not None:
         # from the init time on, as with_channels indexes them
-        forcing_frames = forcing.read(store, np.arange(init_index, init_index + ahead + 1))
+        forcing_frames = forcing.read(
+            store, np.arange(init_index, init_index + ahead + 1), sea_mask
+        )
     return _InputWindow(
         hours, step_hours, gaps, sea_mask, init_index, frame_indices, frames, forcing_frames
     )

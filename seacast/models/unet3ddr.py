@@ -190,9 +190,13 @@ class UNet3DDR(nn.Module):
             # a gain on the base term per (lead time, variable): 1 as trained, set only by
             # `forecast --adapt zo` (seacast.forecast.adaptation), so not saved
             self.register_buffer("base_gain", torch.ones(n_lead, out_channels), persistent=False)
+        # with weather-forecast channels, the regression also reads their block means at each point
+        # and over the basin (seacast.anomaly_regression)
+        self.n_forcing = (in_channels - out_channels) * lags
         if self.regressed:
             self.register_buffer(
-                "base_regression", torch.zeros(n_lead, out_channels, 2 * lags, *shape)
+                "base_regression",
+                torch.zeros(n_lead, out_channels, 2 * lags + 2 * self.n_forcing, *shape),
             )
             self.register_buffer("base_sea_points", torch.ones(()))
             # its spatial map (SpatialMap): K EOFs, sized when fitted or loaded (K = 0: none)
@@ -298,24 +302,31 @@ class UNet3DDR(nn.Module):
             h = h.squeeze(2)
         out = h.reshape(batch, self.n_lead, self.out_channels, height, width)
         if self.residual:
-            sea = x[:, : self.out_channels]  # the forcing channels after them are inputs only
+            sea = x[:, : self.out_channels]  # the forcing channels follow: never persisted
             gain = self.base_gain.to(out.dtype)[None, :, :, None, None]
             if self.regressed:
-                out = out + gain * self._regressed_anomaly(sea).to(out.dtype)
+                out = out + gain * self._regressed_anomaly(x).to(out.dtype)
             else:
                 weight = self.base_weight.to(out.dtype)[None, :, :, None, None]
                 out = out + (gain * weight) * sea[:, :, -1].unsqueeze(1)
         return out
 
     def _regressed_anomaly(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, lags, H, W]`` anomaly lags (land 0) -> ``[B, n_lead, C, H, W]``."""
-        own = x.flip(2)  # k = 0, the init time, first
+        """``[B, C (+ F), lags, H, W]`` anomaly lags (then the forecast's blocks; land 0) ->
+        ``[B, n_lead, C, H, W]``."""
+        own = x[:, : self.out_channels].flip(2)  # k = 0, the init time, first
         basin = own.sum(dim=(-2, -1)) / self.base_sea_points
         coef = self.base_regression
         lags = self.lags
         out = torch.einsum("bckhw,lckhw->blchw", own, coef[:, :, :lags]) + torch.einsum(
-            "bck,lckhw->blchw", basin, coef[:, :, lags:]
+            "bck,lckhw->blchw", basin, coef[:, :, lags : 2 * lags]
         )
+        if self.n_forcing:
+            j, n = 2 * lags, self.n_forcing
+            ahead = x[:, self.out_channels :].reshape(len(x), n, *x.shape[-2:])
+            mean = ahead.sum(dim=(-2, -1)) / self.base_sea_points
+            out = out + torch.einsum("bjhw,lcjhw->blchw", ahead, coef[:, :, j : j + n])
+            out = out + torch.einsum("bj,lcjhw->blchw", mean, coef[:, :, j + n :])
         if self.base_eofs.shape[0]:
             out = out + self._spatial_anomaly(own)
         return out

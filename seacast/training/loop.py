@@ -346,8 +346,14 @@ def start_at_tide_reference(
         logging.getLogger("seacast.training").info(
             "fitting the regressed anomaly the model starts from"
         )
-        regression = fit_for_run(cfg, tides, sets.plan)
+        regression = fit_for_run(cfg, tides, sets.plan, forcing=sets.train.forcing)
         coefficients = np.nan_to_num(regression.coefficients).astype(np.float32)
+        if regression.n_forcing:
+            from seacast.encoding import anomaly_normaliser
+
+            # lags map anomaly to anomaly (scale-free); the forecast's weights give physical units
+            scale = anomaly_normaliser(tides, cfg.samples.variables).scale.astype(np.float32)
+            coefficients[:, :, 2 * cfg.samples.lags :] /= scale[None, :, None, None, None]
         with torch.no_grad():
             model.base_regression.copy_(torch.from_numpy(coefficients))
             model.base_sea_points.fill_(float(np.asarray(sets.sea_mask).sum()))
