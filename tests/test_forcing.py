@@ -275,3 +275,15 @@ def test_a_tide_aware_run_starts_from_the_anomaly_regressed_on_the_forecast(
         best[name] = run.best_val
     assert run.model.base_regression.shape[2] == 2 * 3  # the run without: lags and basin lags
     assert best["with"] < 0.5 * best["without"], best
+
+
+def test_the_evaluation_report_says_which_runs_read_a_weather_forecast(runs, tmp_path) -> None:
+    from seacast.evaluation.evaluate import evaluate_runs
+
+    evaluate_runs(
+        [runs["with"], runs["without"]], by="all", out_dir=tmp_path / "report", figures=False
+    )
+    text = (tmp_path / "report" / "index.md").read_text()
+    assert "`with` (" in text and "reads the weather forecast iews" in text
+    assert "The references read no weather forecast" in text
+    assert "`without` (" in text and text.count("reads the weather forecast") == 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -439,8 +439,14 @@ def markdown_fragment(
         "",
         _tide_note(results),
         "",
-        f"Runs: {', '.join(f'`{r.name}` ({r.samples} samples)' for r in results.runs)}. "
-        "Scores on physical values over sea points only; seasons by init time. "
+        f"Runs: {', '.join(_run_line(r) for r in results.runs)}. "
+        + (
+            "The references read no weather forecast: a run that does knows more than they do, "
+            "as a surge model driven by a weather centre does more than a tide table. "
+            if any(r.forcing for r in results.runs)
+            else ""
+        )
+        + "Scores on physical values over sea points only; seasons by init time. "
         "Climatology: hour-of-day by month means over each run's training period"
         + (
             f" ({results.runs[0].climatology_period[0][:10]} to {results.runs[0].climatology_period[1][:10]})"
@@ -543,3 +549,9 @@ def write_evaluation_report(
     )
     files.append(index)
     return files
+
+
+def _run_line(run: Any) -> str:
+    """```name` (214 samples)``, with the weather forecast it reads, if any."""
+    forecast = f"; reads the weather forecast {', '.join(run.forcing)}" if run.forcing else ""
+    return f"`{run.name}` ({run.samples} samples{forecast})"
