@@ -322,32 +322,21 @@ class SampleSets:
         encoding = SampleEncoding(normaliser, self.sea_mask, tides)
         encoding.precompute(self.timeline.hours)
 
-        def convert(ds: WindowDataset) -> WindowDataset:
-            return ds.derived(normaliser=normaliser, encoding=encoding)
-
-        return replace(
-            self,
-            train=convert(self.train),
-            validation=convert(self.validation),
-            test=convert(self.test),
-            test_groups={name: convert(ds) for name, ds in self.test_groups.items()},
-            normaliser=normaliser,
-        )
+        return self._derived(normaliser=normaliser, encoding=encoding)
 
     def with_forcing(self, forcing: ForcingInputs | None) -> SampleSets:
         """The same splits with a run's forcing scaling (the store it trained on), not this store's."""
-        if forcing is None:
-            return self
+        return self if forcing is None else self._derived(forcing=forcing)
 
-        def convert(ds: WindowDataset) -> WindowDataset:
-            return ds.derived(forcing=forcing)
-
+    def _derived(self, **changes: Any) -> SampleSets:
+        """Every split's dataset with ``changes`` (see :meth:`WindowDataset.derived`)."""
         return replace(
             self,
-            train=convert(self.train),
-            validation=convert(self.validation),
-            test=convert(self.test),
-            test_groups={name: convert(ds) for name, ds in self.test_groups.items()},
+            train=self.train.derived(**changes),
+            validation=self.validation.derived(**changes),
+            test=self.test.derived(**changes),
+            test_groups={name: ds.derived(**changes) for name, ds in self.test_groups.items()},
+            normaliser=changes.get("normaliser", self.normaliser),
         )
 
     @property

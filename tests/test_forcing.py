@@ -29,14 +29,6 @@ SHAPE = (16, 16)
 LEAD = 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def forced_store(path: Path, hours: int = 24 * 10, seed: int = 2) -> Path:
     """A store where ``zos`` is a slow field plus a decaying response to ``iews``: its value 6 h
     ahead is mostly set by forcing still to come, as a surge is by the wind."""
