@@ -77,8 +77,9 @@ class ForcingInputs:
 
     def read(self, store: Any, indices: np.ndarray, sea_mask: np.ndarray) -> torch.Tensor:
         """The encoded forcing frames ``[len(indices), F, H, W]`` of an open store."""
-        frames = np.stack([store[v].isel(time=indices).values for v in self.variables], axis=1)
-        return self.encode(frames, sea_mask)
+        from seacast.tides import _read  # the store's one frame reader (contiguous: one slice)
+
+        return self.encode(_read(store, self.variables, np.asarray(indices)), sea_mask)
 
     def with_channels(self, sea: torch.Tensor, encoded: torch.Tensor, init: int) -> torch.Tensor:
         """``sea [C, lags, H, W]`` with the forcing channels of init time ``init`` (an index

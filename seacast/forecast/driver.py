@@ -195,20 +195,19 @@ def _input_window(
     frame_indices = np.arange(init_index - lags + 1, init_index + 1)
     frames = _read_frames(store, variables, frame_indices)
 
-    def complete(index: int) -> bool:
-        """No frame still NaN over sea (not written completely), nor in the forecast ahead."""
-        if not np.isfinite(frames[:, :, sea_mask]).all():
-            return False
+    def read_ahead(index: int) -> np.ndarray:
+        """The forecast's physical frames from the init time ``index`` to its horizon."""
         if forcing is None:
-            return True
-        ahead_frames = _read_frames(
-            store, forcing.variables, np.arange(index + 1, index + ahead + 1)
-        )
-        return bool(np.isfinite(ahead_frames[:, :, sea_mask]).all())
+            return np.zeros((0, 0, *sea_mask.shape))
+        return _read_frames(store, forcing.variables, np.arange(index, index + ahead + 1))
 
+    forecast_ahead = read_ahead(init_index)
     if str(init_time) == "latest":
-        # step back to a whole window
-        while not complete(init_index):
+        # a frame still NaN over sea was not written completely: step back to a whole window
+        while not (
+            np.isfinite(frames[:, :, sea_mask]).all()
+            and np.isfinite(forecast_ahead[:, :, sea_mask]).all()
+        ):
             earlier = valid[valid < init_index]
             if earlier.size == 0:
                 raise DataError(
@@ -218,12 +217,9 @@ def _input_window(
             init_index = int(earlier[-1])
             frame_indices = np.arange(init_index - lags + 1, init_index + 1)
             frames = _read_frames(store, variables, frame_indices)
-    forcing_frames = None
-    if forcing is not None:
-        # from the init time on, as with_channels indexes them
-        forcing_frames = forcing.read(
-            store, np.arange(init_index, init_index + ahead + 1), sea_mask
-        )
+            forecast_ahead = read_ahead(init_index)
+    # from the init time on, as with_channels indexes them
+    forcing_frames = forcing.encode(forecast_ahead, sea_mask) if forcing is not None else None
     return _InputWindow(
         hours, step_hours, gaps, sea_mask, init_index, frame_indices, frames, forcing_frames
     )
