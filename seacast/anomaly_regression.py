@@ -25,7 +25,9 @@ halved the per-point regression's error (``benchmarks/anomaly_persistence.py``).
 
 With a weather forecast (``samples.forcing``, :mod:`seacast.forcing`) the per-point candidates
 also regress on the forecast ahead: its block means at the point and over the basin, as the
-model's input holds them. That is the base of a model with the forecast, not a reference: the
+model's input holds them. A further candidate keeps the map and regresses what it leaves per
+point on the same features (``map + per point``): the map knows the sea's shape, the forecast
+the weather to come. That is the base of a model with the forecast, not a reference: the
 references stay what the sea and the tide alone give.
 
 Offers :class:`AnomalyRegression` (``predict`` from physical anomaly windows),
@@ -108,8 +110,9 @@ class AnomalyRegression:
     (k = 0 is the init time), then the basin-mean lags, then (with a weather forecast) its
     ``n_forcing`` block means at the point and as many over the basin, in the model input's order
     (variable-major). ``choice [n_lead, C]``: what the held-out weeks chose, a ridge strength
-    (``ridge 0.01``), ``spatial`` (the :class:`SpatialMap`; the coefficients are 0 there), or
-    ``damped`` / ``tide`` where no regression beat them."""
+    (``ridge 0.01``), ``spatial`` (the :class:`SpatialMap`; the coefficients are 0 there),
+    ``spatial + ridge 0.01`` (the map, and the coefficients regress its residual, with the
+    forecast), or ``damped`` / ``tide`` where no regression beat them."""
 
     variables: list[str]
     lead_times: list[int]
@@ -155,7 +158,9 @@ class AnomalyRegression:
         for i, lead in enumerate(self.lead_times):
             groups: dict[str, list[str]] = {}
             for c, variable in enumerate(self.variables):
-                kind = kinds.get(str(self.choice[i, c]), point)
+                choice = str(self.choice[i, c])
+                kind = f"map + {point}" if choice.startswith("spatial +") else point
+                kind = kinds.get(choice, kind)
                 groups.setdefault(kind, []).append(variable)
             uses = ", ".join(f"{kind} ({', '.join(names)})" for kind, names in groups.items())
             parts.append(f"+{lead} h {uses}")
@@ -237,23 +242,13 @@ def fit_anomaly_regression(
     held = (hours[inits] - hours[0]) // block % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
     n_forcing = len(forcing.variables) * forcing.blocks if forcing is not None else 0
     n_feat = 2 * lags + 2 * n_forcing
-    parts = [
-        (inits[~held], _Sums(len(lead_times), len(variables), int(sea.sum()), n_feat)),
-        (inits[held], _Sums(len(lead_times), len(variables), int(sea.sum()), n_feat)),
-    ]
-    tides = tides.select(variables)  # type: ignore[attr-defined]
-    for chosen, sums in parts:
-        for start in range(0, len(chosen), INIT_CHUNK):
-            block = chosen[start : start + INIT_CHUNK]
-            _accumulate(store, tides, variables, hours, sea, block, lags, lead_times, sums, forcing)
-
-    fit, check = parts[0][1], parts[1][1]
     n_lead, n_var, n_sea = len(lead_times), len(variables), int(sea.sum())
+    tides = tides.select(variables)  # type: ignore[attr-defined]
     mapped = [i for i, lead in enumerate(lead_times) if lead <= modes_max_lead]
-    spatial = None
+    spatial, map_residuals = None, None
     channels = [c for c, v in enumerate(variables) if v in SPATIAL_VARIABLES]
     if modes > 0 and mapped and channels and len(inits[~held]) > 2 * modes:
-        spatial, spatial_errors = _fit_spatial(
+        spatial, spatial_errors, map_residuals = _fit_spatial(
             store,
             tides,
             variables,
@@ -267,6 +262,33 @@ def fit_anomaly_regression(
             modes,
             channels,
         )
+    # with the forecast, a per-point regression may also correct the map: its targets are the
+    # map's residuals (of the held-in map, to score it on the held-out weeks; of the final map)
+    if forcing is None:
+        map_residuals = None
+    n_targets = n_lead * (3 if map_residuals is not None else 1)
+    parts = [
+        (inits[~held], _Sums(n_targets, n_var, n_sea, n_feat)),
+        (inits[held], _Sums(n_targets, n_var, n_sea, n_feat)),
+    ]
+    for chosen, sums in parts:
+        for start in range(0, len(chosen), INIT_CHUNK):
+            block = chosen[start : start + INIT_CHUNK]
+            _accumulate(
+                store,
+                tides,
+                variables,
+                hours,
+                sea,
+                block,
+                lags,
+                lead_times,
+                sums,
+                forcing,
+                map_residuals,
+            )
+
+    fit, check = parts[0][1], parts[1][1]
     damping = tides.damping_for(lead_times)  # type: ignore[attr-defined]
     choice = np.empty((n_lead, n_var), dtype=object)
     coefficients = np.full((n_lead, n_var, n_feat, *sea.shape), np.nan)
@@ -276,6 +298,15 @@ def fit_anomaly_regression(
         damped = np.zeros((n_var, n_sea, n_feat))
         damped[:, :, 0] = damping[lead][:, None]
         candidates |= {"damped": damped, "tide": np.zeros_like(damped)}
+        # the map corrected per point on the forecast, scored on the held-in map's residuals
+        map_ridge = (
+            {r: _solve(fit.xtx, fit.xty[n_lead + lead], r) for r in RIDGE_GRID}
+            if map_residuals is not None
+            else {}
+        )
+        map_errors = np.stack(
+            [_held_out_error(check, n_lead + lead, w) for w in map_ridge.values()] or [[]]
+        )
         names = list(candidates)
         errors = np.stack([_held_out_error(check, lead, w) for w in candidates.values()])
         simple = [names.index("damped"), names.index("tide")]
@@ -292,8 +323,25 @@ def fit_anomaly_regression(
             ):
                 name = "spatial"
                 spatial.use[lead, c] = 1.0
+            if (
+                map_residuals is not None
+                and spatial is not None
+                and np.isfinite(spatial_errors[lead, c])
+            ):
+                best = min(spatial_errors[lead, c], errors[:, c].min())
+                k = int(np.argmin(map_errors[:, c]))
+                if map_errors[k, c] < (1 - REQUIRED_GAIN) * best:
+                    name = f"spatial + ridge {list(map_ridge)[k]:g}"
+                    spatial.use[lead, c] = 1.0
             choice[lead, c] = name
-            if name == "spatial":
+            if name.startswith("spatial + ridge"):
+                final = 2 * n_lead + lead
+                w = _solve(
+                    fit.xtx[c] + check.xtx[c],
+                    fit.xty[final, c] + check.xty[final, c],
+                    float(name.split()[-1]),
+                )
+            elif name == "spatial":
                 w = np.zeros_like(damped[c])
             elif name.startswith("ridge"):
                 w = _solve(
@@ -371,8 +419,10 @@ def _accumulate(
     lead_times: list[int],
     sums: _Sums,
     forcing: Any = None,
+    map_residuals: _MapResiduals | None = None,
 ) -> None:
-    """Add the init times ``inits`` (sorted store indices) to ``sums``."""
+    """Add the init times ``inits`` (sorted store indices) to ``sums``; with ``map_residuals``,
+    the map's residuals too, as targets after the anomaly's."""
     first, last = int(inits[0]) - lags + 1, int(inits[-1]) + max(lead_times)
     anomaly = _anomaly(store, tides, variables, hours, sea, np.arange(first, last + 1))
     basin = anomaly.mean(axis=-1)  # [t, C]
@@ -390,6 +440,8 @@ def _accumulate(
         unforced = [c for c, v in enumerate(variables) if v not in FORCED_VARIABLES]
         x[:, unforced, :, 2 * lags :] = 0.0  # zero features: the ridge keeps their weights 0
     y = np.stack([anomaly[local + lead] for lead in lead_times])  # [n_lead, n, C, P]
+    if map_residuals is not None:
+        y = map_residuals.targets(inits, anomaly[local], y)
     sums.add(np.ascontiguousarray(x), y)
 
 
@@ -537,8 +589,21 @@ def _fit_spatial(
             total += ((read(block + lead) - predicted) ** 2).sum(axis=(0, 2))
         errors[i, channels] = total
     xtx_check, xty_check = normal_equations(check_inits)
+    fit_only = (weights, residual)
     weights = solve(xtx_fit + xtx_check, xty_fit + xty_check)
     residual = persistence(residual_fit + residual_sums(check_inits))
+
+    def ahead(inits: np.ndarray, now: np.ndarray, final: bool) -> np.ndarray:
+        """The map's ``[n_lead, n, C_map, P]`` from ``now``, the anomaly at ``inits``."""
+        w, persisted = (weights, residual) if final else fit_only
+        out = np.zeros((len(lead_times), *now.shape), dtype=np.float32)
+        outside = now - np.einsum("nk,kcp->ncp", z[inits], eofs_field) * scale[None, :, None]
+        lagged = features(inits)
+        for i in mapped:
+            field = np.einsum("nk,kcp->ncp", lagged @ w[i], eofs_field) * scale[None, :, None]
+            out[i] = field + persisted[i][None] * outside
+        return out
+
     spatial = SpatialMap(
         channels=np.asarray(channels),
         eofs=_on_grid(eofs_field, sea),
@@ -547,7 +612,26 @@ def _fit_spatial(
         residual=_on_grid(residual, sea),
         use=np.zeros((len(lead_times), len(variables)), dtype=np.float32),
     )
-    return spatial, errors
+    return spatial, errors, _MapResiduals(np.asarray(channels), ahead)
+
+
+@dataclass
+class _MapResiduals:
+    """What the spatial map leaves of the targets, for the per-point regression on the forecast
+    that corrects it (the ``map + per point`` candidate)."""
+
+    channels: np.ndarray
+    ahead: Any  # (inits, anomaly at inits [n, C_map, P], final) -> [n_lead, n, C_map, P]
+
+    def targets(self, inits: np.ndarray, now: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``y [n_lead, n, C, P]`` -> ``[3 n_lead, n, C, P]``: y, y minus the map fitted on the
+        held-in weeks, y minus the map refitted on all (y itself where there is no map)."""
+        out = np.concatenate([y, y, y])
+        n_lead, c = len(y), self.channels
+        for final in (False, True):
+            part = out[n_lead * (1 + final) : n_lead * (2 + final)]
+            part[:, :, c] -= self.ahead(inits, now[:, c], final)
+        return out
 
 
 def _on_grid(values: np.ndarray, sea: np.ndarray) -> np.ndarray:

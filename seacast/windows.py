@@ -199,7 +199,8 @@ class WindowDataset(Dataset):
             return self._memory is not None
         first, last = self.frame_span
         n_frames = last - first + 1
-        size = n_frames * self.in_channels * self.sea_mask.size * 4
+        forcing_series = len(self.forcing.series) if self.forcing else 0
+        size = n_frames * (len(self.variables) + forcing_series) * self.sea_mask.size * 4
         if size > max_gb * 1e9:
             log.info(
                 "split of %.1f GB > preload_gb %.1f: reading frames lazily", size / 1e9, max_gb
@@ -212,7 +213,7 @@ class WindowDataset(Dataset):
             encoded[lo:hi] = self.encoding.encode(self.frames(index), self.hours[index])
         if self.forcing is not None:
             self._forcing_memory = self.forcing.encode(
-                self.frames(np.arange(first, last + 1), self.forcing.variables), self.sea_mask
+                self.frames(np.arange(first, last + 1), self.forcing.series), self.sea_mask
             )
         self._memory = (first, encoded)
         return True
@@ -276,9 +277,7 @@ class WindowDataset(Dataset):
                 x = self.forcing.with_channels(x, self._forcing_memory, t0 - self._memory[0])
             else:
                 span = np.arange(t0, t0 + self.forcing.horizon_steps + 1)
-                encoded = self.forcing.encode(
-                    self.frames(span, self.forcing.variables), self.sea_mask
-                )
+                encoded = self.forcing.encode(self.frames(span, self.forcing.series), self.sea_mask)
                 x = self.forcing.with_channels(x, encoded, 0)
         return {
             "x": x,
@@ -325,8 +324,12 @@ class SampleSets:
         return self._derived(normaliser=normaliser, encoding=encoding)
 
     def with_forcing(self, forcing: ForcingInputs | None) -> SampleSets:
-        """The same splits with a run's forcing scaling (the store it trained on), not this store's."""
-        return self if forcing is None else self._derived(forcing=forcing)
+        """The same splits with a run's forcing (its series and the scaling of the store it
+        trained on), not this store's."""
+        if forcing is None:
+            return self
+        forcing.check_store(self.train._handle())
+        return self._derived(forcing=forcing)
 
     def _derived(self, **changes: Any) -> SampleSets:
         """Every split's dataset with ``changes`` (see :meth:`WindowDataset.derived`)."""
@@ -375,7 +378,9 @@ def open_samples(store_path: Path | str, cfg: SamplesConfig) -> SampleSets:
     stats = store_stats(ds)
     normaliser = Normaliser.from_stats(stats, cfg.variables, cfg.normalisation)
     forcing = (
-        ForcingInputs.from_stats(stats, cfg.forcing, max(lead_steps), cfg.lags)
+        ForcingInputs.from_store(
+            ds, stats, cfg.forcing, max(lead_steps), cfg.lags, timeline.step_hours
+        )
         if cfg.forcing
         else None
     )

@@ -173,3 +173,41 @@ def test_salinity_is_left_to_the_per_point_regression() -> None:
         ds, NoTideOn([3]), ["so"], [(hours[0], hours[-1])], [3], 3, modes=16
     )
     assert fit.spatial is None and fit.choice[0, 0] != "spatial"
+
+
+def test_with_the_forecast_the_map_is_corrected_per_point_by_the_weather_to_come() -> None:
+    from seacast.forcing import ForcingInputs
+
+    def pulses_and_wind(seed: int) -> xr.Dataset:
+        # pulses travel as before; a uniform wind adds its own (white) push at the same hour
+        ds = _travelling_pulses(24 * 60 if seed == 0 else 24 * 10, seed=seed)
+        wind = np.random.default_rng(seed + 10).standard_normal(ds.sizes["time"])
+        wind = np.broadcast_to(wind[:, None, None], ds["zos"].shape).astype(np.float32)
+        ds["zos"] = ds["zos"] + 0.5 * wind
+        ds["iews"] = (("time", "latitude", "longitude"), wind.copy())
+        return ds
+
+    ds = pulses_and_wind(0)
+    hours = _hours(ds)
+    forcing = ForcingInputs.from_stats({"iews": {"mean": 0.0, "std": 1.0}}, ["iews"], 3, 3)
+    args = (ds, NoTideOn([3]), ["zos"], [(hours[0], hours[-1])], [3], 3)
+    map_only = fit_anomaly_regression(*args, modes=16)
+    corrected = fit_anomaly_regression(*args, modes=16, forcing=forcing)
+    assert map_only.choice[0, 0] == "spatial"
+    assert str(corrected.choice[0, 0]).startswith("spatial + ridge")
+    assert corrected.describe() == "+3 h map + per point with the weather forecast (zos)"
+
+    fresh = pulses_and_wind(1)
+    sea = np.ones((4, 16), dtype=bool)
+    values = fresh["zos"].values
+    inits = np.arange(2, len(values) - 3)
+    windows = np.stack([values[inits - 2 + k] for k in range(3)], axis=1)[:, :, None]
+    encoded = forcing.read(fresh, np.arange(len(values)), sea)
+    channels = np.stack([forcing.channels(encoded[i + forcing.offsets()]).numpy() for i in inits])
+
+    def mse(fit: AnomalyRegression, **kwargs) -> float:
+        predicted = fit.predict(windows, sea, **kwargs)[:, 0, 0]
+        return float(np.mean((values[inits + 3] - predicted)[..., 3:] ** 2))
+
+    # the map cannot know the wind at t0 + 3 h (0.25 of its variance is left); the forecast does
+    assert mse(corrected, forcing=channels) < 0.3 * mse(map_only)

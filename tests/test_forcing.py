@@ -29,9 +29,14 @@ SHAPE = (16, 16)
 LEAD = 6
 
 
-def forced_store(path: Path, hours: int = 24 * 10, seed: int = 2) -> Path:
+def forced_store(
+    path: Path, hours: int = 24 * 10, seed: int = 2, ages: dict[str, float] | None = None
+) -> Path:
     """A store where ``zos`` is a slow field plus a decaying response to ``iews``: its value 6 h
-    ahead is mostly set by forcing still to come, as a surge is by the wind."""
+    ahead is mostly set by forcing still to come, as a surge is by the wind.
+
+    ``ages``: series name -> ``forecast_age_hours``; a name other than ``iews`` adds that series
+    as ``iews`` + 100 (to tell it apart)."""
     ds = synthetic_dataset(shape=SHAPE, hours=hours, variables=("zos",), seed=seed)
     rng = np.random.default_rng(seed)
     sea = ds["sea_mask"].values
@@ -45,12 +50,16 @@ def forced_store(path: Path, hours: int = 24 * 10, seed: int = 2) -> Path:
     zos = ds["zos"].values + 0.3 * response
     ds["zos"] = (("time", "latitude", "longitude"), np.where(sea, zos, np.nan).astype(np.float32))
     ds["iews"] = (("time", "latitude", "longitude"), forcing.astype(np.float32))
+    for name, age in (ages or {}).items():
+        if name != "iews":
+            ds[name] = (("time", "latitude", "longitude"), (forcing + 100.0).astype(np.float32))
+        ds[name].attrs["forecast_age_hours"] = age
     times = pd.DatetimeIndex(ds["time"].values)
     config = DataConfig(
         name=path.stem,
         source="twin",
         months=f"{times[0]:%Y-%m}:{times[-1]:%Y-%m}",
-        variables=["zos", "iews"],
+        variables=["zos", "iews", *[n for n in ages or {} if n != "iews"]],
         grid=GridConfig(shape=SHAPE),
         store=StoreConfig(path=path, chunk_hours=24),
     )
@@ -115,6 +124,44 @@ def test_a_sample_appends_the_forecast_ahead_as_block_means(store: Path) -> None
     # the sea channel is the same as without forcing
     plain = open_samples(store, _samples(forcing=[])).train[5]
     torch.testing.assert_close(sample["x"][:1], plain["x"])
+
+
+def test_each_hour_ahead_reads_the_freshest_forecast_issued_by_the_init_time(
+    tmp_path: Path,
+) -> None:
+    path = forced_store(tmp_path / "ages.zarr", ages={"iews": 24.0, "iews_03h": 3.0})
+    sets = open_samples(path, _samples())
+    forcing = sets.train.forcing
+    assert forcing.series_read() == {"iews": ["iews_03h", "iews"]}
+    sample, t0 = sets.train[5], int(sets.train.init_indices[5])
+    ds = xr.open_zarr(path, consolidated=False)
+    stats = store_stats(ds)["iews"]  # every series of a variable is scaled as the variable
+    day_ahead = ds["iews"].isel(time=slice(t0 + 1, t0 + 1 + LEAD)).values
+    # t0 + 1 ... t0 + 3 h from the 3-hour forecast (+100 here), the rest from the day-ahead one
+    ahead = np.concatenate([day_ahead[:3] + 100.0, day_ahead[3:]])
+    expected = ((ahead - stats["mean"]) / stats["std"]).reshape(3, 2, *SHAPE).mean(axis=1)
+    expected = np.where(ds["sea_mask"].values, expected, 0.0)
+    np.testing.assert_allclose(sample["x"][1].numpy(), expected, rtol=1e-4, atol=1e-4)
+    preloaded = open_samples(path, _samples()).train
+    assert preloaded.preload()
+    torch.testing.assert_close(preloaded[5]["x"], sample["x"])
+
+
+def test_a_forecast_issued_less_far_ahead_than_the_lead_time_is_refused(tmp_path: Path) -> None:
+    from seacast.errors import DataError
+
+    path = forced_store(tmp_path / "short.zarr", ages={"iews": 3.0})
+    with pytest.raises(DataError, match=r"issued at most 3 h ahead.*6 h after the init time"):
+        open_samples(path, _samples())
+
+
+def test_a_store_without_a_series_the_run_reads_is_refused(store: Path, tmp_path: Path) -> None:
+    from seacast.errors import DataError
+
+    fresher = forced_store(tmp_path / "fresher.zarr", ages={"iews": 24.0, "iews_03h": 3.0})
+    forcing = open_samples(fresher, _samples()).train.forcing
+    with pytest.raises(DataError, match=r"no forcing series \['iews_03h'\]"):
+        open_samples(store, _samples()).with_forcing(forcing)
 
 
 def test_preloaded_and_lazy_samples_agree(store: Path) -> None:

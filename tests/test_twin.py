@@ -72,7 +72,9 @@ def harmonic_fit(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_month_looks_like_a_cmems_hourly_file(april: xr.Dataset) -> None:
     ds = april
     ocean = ["zos", "uo", "vo", "so", "thetao"]
-    assert set(ds.data_vars) == set(ocean) | {"msl", "iews", "inss"}
+    weather = {"msl", "iews", "inss"}
+    fresher = {f"{v}_{age}" for v in weather for age in ("06h", "12h")}
+    assert set(ds.data_vars) == set(ocean) | weather | fresher
     assert ds["zos"].dims == ("time", "latitude", "longitude")
     for name in ("uo", "vo", "so", "thetao"):
         assert ds[name].dims == ("time", "depth", "latitude", "longitude")
@@ -109,6 +111,22 @@ def test_the_files_carry_a_day_ahead_weather_forecast_over_land_and_sea(april: x
     assert float(april["msl"].min()) > 93000 and float(april["msl"].max()) < 106000
     stress = np.hypot(april["iews"].values, april["inss"].values)
     assert 0.01 < float(np.median(stress)) < 0.5 and float(stress.max()) < 5.0
+
+
+def test_the_fresher_forecasts_know_the_storms_born_since_the_day_ahead_one(
+    april: xr.Dataset,
+) -> None:
+    ages = {name: float(april[name].attrs["forecast_age_hours"]) for name in ("msl_06h", "msl_12h")}
+    assert ages == {"msl_06h": 6.0, "msl_12h": 12.0}
+    assert "issued 6 h ahead" in april["msl_06h"].attrs["long_name"]
+    day_ahead, fresh = april["msl"].values, april["msl_06h"].values
+    differs = np.abs(fresh - day_ahead).max(axis=(1, 2)) > 1.0  # Pa
+    # a storm born in the last day is in the 6 h forecast but not yet in the day-ahead one
+    assert 0.05 < differs.mean() < 0.95
+    model = TwinModel(twin_config("2024-04"), pd.Timestamp("2024-04-01"))
+    hours = model.hours
+    model.weather.storms = [s for s in model.weather.storms if s.start_hours < hours - 30]
+    np.testing.assert_array_equal(model.snapshot().get("msl_06h"), model.snapshot().get("msl"))
 
 
 def test_the_weather_forecast_leaves_out_only_the_storms_born_after_it_was_issued() -> None:

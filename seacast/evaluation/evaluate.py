@@ -85,7 +85,7 @@ class RunScores:
     tide_source: str | None = None
     tide_period: tuple[str, str] | None = None
     regressed_uses: str | None = None  # AnomalyRegression.describe() of its reference
-    forcing: list[str] = field(default_factory=list)  # the weather-forecast inputs it reads
+    forcing: str = ""  # the weather-forecast inputs it reads (ForcingInputs.describe), if any
 
 
 @dataclass
@@ -410,7 +410,7 @@ def evaluate_run(
         tide_source=tides.source,
         tide_period=tides.tides.period,
         regressed_uses=tides.regression.describe() if tides.regression is not None else None,
-        forcing=list(cfg.samples.forcing),
+        forcing=run.forcing.describe() if run.forcing is not None else "",
     )
 
 

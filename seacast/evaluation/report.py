@@ -553,5 +553,5 @@ def write_evaluation_report(
 
 def _run_line(run: Any) -> str:
     """```name` (214 samples)``, with the weather forecast it reads, if any."""
-    forecast = f"; reads the weather forecast {', '.join(run.forcing)}" if run.forcing else ""
+    forecast = f"; reads the weather forecast {run.forcing}" if run.forcing else ""
     return f"`{run.name}` ({run.samples} samples{forecast})"

@@ -189,6 +189,8 @@ def _input_window(
     step_hours = store_step_hours(store)
     gaps = [(stamp_to_hour(a), stamp_to_hour(b)) for a, b in store_gaps(store)]
     ahead = forcing.horizon_steps if forcing is not None else 0
+    if forcing is not None:
+        forcing.check_store(store)
     valid = valid_init_times(hours, step_hours, gaps, lags, ahead)
     init_index = resolve_init_time(hours, valid, init_time, lags)
     sea_mask = np.asarray(store["sea_mask"].values, dtype=bool)
@@ -199,7 +201,7 @@ def _input_window(
         """The forecast's physical frames from the init time ``index`` to its horizon."""
         if forcing is None:
             return np.zeros((0, 0, *sea_mask.shape))
-        return _read_frames(store, forcing.variables, np.arange(index, index + ahead + 1))
+        return _read_frames(store, forcing.series, np.arange(index, index + ahead + 1))
 
     forecast_ahead = read_ahead(init_index)
     if str(init_time) == "latest":

@@ -99,7 +99,7 @@ def simulate(
             # the first hour of the month is the state at 00:00, before stepping on
             snap = model.snapshot()
             for name in VARIABLES:
-                fields[name][n] = getattr(snap, name)
+                fields[name][n] = snap.get(name)
             if until is not None and times[n] >= until:
                 break  # never step past the last hour asked for
             model.advance_hour()

@@ -7,7 +7,7 @@ and :meth:`TwinModel.snapshot` returns the hourly fields at cell centres.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,14 +16,10 @@ from seacast.config import DataConfig
 from seacast.errors import DataError
 from seacast.twin.dynamics import ShallowWater, stable_time_step
 from seacast.twin.grid import GRAVITY, TwinGrid, build_grid
+from seacast.twin.output import FORECAST_SERIES
 from seacast.twin.tides import BoundaryTide, hours_since_epoch
 from seacast.twin.tracers import Tracers, river_discharge
-from seacast.twin.weather import (
-    FORECAST_AGE_HOURS,
-    MEAN_SEA_LEVEL_PRESSURE,
-    RHO_WATER,
-    Weather,
-)
+from seacast.twin.weather import MEAN_SEA_LEVEL_PRESSURE, RHO_WATER, Weather
 
 BLOWUP_ELEVATION = 20.0  # m: no tide or surge here comes near; beyond it the run is broken
 
@@ -37,10 +33,13 @@ class Snapshot:
     vo: np.ndarray
     so: np.ndarray
     thetao: np.ndarray
-    # the day-ahead weather forecast for this hour (issued FORECAST_AGE_HOURS before), everywhere
-    msl: np.ndarray  # Pa
-    iews: np.ndarray  # N m-2
-    inss: np.ndarray
+    # the weather forecast for this hour at each age, by file name (output.FORECAST_SERIES):
+    # msl (Pa), iews, inss (N m-2), everywhere
+    forecast: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def get(self, name: str) -> np.ndarray:
+        """The field written as ``name`` (an ocean variable or a forecast series)."""
+        return self.forecast[name] if name in self.forecast else getattr(self, name)
 
 
 class TwinModel:
@@ -132,18 +131,24 @@ class TwinModel:
         sea = self.grid.sea
         dyn = self.dynamics
         u, v = self._centre_velocities()
-        pressure, tau_x, tau_y = self.weather.fields(
-            self.hours, known_at=self.hours - FORECAST_AGE_HOURS
-        )
+        forecast: dict[str, np.ndarray] = {}
+        issued: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for name, (variable, age) in FORECAST_SERIES.items():
+            if age not in issued:
+                issued[age] = self.weather.fields(self.hours, known_at=self.hours - age)
+            pressure, tau_x, tau_y = issued[age]
+            forecast[name] = {
+                "msl": MEAN_SEA_LEVEL_PRESSURE + pressure,
+                "iews": RHO_WATER * tau_x,
+                "inss": RHO_WATER * tau_y,
+            }[variable]
         return Snapshot(
             zos=np.where(sea, dyn.eta, np.nan),
             uo=np.where(sea, u, np.nan),
             vo=np.where(sea, v, np.nan),
             so=self.tracers.salinity.copy(),
             thetao=self.tracers.temperature.copy(),
-            msl=MEAN_SEA_LEVEL_PRESSURE + pressure,
-            iews=RHO_WATER * tau_x,
-            inss=RHO_WATER * tau_y,
+            forecast=forecast,
         )
 
     def _centre_velocities(self) -> tuple[np.ndarray, np.ndarray]:

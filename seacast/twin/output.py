@@ -14,14 +14,22 @@ import pandas as pd
 import xarray as xr
 
 from seacast.cf import CF_ATTRS
+from seacast.forcing import series_name
 from seacast.twin.grid import TwinGrid
-from seacast.twin.weather import FORECAST_AGE_HOURS
+from seacast.twin.weather import FORECAST_AGE_HOURS, FORECAST_AGES_HOURS
 
 SURFACE_DEPTH = 0.0  # m: the NWS products' top level; the twin is depth-averaged
 THREE_D = ("uo", "vo", "so", "thetao")
 OCEAN_VARIABLES = ("zos", "uo", "vo", "so", "thetao")
-# the day-ahead weather forecast (seacast.twin.weather): defined over land too, never NaN
-FORCING_VARIABLES = ("msl", "iews", "inss")
+# the weather forecast (seacast.twin.weather): defined over land too, never NaN. Each is written
+# at every age of FORECAST_AGES_HOURS: the day-ahead one under its own name, fresher ones as msl_06h
+WEATHER_VARIABLES = ("msl", "iews", "inss")
+FRESHER_AGES_HOURS = tuple(a for a in FORECAST_AGES_HOURS if a != FORECAST_AGE_HOURS)
+FORECAST_SERIES: dict[str, tuple[str, float]] = {  # file name -> (weather variable, age in hours)
+    **{v: (v, FORECAST_AGE_HOURS) for v in WEATHER_VARIABLES},
+    **{series_name(v, a): (v, a) for a in FRESHER_AGES_HOURS for v in WEATHER_VARIABLES},
+}
+FORCING_VARIABLES = tuple(FORECAST_SERIES)
 VARIABLES = OCEAN_VARIABLES + FORCING_VARIABLES
 
 # what CMEMS files carry beyond the CF attributes (seacast.cf.CF_ATTRS, the one table of those)
@@ -35,12 +43,20 @@ _CMEMS_EXTRAS: dict[str, dict[str, Any]] = {
         "valid_max": np.float32(50.0),
     },
     "thetao": {"unit_long": "Degrees Celsius"},
-    "msl": {"forecast_age_hours": np.float32(FORECAST_AGE_HOURS)},
-    "iews": {"forecast_age_hours": np.float32(FORECAST_AGE_HOURS)},
-    "inss": {"forecast_age_hours": np.float32(FORECAST_AGE_HOURS)},
 }
+
+
+def _forecast_attrs(name: str) -> dict[str, Any]:
+    variable, age = FORECAST_SERIES[name]
+    attrs = {**CF_ATTRS[variable], "forecast_age_hours": np.float32(age)}
+    if age != FORECAST_AGE_HOURS:
+        attrs["long_name"] = attrs["long_name"].replace("day-ahead", f"issued {age:g} h ahead")
+    return attrs
+
+
 VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
-    name: {**CF_ATTRS[name], **_CMEMS_EXTRAS[name]} for name in VARIABLES
+    **{name: {**CF_ATTRS[name], **_CMEMS_EXTRAS[name]} for name in OCEAN_VARIABLES},
+    **{name: _forecast_attrs(name) for name in FORCING_VARIABLES},
 }
 
 TIME_UNITS = "hours since 1950-01-01 00:00:00"

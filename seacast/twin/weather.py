@@ -10,8 +10,9 @@ on when a run started.
 
 :meth:`Weather.fields` with ``known_at`` is a weather *forecast*: the storms born after
 ``known_at`` left out (nobody knows them yet), everything else as it will be. The twin's
-files carry the day-ahead forecast (issued :data:`FORECAST_AGE_HOURS` before each hour),
-the model input that operational surge models get from a weather centre.
+files carry it at three ages (:data:`FORECAST_AGES_HOURS`: issued 6, 12 and 24 h before each
+hour, as from an hourly-updated weather model), the model input that operational surge models
+get from a weather centre.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ STORMS_PER_MONTH_SUMMER = 2.5
 DEFICIT_WINTER_PA = 2600.0  # typical central pressure deficit of a winter low
 DEFICIT_SUMMER_PA = 1400.0
 MEAN_SEA_LEVEL_PRESSURE = 101325.0  # Pa: added to the anomaly in the files (msl)
-FORECAST_AGE_HOURS = 24.0  # the files' weather forecast for an hour was issued this long before it
+FORECAST_AGE_HOURS = (
+    24.0  # the day-ahead forecast (msl, iews, inss): issued this long before the hour
+)
+# the ages the files carry: a sample at t0 reads, for hour t0 + k, the freshest one issued by t0
+FORECAST_AGES_HOURS = (6.0, 12.0, FORECAST_AGE_HOURS)
 
 
 def winter_weight(hours: float | np.ndarray) -> float | np.ndarray:
