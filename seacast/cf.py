@@ -25,7 +25,8 @@ CF_ATTRS: dict[str, dict[str, str]] = {
         "standard_name": "sea_water_potential_temperature",
         "long_name": "Temperature",
     },
-    # the twin's day-ahead weather forecast (ECMWF short names), a model input, never predicted
+    # the twin's day-ahead weather forecast (ECMWF short names), a model input, never predicted;
+    # its fresher series (msl_06h, ...) take these with the age in the long name (twin.output)
     "msl": {
         "units": "Pa",
         "standard_name": "air_pressure_at_mean_sea_level",
