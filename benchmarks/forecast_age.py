@@ -7,7 +7,7 @@ the basin. The forecasts are the twin's own weather without the storms born afte
 time (:meth:`seacast.twin.weather.Weather.fields`):
 
 * **day-ahead**: each hour's value issued 24 h before it (the store's ``msl``, ``iews``, ``inss``);
-* **freshest**: each hour t0 + k from the freshest of the series issued 6, 12 and 24 h ahead that
+* **freshest**: each hour t0 + k from the freshest of the series issued 6, 12, 18 and 24 h ahead that
   was issued by t0 (what ``samples.forcing`` reads from the twin's store);
 * **issued at t0**: every hour from the forecast issued at the init time;
 * **analysis**: the weather as it happened (leaks the future: an upper bound, not a forecast).

@@ -30,15 +30,21 @@ point on the same features (``map + per point``): the map knows the sea's shape,
 the weather to come. That is the base of a model with the forecast, not a reference: the
 references stay what the sea and the tide alone give.
 
-Offers :class:`AnomalyRegression` (``predict`` from physical anomaly windows),
-:func:`fit_anomaly_regression` (one streamed pass over the training period) and
-:func:`fit_for_run` (the same for an experiment: its store, variables, lead times, lags and split).
+Offers :class:`AnomalyRegression` (``predict`` from physical anomaly windows; ``save`` and
+:func:`load_regression`), :func:`fit_anomaly_regression` (one streamed pass over the training
+period) and :func:`fit_for_run` (the same for an experiment: its store, variables, lead times,
+lags and split). ``fit_for_run`` keeps each fit in a cache folder (:func:`cache_dir`), keyed by
+everything the fit reads, so the runs of one store and split (the demo's five) fit it once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,8 @@ import numpy as np
 import xarray as xr
 
 from seacast.errors import DataError
+
+log = logging.getLogger("seacast.anomaly_regression")
 
 # relative ridge strengths tried: lambda x the mean of the features' squares at each point
 RIDGE_GRID = (0.0, 0.01, 0.1, 1.0, 10.0)
@@ -63,6 +71,11 @@ SPATIAL_RIDGE = 1e-3  # relative to the mean of the features' squares
 # (measured: salinity from the map lost 30-55 % to the per-point regression at +6 h on other
 # periods, though the training year's held-out weeks chose it)
 SPATIAL_VARIABLES = ("zos", "uo", "vo")
+# the cache of fits: SEACAST_CACHE names its folder ("off": none); bump the version when a fit
+# of the same inputs would give other numbers
+CACHE_ENV = "SEACAST_CACHE"
+DEFAULT_CACHE = Path(".seacast") / "cache"
+CACHE_VERSION = 1
 # the weather forecast drives the same state; salinity regressed on it lost 9-30 % to the
 # sea-only regression on the demo's test split (the held-out weeks chose it)
 FORCED_VARIABLES = SPATIAL_VARIABLES
@@ -165,6 +178,61 @@ class AnomalyRegression:
             uses = ", ".join(f"{kind} ({', '.join(names)})" for kind, names in groups.items())
             parts.append(f"+{lead} h {uses}")
         return "; ".join(parts)
+
+    def save(self, path: Path | str) -> Path:
+        """Write to ``path`` (``.npz``, through a temporary file and a rename)."""
+        from seacast.atomic import atomic_path
+
+        arrays: dict[str, np.ndarray] = {
+            "coefficients": self.coefficients,
+            "choice": np.asarray(self.choice, dtype=str),
+            "meta": np.asarray(
+                json.dumps(
+                    {
+                        "variables": self.variables,
+                        "lead_times": self.lead_times,
+                        "lags": self.lags,
+                        "samples": self.samples,
+                        "n_forcing": self.n_forcing,
+                    }
+                )
+            ),
+        }
+        if self.spatial is not None:
+            arrays |= {
+                f"spatial_{f.name}": getattr(self.spatial, f.name) for f in fields(SpatialMap)
+            }
+        with atomic_path(path, suffix=".tmp.npz") as tmp:
+            np.savez(tmp, **arrays)
+        return Path(path)
+
+
+def load_regression(path: Path | str) -> AnomalyRegression:
+    """An :class:`AnomalyRegression` written by :meth:`AnomalyRegression.save`."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        spatial = None
+        if "spatial_eofs" in data:
+            spatial = SpatialMap(**{f.name: data[f"spatial_{f.name}"] for f in fields(SpatialMap)})
+        return AnomalyRegression(
+            list(meta["variables"]),
+            [int(h) for h in meta["lead_times"]],
+            int(meta["lags"]),
+            data["coefficients"],
+            data["choice"].astype(object),
+            int(meta["samples"]),
+            spatial,
+            int(meta["n_forcing"]),
+        )
+
+
+def cache_dir() -> Path | None:
+    """The folder of cached fits: ``$SEACAST_CACHE`` (``off``: no cache), else ``.seacast/cache``
+    in the working folder."""
+    value = os.environ.get(CACHE_ENV, "")
+    if value.lower() == "off":
+        return None
+    return Path(value) if value else DEFAULT_CACHE
 
 
 class _Sums:
@@ -374,25 +442,71 @@ def fit_for_run(
     forcing: Any = None,
 ) -> AnomalyRegression:
     """The regression of experiment ``cfg`` on the training selections of split ``plan``; with
-    ``forcing`` (a run's :class:`~seacast.forcing.ForcingInputs`), on its weather forecast too."""
+    ``forcing`` (a run's :class:`~seacast.forcing.ForcingInputs`), on its weather forecast too.
+
+    A fit of the same inputs made before is read back from :func:`cache_dir`; a cached file that
+    cannot be read is fitted again and replaced."""
     from seacast.store import open_store
     from seacast.tides import train_periods
 
     store = open_store(store_path or cfg.store)
     try:
-        return fit_anomaly_regression(
+        periods = train_periods(plan)
+        settings = {
+            "variables": list(cfg.samples.variables),
+            "periods": [list(map(int, p)) for p in periods],
+            "lead_times": list(cfg.samples.lead_times),
+            "lags": int(cfg.samples.lags),
+            "modes": int(cfg.tides.anomaly_modes),
+            "modes_max_lead": int(cfg.tides.anomaly_modes_max_lead),
+        }
+        folder = cache_dir()
+        key = _cache_key(store, tides, settings, forcing) if folder is not None else ""
+        cached = folder / f"anomaly_regression-{key}.npz" if folder is not None else None
+        if cached is not None and cached.is_file():
+            try:
+                regression = load_regression(cached)
+                log.info("read the regressed anomaly fitted before from %s", cached)
+                return regression
+            except Exception as error:  # a damaged cache file costs a refit, never a run
+                log.warning("cannot read the cached fit %s (%s): fitting again", cached, error)
+        regression = fit_anomaly_regression(
             store,
             tides,
-            cfg.samples.variables,
-            train_periods(plan),
-            cfg.samples.lead_times,
-            cfg.samples.lags,
-            modes=cfg.tides.anomaly_modes,
-            modes_max_lead=cfg.tides.anomaly_modes_max_lead,
+            settings["variables"],
+            periods,
+            settings["lead_times"],
+            settings["lags"],
+            modes=settings["modes"],
+            modes_max_lead=settings["modes_max_lead"],
             forcing=forcing,
         )
+        if cached is not None:
+            try:
+                regression.save(cached)
+            except OSError as error:  # a read-only working folder: no cache, same fit
+                log.warning("cannot cache the fit in %s (%s)", folder, error)
+        return regression
     finally:
         store.close()
+
+
+def _cache_key(store: xr.Dataset, tides: Any, settings: dict, forcing: Any) -> str:
+    """A hash of everything a fit reads: the store, the tide, the settings and the forcing."""
+    from seacast.store import store_fingerprint
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps([CACHE_VERSION, store_fingerprint(store), settings]).encode())
+    if forcing is not None:
+        digest.update(json.dumps(forcing.to_dict(), sort_keys=True).encode())
+    selected = tides.select(settings["variables"])
+    for array in (
+        selected.coefficients(),
+        selected.anomaly_std,
+        selected.damping_for(settings["lead_times"]),
+    ):
+        digest.update(np.ascontiguousarray(np.asarray(array, dtype=np.float64)).tobytes())
+    return digest.hexdigest()[:20]
 
 
 def _valid_inits(

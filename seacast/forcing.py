@@ -11,7 +11,7 @@ model's base term is unchanged.
 The store's forcing series must be forecasts known at t0 for every hour read. A variable may
 have several series, issued at different ages before each hour (``msl`` and a fresher
 ``msl_06h``; ``forecast_age_hours`` in their attributes): offset k h reads the freshest series
-issued at least k h before its hour, that is by t0. The twin writes ages 6, 12 and 24 h
+issued at least k h before its hour, that is by t0. The twin writes ages 6, 12, 18 and 24 h
 (:data:`seacast.twin.weather.FORECAST_AGES_HOURS`), as an hourly-updated weather model would
 give. An analysis (the weather as it happened) would leak the future into the input.
 

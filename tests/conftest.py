@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
 CONFIGS = PROJECT_ROOT / "configs"
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# fits cached by seacast.anomaly_regression go to a folder of this session, not the project's
+os.environ.setdefault("SEACAST_CACHE", tempfile.mkdtemp(prefix="seacast-test-cache-"))
 
 
 @pytest.fixture(scope="session")

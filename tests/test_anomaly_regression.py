@@ -211,3 +211,19 @@ def test_with_the_forecast_the_map_is_corrected_per_point_by_the_weather_to_come
 
     # the map cannot know the wind at t0 + 3 h (0.25 of its variance is left); the forecast does
     assert mse(corrected, forcing=channels) < 0.3 * mse(map_only)
+
+
+def test_a_saved_regression_predicts_as_the_fitted_one(tmp_path) -> None:
+    from seacast.anomaly_regression import load_regression
+
+    ds = _travelling_pulses(24 * 60, seed=0)
+    hours = _hours(ds)
+    fit = fit_anomaly_regression(
+        ds, NoTideOn([3]), ["zos"], [(hours[0], hours[-1])], [3], 3, modes=16
+    )
+    loaded = load_regression(fit.save(tmp_path / "fit.npz"))
+    assert loaded.describe() == fit.describe() and loaded.samples == fit.samples
+    fresh = _travelling_pulses(24 * 10, seed=1)["zos"].values
+    windows = np.stack([fresh[k : k + 3] for k in range(50)])[:, :, None]
+    sea = np.ones((4, 16), dtype=bool)
+    np.testing.assert_array_equal(loaded.predict(windows, sea), fit.predict(windows, sea))

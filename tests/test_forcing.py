@@ -326,3 +326,34 @@ def test_the_evaluation_report_says_which_runs_read_a_weather_forecast(runs, tmp
     assert "`with` (" in text and "reads the weather forecast iews" in text
     assert "The references read no weather forecast" in text
     assert "`without` (" in text and text.count("reads the weather forecast") == 1
+
+
+def test_a_second_run_on_the_same_store_and_split_reads_its_start_from_the_cache(
+    store: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    import seacast.anomaly_regression as regression
+    from seacast.training.checkpoint import load_run
+    from seacast.training.loop import train
+
+    monkeypatch.setenv("SEACAST_CACHE", str(tmp_path / "cache"))
+
+    def start_of(name: str) -> torch.Tensor:
+        cfg = _experiment(store, tmp_path / "runs", name, ["iews"])
+        cfg.model.base, cfg.model.anomaly_base = "tide", "regressed"
+        cfg.trainer.epochs, cfg.trainer.steps_per_epoch = 1, 1
+        cfg.trainer.optimizer.lr = 1e-12  # the saved start is the fitted one
+        return load_run(train(cfg, progress=False).run_dir).model.base_regression.clone()
+
+    fitted = start_of("first")
+    (cached,) = (tmp_path / "cache").glob("anomaly_regression-*.npz")
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(regression, "fit_anomaly_regression", no_fit)
+        torch.testing.assert_close(start_of("second"), fitted)
+    cached.write_bytes(b"not an npz")  # a damaged cache file costs a refit, not the run
+    torch.testing.assert_close(start_of("third"), fitted)
+    assert "cannot read the cached fit" in caplog.text
+    assert regression.load_regression(cached).lead_times == [LEAD]

@@ -73,7 +73,7 @@ def test_month_looks_like_a_cmems_hourly_file(april: xr.Dataset) -> None:
     ds = april
     ocean = ["zos", "uo", "vo", "so", "thetao"]
     weather = {"msl", "iews", "inss"}
-    fresher = {f"{v}_{age}" for v in weather for age in ("06h", "12h")}
+    fresher = {f"{v}_{age}" for v in weather for age in ("06h", "12h", "18h")}
     assert set(ds.data_vars) == set(ocean) | weather | fresher
     assert ds["zos"].dims == ("time", "latitude", "longitude")
     for name in ("uo", "vo", "so", "thetao"):

@@ -10,7 +10,7 @@ on when a run started.
 
 :meth:`Weather.fields` with ``known_at`` is a weather *forecast*: the storms born after
 ``known_at`` left out (nobody knows them yet), everything else as it will be. The twin's
-files carry it at three ages (:data:`FORECAST_AGES_HOURS`: issued 6, 12 and 24 h before each
+files carry it at four ages (:data:`FORECAST_AGES_HOURS`: issued 6, 12, 18 and 24 h before each
 hour, as from an hourly-updated weather model), the model input that operational surge models
 get from a weather centre.
 """
@@ -40,7 +40,7 @@ FORECAST_AGE_HOURS = (
     24.0  # the day-ahead forecast (msl, iews, inss): issued this long before the hour
 )
 # the ages the files carry: a sample at t0 reads, for hour t0 + k, the freshest one issued by t0
-FORECAST_AGES_HOURS = (6.0, 12.0, FORECAST_AGE_HOURS)
+FORECAST_AGES_HOURS = (6.0, 12.0, 18.0, FORECAST_AGE_HOURS)
 
 
 def winter_weight(hours: float | np.ndarray) -> float | np.ndarray:
