@@ -357,3 +357,19 @@ def test_a_second_run_on_the_same_store_and_split_reads_its_start_from_the_cache
     torch.testing.assert_close(start_of("third"), fitted)
     assert "cannot read the cached fit" in caplog.text
     assert regression.load_regression(cached).lead_times == [LEAD]
+
+
+def test_runs_that_read_the_same_forecast_are_told_so_once() -> None:
+    from types import SimpleNamespace
+
+    from seacast.evaluation.report import _runs_text
+
+    same = [SimpleNamespace(name=n, samples=9, forcing="msl, iews") for n in ("a", "b")]
+    assert _runs_text(same) == (
+        "`a` (9 samples), `b` (9 samples); each reads the weather forecast msl, iews"
+    )
+    mixed = [same[0], SimpleNamespace(name="c", samples=9, forcing="")]
+    assert (
+        _runs_text(mixed)
+        == "`a` (9 samples; reads the weather forecast msl, iews), `c` (9 samples)"
+    )

@@ -20,6 +20,7 @@ Offers:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -439,7 +440,7 @@ def markdown_fragment(
         "",
         _tide_note(results),
         "",
-        f"Runs: {', '.join(_run_line(r) for r in results.runs)}. "
+        f"Runs: {_runs_text(results.runs)}. "
         + (
             "The references read no weather forecast: a run that does knows more than they do, "
             "as a surge model driven by a weather centre does more than a tide table. "
@@ -549,6 +550,16 @@ def write_evaluation_report(
     )
     files.append(index)
     return files
+
+
+def _runs_text(runs: Sequence[Any]) -> str:
+    """```a` (214 samples), `b` (214 samples)``, with the weather forecast each reads: said once
+    when every run reads the same one."""
+    forcings = {run.forcing for run in runs}
+    if len(runs) > 1 and len(forcings) == 1 and runs[0].forcing:
+        names = ", ".join(f"`{run.name}` ({run.samples} samples)" for run in runs)
+        return f"{names}; each reads the weather forecast {runs[0].forcing}"
+    return ", ".join(_run_line(run) for run in runs)
 
 
 def _run_line(run: Any) -> str:
