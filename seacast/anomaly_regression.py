@@ -165,12 +165,13 @@ class AnomalyRegression:
 
     def describe(self) -> str:
         """What each lead time uses, for a report: ``+6 h map (uo, zos), per point (so); ...``."""
-        point = "per point with the weather forecast" if self.n_forcing else "per point"
         kinds = {"spatial": "map", "damped": "damped anomaly", "tide": "tide alone"}
         parts = []
         for i, lead in enumerate(self.lead_times):
             groups: dict[str, list[str]] = {}
             for c, variable in enumerate(self.variables):
+                forced = self.n_forcing and variable in FORCED_VARIABLES
+                point = "per point with the weather forecast" if forced else "per point"
                 choice = str(self.choice[i, c])
                 kind = f"map + {point}" if choice.startswith("spatial +") else point
                 kind = kinds.get(choice, kind)

@@ -347,6 +347,7 @@ def start_at_tide_reference(
             "fitting the regressed anomaly the model starts from"
         )
         regression = fit_for_run(cfg, tides, sets.plan, forcing=sets.train.forcing)
+        logging.getLogger("seacast.training").info("the start uses: %s", regression.describe())
         coefficients = np.nan_to_num(regression.coefficients).astype(np.float32)
         if regression.n_forcing:
             from seacast.encoding import anomaly_normaliser
