@@ -373,8 +373,10 @@ def fit_anomaly_regression(
             if map_residuals is not None
             else {}
         )
-        map_errors = np.stack(
-            [_held_out_error(check, n_lead + lead, w) for w in map_ridge.values()] or [[]]
+        map_errors = (
+            np.stack([_held_out_error(check, n_lead + lead, w) for w in map_ridge.values()])
+            if map_ridge
+            else None
         )
         names = list(candidates)
         errors = np.stack([_held_out_error(check, lead, w) for w in candidates.values()])
@@ -393,7 +395,7 @@ def fit_anomaly_regression(
                 name = "spatial"
                 spatial.use[lead, c] = 1.0
             if (
-                map_residuals is not None
+                map_errors is not None
                 and spatial is not None
                 and np.isfinite(spatial_errors[lead, c])
             ):

@@ -103,8 +103,9 @@ class ForcingInputs:
         step_hours: float,
     ) -> ForcingInputs:
         """The variables with every series of them the store holds, each offset served by the
-        freshest one issued by t0 (``forecast_age_hours`` >= the hours ahead). A series without
-        that attribute is taken as issued by every init time that reads it (the data's promise).
+        freshest one issued by t0 (``forecast_age_hours`` >= the hours ahead). A fresher series
+        without that attribute has the age of its name; the variable's own series without it is
+        taken as issued by every init time that reads it (the data's promise).
 
         DataError if no series of a variable was issued far enough ahead for the longest lead time.
         """
