@@ -92,7 +92,7 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
     if method == "backprop-subset":
         trainer["backprop"] = {"only": trainer["node_perturbation"]["only"]}
     trainer["optimizer"]["lr"] = lr
-    trainer["patience"] = args.patience
+    trainer["patience"] = args.patience if method.startswith("backprop") else args.zo_patience
     trainer["max_steps"] = max_steps
     steps = max_steps or args.bp_max_steps
     trainer["epochs"] = math.ceil(steps / trainer["steps_per_epoch"])
@@ -303,7 +303,8 @@ def report(
     backprop = {r["seed"]: r for r in runs["backprop"]}
     lines.append(
         f"S_bp = {s_bp} steps (median over seeds of backprop's steps to its best validation); "
-        f"ZO budget {args.zo_steps} steps = min({args.step_factor} x S_bp, {args.zo_max_steps})."
+        f"ZO budget {args.zo_steps} steps = min({args.step_factor} x S_bp, {args.zo_max_steps}). "
+        f"Patience: backprop {args.patience} epochs, ZO {args.zo_patience}."
     )
     lines.append("")
     lines.append("## Budgets and validation")
@@ -372,6 +373,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lrs", type=int, default=3, help="learning rates tried per method")
     parser.add_argument("--patience", type=int, default=6, help="epochs without improvement")
+    parser.add_argument(
+        "--zo-patience",
+        type=int,
+        default=None,
+        help="a ZO rule's patience in epochs (default: --patience); a rule whose step gains far "
+        "less than backprop's can sit on a plateau of the validation noise for longer",
+    )
     parser.add_argument("--bp-max-steps", type=int, default=6000, help="backprop's safety cap")
     parser.add_argument("--step-factor", type=float, default=100.0)
     parser.add_argument("--zo-max-steps", type=int, default=6000, help="cap on a ZO run's steps")
@@ -387,6 +395,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.seeds, args.lrs, args.patience = 1, 1, 3
         args.bp_max_steps, args.zo_max_steps, args.every_hours = 600, 1200, 6
+    if args.zo_patience is None:
+        args.zo_patience = args.patience
     args.out = args.out.resolve()
     return args
 

@@ -658,6 +658,14 @@ class NodePerturbationConfig(StrictModel):
         description="Perturb and update only the layers whose module name starts with one of these "
         "(e.g. [head]); empty: every Conv/Linear layer.",
     )
+    output_layer: str | None = Field(
+        "head.out",
+        description="local credit: the layer whose output channel k at a cell is the model's output "
+        "channel k at that cell (the U-Nets' last 1x1 conv): each of its nodes is credited with its "
+        "own cell's and channel's loss difference, which is exact, instead of the sum over every "
+        "channel (the other channels' noise). Ignored where the model has no such layer; null: "
+        "credit it like the others.",
+    )
     samples_per_slice: NonNegativeInt = Field(
         4,
         description="Samples per noise draw and per weight-gradient call: what a step holds beyond "

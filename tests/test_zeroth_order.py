@@ -417,6 +417,41 @@ def test_local_credit_on_a_pointwise_head_is_close_to_the_true_gradient() -> Non
     assert cosines["global"] < cosines["local"] - 0.3, cosines
 
 
+def test_output_layer_credited_per_channel_estimates_each_channels_weights_better() -> None:
+    torch.manual_seed(0)
+    # six output channels: with credit summed over channels each node also carries the others' noise
+    model = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 6, 1))
+    x = torch.randn(8, 2, 16, 16)
+    y = torch.randn(8, 6, 16, 16) * torch.tensor([0.1, 3, 3, 3, 3, 3]).view(1, 6, 1, 1)
+    model.zero_grad(set_to_none=True)
+    mse_with_cells(model(x), y).mean().backward()
+    true_rows = model[2].weight.grad.flatten(1).clone()
+    mean_cosine = {}
+    for output_layer in (None, "2"):
+        cfg = trainer(
+            "node-perturbation",
+            node_perturbation={"credit_radius": 0, "output_layer": output_layer},
+        )
+        torch.manual_seed(1)
+        make_rule("node-perturbation", model, cfg).step(model, x, y, mse_with_cells)
+        rows = model[2].weight.grad.flatten(1)
+        mean_cosine[output_layer] = sum(float(cosine(rows[c], true_rows[c])) for c in range(6)) / 6
+    assert mean_cosine["2"] > mean_cosine[None] + 0.15, mean_cosine
+
+
+def test_an_output_layer_the_model_lacks_is_refused_when_named() -> None:
+    from seacast.errors import ConfigError
+
+    model = small_conv_net()
+    make_rule("node-perturbation", model, trainer("node-perturbation"))  # the default: ignored
+    with pytest.raises(ConfigError, match="output_layer"):
+        make_rule(
+            "node-perturbation",
+            model,
+            trainer("node-perturbation", node_perturbation={"output_layer": "head.last"}),
+        )
+
+
 def test_local_credit_without_cell_losses_warns_and_uses_global_credit() -> None:
     model = small_conv_net()
     x, y = torch.randn(2, 2, 8, 8), torch.randn(2, 2, 8, 8)

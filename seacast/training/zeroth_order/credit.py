@@ -105,6 +105,9 @@ class Credit:
     small bias otherwise.
     Layers whose output is not on a grid that divides the output grid
     (Linear layers, odd shapes) fall back to global credit.
+    The output layer (``output_layer``: its channel k at a cell is the model's output
+    channel k there) gets each node's own cell and channel, ``delta_channels``: the other
+    channels' noise is dropped too, and the credit is exact.
     """
 
     def __init__(
@@ -112,11 +115,22 @@ class Credit:
         delta: torch.Tensor,
         delta_map: torch.Tensor | None,
         radius: dict[nn.Module, int],
+        delta_channels: torch.Tensor | None = None,
+        output_layer: nn.Module | None = None,
     ) -> None:
         self.delta = delta  # [B]
         self.delta_map = delta_map  # [B, H, W] or None
         self.radius = radius
+        self.delta_channels = delta_channels  # [B, K, H, W] or None
+        self.output_layer = output_layer
         self.cache: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    def matches_output(self, psi: torch.Tensor) -> bool:
+        """Whether ``psi`` (the output layer's noise) has a node per output channel and cell."""
+        channels = self.delta_channels
+        if channels is None or psi.dim() < 4:
+            return False
+        return psi.shape[1] == channels.shape[1] and psi[0, 0].numel() == channels[0, 0].numel()
 
     def for_output(
         self, module: nn.Module, psi: torch.Tensor, samples: slice = slice(None)
@@ -124,6 +138,9 @@ class Credit:
         """A tensor broadcastable to ``psi``, the layer's output noise for ``samples`` of the batch."""
         delta = self.delta[samples]
         global_credit = delta.to(psi.dtype).view(-1, *([1] * (psi.dim() - 1)))
+        if module is self.output_layer and self.matches_output(psi):
+            assert self.delta_channels is not None
+            return self.delta_channels[samples].to(psi.dtype).reshape(psi.shape)
         if self.delta_map is None or isinstance(module, nn.Linear) or psi.dim() < 4:
             return global_credit
         height, width = self.delta_map.shape[-2:]
