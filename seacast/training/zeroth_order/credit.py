@@ -106,22 +106,21 @@ class Credit:
     Layers whose output is not on a grid that divides the output grid
     (Linear layers, odd shapes) fall back to global credit.
     The output layer (``output_layer``: its channel k at a cell is the model's output
-    channel k there) gets each node's own cell and channel, ``delta_channels``: the other
-    channels' noise is dropped too, and the credit is exact.
+    channel k there) gets each node's own cell and channel: the other channels' noise is
+    dropped too, and the credit is exact.
     """
 
     def __init__(
         self,
         delta: torch.Tensor,
-        delta_map: torch.Tensor | None,
+        delta_channels: torch.Tensor | None,
         radius: dict[nn.Module, int],
-        delta_channels: torch.Tensor | None = None,
         output_layer: nn.Module | None = None,
     ) -> None:
         self.delta = delta  # [B]
-        self.delta_map = delta_map  # [B, H, W] or None
-        self.radius = radius
         self.delta_channels = delta_channels  # [B, K, H, W] or None
+        self.delta_map = None if delta_channels is None else delta_channels.sum(1)  # [B, H, W]
+        self.radius = radius
         self.output_layer = output_layer
         self.cache: dict[tuple[int, int, int], torch.Tensor] = {}
 

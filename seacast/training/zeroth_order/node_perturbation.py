@@ -221,11 +221,11 @@ class NodePerturbationRule(UpdateRule):
 
     def _losses(
         self, prediction: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Per-sample losses ``[B]`` and, with local credit, the loss map ``[B, H, W]`` over output
-        cells and (for the output layer) ``[B, K, H, W]`` over output channels and cells."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-sample losses ``[B]`` and, with local credit, the loss map ``[B, K, H, W]`` over
+        output channels and cells."""
         if self.opts.credit == "global":
-            return loss_fn(prediction, target), None, None
+            return loss_fn(prediction, target), None
         if not isinstance(loss_fn, CellLoss):
             if not self.warned_no_cells:
                 warnings.warn(
@@ -235,11 +235,10 @@ class NodePerturbationRule(UpdateRule):
                     stacklevel=2,
                 )
                 self.warned_no_cells = True
-            return loss_fn(prediction, target), None, None
+            return loss_fn(prediction, target), None
         cells = loss_fn.elementwise(prediction, target)
         channels = cells.flatten(1, -3) if cells.dim() > 3 else cells.unsqueeze(1)  # [B, K, H, W]
-        per_cell = channels.sum(1)  # [B, H, W]
-        return per_cell.flatten(1).sum(1), per_cell, channels if self.output_layer else None
+        return channels.flatten(1).sum(1), channels
 
     def _baseline_delta(self, loss_noisy: torch.Tensor) -> torch.Tensor:
         """``L_noisy − b̄``, then b̄ follows the batch loss (a running mean)."""
@@ -263,9 +262,7 @@ class NodePerturbationRule(UpdateRule):
         passes = SamePasses(model)
         forwards = 0
 
-        def losses(
-            seed: int | None, sign: float = 1.0
-        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        def losses(seed: int | None, sign: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
             nonlocal forwards
             passes.before_pass()
             forwards += 1
@@ -280,16 +277,13 @@ class NodePerturbationRule(UpdateRule):
             reported: list[torch.Tensor] = []
             probes: list[tuple[int, Credit]] = []
             for seed in seeds:
-                loss_noisy, map_noisy, channels_noisy = losses(seed)
+                loss_noisy, map_noisy = losses(seed)
                 delta_map: torch.Tensor | None = None
-                delta_channels: torch.Tensor | None = None
                 if self.opts.delta == "antithetic":
-                    loss_minus, map_minus, channels_minus = losses(seed, -1.0)
+                    loss_minus, map_minus = losses(seed, -1.0)
                     delta = 0.5 * (loss_noisy - loss_minus)
                     if map_noisy is not None and map_minus is not None:
                         delta_map = 0.5 * (map_noisy - map_minus)
-                    if channels_noisy is not None and channels_minus is not None:
-                        delta_channels = 0.5 * (channels_noisy - channels_minus)
                     reported.append(0.5 * (loss_noisy + loss_minus))
                 elif self.opts.delta == "baseline":
                     delta = self._baseline_delta(loss_noisy)
@@ -299,13 +293,10 @@ class NodePerturbationRule(UpdateRule):
                     delta = loss_noisy - clean[0]
                     if map_noisy is not None and clean[1] is not None:
                         delta_map = map_noisy - clean[1]
-                    if channels_noisy is not None and clean[2] is not None:
-                        delta_channels = channels_noisy - clean[2]
                 credit = Credit(
                     delta / sigma2,
                     None if delta_map is None else delta_map / sigma2,
                     self.radius,
-                    None if delta_channels is None else delta_channels / sigma2,
                     self.output_layer,
                 )
                 probes.append((seed, credit))
