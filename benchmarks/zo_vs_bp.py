@@ -57,6 +57,13 @@ METHODS: dict[str, dict[str, Any]] = {
     "node-perturbation": {"name": "node-perturbation"},  # the layer subset of the experiment
     "node-perturbation-all": {"name": "node-perturbation", "node_perturbation": {"only": []}},
     "forward-gradient": {"name": "forward-gradient"},
+    # the output layer alone, where node perturbation's per-channel credit is exact; and backprop
+    # on the same layer, for what freezing the rest costs
+    "node-perturbation-out": {
+        "name": "node-perturbation",
+        "node_perturbation": {"only": ["head.out"]},
+    },
+    "backprop-out": {"name": "backprop", "backprop": {"only": ["head.out"]}},
 }
 # learning rates tried per method, in the order tried (the same number for each: equal tuning)
 LR_GRID: dict[str, list[float]] = {
@@ -66,6 +73,8 @@ LR_GRID: dict[str, list[float]] = {
     "node-perturbation": [1e-2, 3e-3, 3e-2],
     "node-perturbation-all": [1e-2, 3e-3, 3e-2],
     "forward-gradient": [1e-4, 3e-5, 3e-4],
+    "node-perturbation-out": [1e-2, 3e-3, 3e-2],
+    "backprop-out": [3e-3, 1e-3, 1e-2],
 }
 
 
