@@ -114,7 +114,11 @@ def sample_statistics(run, store, store_path: Path, timeline) -> dict[str, np.nd
     _, anomaly = anomalies(store_path, tides, variables)  # [T, C, P]
     field = np.zeros((n, len(variables), *sea.shape), np.float32)
     field[:, :, sea] = anomaly
-    indices = np.arange(lags - 1, n - int(lead_steps.max()))
+    # a run with weather-forecast inputs reads the forecast series up to its horizon past t0
+    forcing = run.forcing
+    ahead = forcing.horizon_steps if forcing is not None else 0
+    forcing_frames = forcing.read(store, np.arange(n), sea) if forcing is not None else None
+    indices = np.arange(lags - 1, n - max(int(lead_steps.max()), ahead))
     out = {k: np.zeros((n, len(leads), len(variables))) for k in ("e0e0", "e0b", "bb")}
     out |= {k: np.zeros((n, len(leads), len(variables))) for k in ("tide", "damped", "regressed")}
     out["loss"] = np.zeros((n, 3, len(leads), len(variables)))
@@ -122,7 +126,13 @@ def sample_statistics(run, store, store_path: Path, timeline) -> dict[str, np.nd
     with torch.no_grad():
         for a in range(0, len(indices), 32):
             idx = indices[a : a + 32]
-            x = torch.stack([frames[i - lags + 1 : i + 1].permute(1, 0, 2, 3) for i in idx])
+            windows = [frames[i - lags + 1 : i + 1].permute(1, 0, 2, 3) for i in idx]
+            if forcing is not None:
+                windows = [
+                    forcing.with_channels(w, forcing_frames, int(i))
+                    for w, i in zip(windows, idx, strict=True)
+                ]
+            x = torch.stack(windows)
             y = torch.stack([frames[i + lead_steps] for i in idx])  # [B, L, C, H, W]
             model.base_gain.fill_(0.5)
             low = model(x)
