@@ -260,10 +260,30 @@ def test_the_report_says_when_a_zeroth_order_run_trained_longer_than_backprop() 
         {"run": "a", "trainer": "backprop", "steps": 120},
         {"run": "b", "trainer": "node-perturbation", "steps": 120},
     ]
-    assert budget_note(equal) == "Every run trained for the same budget: 120 steps."
+    assert budget_note(equal).startswith("Every run trained for the same budget: 120 steps.")
     longer = [
         {"run": "a", "trainer": "backprop", "steps": 75},
         {"run": "b", "trainer": "node-perturbation", "steps": 225},
     ]
     note = budget_note(longer)
     assert note is not None and "b trained longer than every backprop run" in note
+
+
+def test_the_report_says_when_runs_were_cut_at_their_budget_not_converged() -> None:
+    from seacast.reporting import budget_note
+
+    capped = [
+        {"run": "a", "trainer": "backprop", "steps": 120, "status": "finished (epochs)"},
+        {"run": "b", "trainer": "node-perturbation", "steps": 120, "status": "finished (epochs)"},
+    ]
+    assert "None of the runs stopped by early stopping" in budget_note(capped)
+    converged = [
+        {"run": "a", "trainer": "backprop", "steps": 900, "status": "finished (early_stopping)"},
+        {
+            "run": "b",
+            "trainer": "node-perturbation",
+            "steps": 900,
+            "status": "finished (early_stopping)",
+        },
+    ]
+    assert "early stopping" not in budget_note(converged)
