@@ -222,9 +222,8 @@ def budget_note(summaries: list[dict[str, Any]]) -> str | None:
     if len(steps) < 2:
         return None
     if len(set(steps.values())) == 1:
-        return f"Every run trained for the same budget: {next(iter(steps.values()))} steps." + (
-            _unconverged_note(summaries)
-        )
+        note = f"Every run trained for the same budget: {next(iter(steps.values()))} steps."
+        return note + _unconverged_note(summaries)
     backprop = [s["steps"] for s in summaries if s.get("trainer") == "backprop" and s.get("steps")]
     others = [s for s in summaries if s.get("trainer") != "backprop" and s.get("steps")]
     longer = [s["run"] for s in others if backprop and s["steps"] > max(backprop)]
@@ -239,18 +238,19 @@ def budget_note(summaries: list[dict[str, Any]]) -> str | None:
 
 def _unconverged_note(summaries: list[dict[str, Any]]) -> str:
     """Say so when runs stopped at their step budget rather than by early stopping."""
-    capped = [
-        s["run"]
-        for s in summaries
-        if s.get("steps") and "early_stopping" not in str(s.get("status") or "")
-    ]
+    known = [s for s in summaries if s.get("steps") and s.get("status")]
+    capped = [s["run"] for s in known if "early_stopping" not in s["status"]]
     if not capped:
         return ""
-    which = "None of the runs" if len(capped) == len(summaries) else ", ".join(capped)
+    if len(capped) == len(known):
+        who = "None of the runs stopped by early stopping: they were"
+    else:
+        who = f"{', '.join(capped)} did not stop by early stopping: " + (
+            "they were" if len(capped) > 1 else "it was"
+        )
     return (
-        f" {which} stopped by early stopping: {'they were' if len(capped) > 1 else 'it was'} "
-        "cut at the step budget, not trained to convergence, so the ranking holds at this "
-        "budget only (benchmarks/zo_vs_bp.py trains backprop until validation stops improving)."
+        f" {who} cut at the step budget, not trained to convergence, so the ranking holds at "
+        "this budget only (benchmarks/zo_vs_bp.py trains backprop until validation stops improving)."
     )
 
 

@@ -287,3 +287,5 @@ def test_the_report_says_when_runs_were_cut_at_their_budget_not_converged() -> N
         },
     ]
     assert "early stopping" not in budget_note(converged)
+    mixed = [converged[0], capped[1]]
+    assert "b did not stop by early stopping: it was cut" in budget_note(mixed)
