@@ -64,6 +64,8 @@ METHODS: dict[str, dict[str, Any]] = {
         "node_perturbation": {"only": ["head.out"]},
     },
     "backprop-out": {"name": "backprop", "backprop": {"only": ["head.out"]}},
+    # the whole head (its hidden conv and the 1x1 out): how much a second layer buys
+    "backprop-head": {"name": "backprop", "backprop": {"only": ["head"]}},
 }
 # learning rates tried per method, in the order tried (the same number for each: equal tuning)
 LR_GRID: dict[str, list[float]] = {
@@ -75,6 +77,7 @@ LR_GRID: dict[str, list[float]] = {
     "forward-gradient": [1e-4, 3e-5, 3e-4],
     "node-perturbation-out": [1e-2, 3e-3, 3e-2],
     "backprop-out": [3e-3, 1e-3, 1e-2],
+    "backprop-head": [3e-3, 1e-3, 1e-2],
 }
 
 
