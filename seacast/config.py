@@ -736,6 +736,12 @@ class TrainerConfig(StrictModel):
         True,
         description="Deterministic torch algorithms, so a resumed run gives the same weights as an uninterrupted one.",
     )
+    init_from: Path | None = Field(
+        None,
+        description="Start from the weights of another run: its folder (its best checkpoint) or a checkpoint "
+        "file. Its model, samples and store must be this run's; the rule, its layers, lr and budget may differ "
+        "(a staged run: train one set of layers, then another). Empty: the seeded initialisation.",
+    )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     backprop: BackpropConfig = Field(default_factory=BackpropConfig)
     spsa: SpsaConfig = Field(default_factory=SpsaConfig)

@@ -163,6 +163,39 @@ def test_resume_refuses_a_different_model_and_a_finished_run_is_not_overwritten(
         train(_config(store, tmp_path, "never-ran"), resume=True, progress=False)
 
 
+def test_init_from_starts_a_run_at_another_runs_best_weights(store, tmp_path):
+    # no base: the first epoch is always the best, so the staged run starts from trained weights
+    first_cfg = _config(store, tmp_path, "first", epochs=1, steps_per_epoch=3)
+    first_cfg.model.base = "none"
+    first = train(first_cfg, progress=False)
+    staged = _config(store, tmp_path, "staged", epochs=1, steps_per_epoch=1)
+    staged.model.base = "none"
+    staged.trainer.name = "spsa"
+    staged.trainer.init_from = first.run_dir
+    single = DistInfo(0, 1, 0, torch.device("cpu"))
+    session, _ = loop_module.setup(staged, single, resume=False, overwrite=False)
+    best = load_checkpoint(first.run_dir / "checkpoint_best.pt")["model"]
+    for key, value in session.model.state_dict().items():
+        assert torch.equal(value, best[key]), key
+    result = train(staged, progress=False)
+    assert result.meta["init_from"]["run"] == "first"
+    assert result.meta["init_from"]["step"] == 3
+    assert result.meta["init_from"]["best_val"] == first.best_val
+
+
+def test_init_from_refuses_a_run_of_another_model_or_a_missing_one(store, tmp_path):
+    first = train(_config(store, tmp_path, "first", epochs=1, steps_per_epoch=1), progress=False)
+    wider = _config(store, tmp_path, "wider", epochs=1, steps_per_epoch=1)
+    wider.model.filters = 4
+    wider.trainer.init_from = first.run_dir
+    with pytest.raises(SeacastError, match="init_from.*another model"):
+        train(wider, progress=False)
+    missing = _config(store, tmp_path, "missing", epochs=1, steps_per_epoch=1)
+    missing.trainer.init_from = tmp_path / "never-ran"
+    with pytest.raises(SeacastError, match="neither a run folder"):
+        train(missing, progress=False)
+
+
 def test_interrupted_save_never_replaces_the_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint_last.pt"
     save_checkpoint({"epoch": 1, "weights": torch.arange(5.0)}, path)

@@ -362,6 +362,41 @@ def start_at_tide_reference(
             _install_spatial_map(model, regression.spatial, tides, cfg.samples.variables)
 
 
+def start_from_run(model: nn.Module, cfg: ExperimentConfig, sets: SampleSets) -> dict[str, Any]:
+    """Load the weights of ``trainer.init_from`` (a run folder's best checkpoint, or a file).
+
+    The checkpoint must come from the same model, samples and store, so that its weights mean
+    the same here; returns what meta.json records of it.
+    """
+    source = Path(cfg.trainer.init_from)
+    path = source / BEST if source.is_dir() else source
+    if not path.is_file():
+        raise ConfigError(
+            f"trainer.init_from: {source} is neither a run folder with {BEST} nor a checkpoint file",
+            "point it at a trained run, e.g. --set trainer.init_from=runs/<name>",
+        )
+    saved = load_checkpoint(path)
+    current = to_dict(cfg)
+    differs = [key for key in ("model", "samples") if saved["config"].get(key) != current[key]]
+    if saved.get("store_fingerprint") != sets.fingerprint:
+        differs.append("store")
+    if differs:
+        raise ConfigError(
+            f"trainer.init_from: {path} was trained with another {', '.join(differs)} than this run",
+            "start from a run of the same model, samples and store (its config.yaml), "
+            "or leave trainer.init_from empty",
+        )
+    model.load_state_dict(saved["model"])
+    return {
+        "checkpoint": str(path),
+        "run": saved["config"].get("name"),
+        "trainer": saved["config"]["trainer"]["name"],
+        "step": int(saved["step"]),
+        "forwards": int(saved.get("forwards", 0)),
+        "best_val": float(saved["best_val"]),
+    }
+
+
 def _install_spatial_map(model: nn.Module, spatial: Any, tides: Any, variables: list[str]) -> None:
     """The regression's spatial map on all of the model's channels (0 where it maps none)."""
     from seacast.encoding import anomaly_normaliser
@@ -702,6 +737,9 @@ def setup(
     )
     if tides is not None:
         start_at_tide_reference(model, tides, cfg, sets)
+    started_from = None
+    if cfg.trainer.init_from is not None and not resume:  # a resumed run restores its own weights
+        started_from = start_from_run(model, cfg, sets)
     model.to(info.device)
     rule: UpdateRule = make_rule(cfg.trainer.name, model, cfg.trainer)
     if info.distributed and rule.applies_update:
@@ -718,6 +756,8 @@ def setup(
     sampler, train_loader, val_loader = _loaders(cfg, sets, info)
     steps_per_epoch, total_steps = _step_budget(cfg, sampler)
     meta = _run_meta(cfg, sets, model, info, tides, steps_per_epoch)
+    if started_from is not None:
+        meta["init_from"] = started_from
     session = Session(
         cfg=cfg,
         info=info,
