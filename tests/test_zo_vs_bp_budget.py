@@ -1,0 +1,83 @@
+"""benchmarks/zo_vs_bp.py's accounting: a staged run is charged its first stage's whole budget."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "zo_vs_bp.py"
+
+
+@pytest.fixture(scope="module")
+def zo_vs_bp():
+    spec = importlib.util.spec_from_file_location("zo_vs_bp", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["zo_vs_bp"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(folder: Path, rows: list[tuple[int, int, float]], best_epoch: int, **meta) -> Path:
+    """A finished run folder: metrics rows (epoch, step, val_loss), 3 forwards and 0.5 s a step."""
+    folder.mkdir(parents=True)
+    pd.DataFrame(
+        [
+            {"epoch": e, "step": s, "forwards": 3 * s, "wall_seconds": 0.5 * s, "val_loss": v}
+            for e, s, v in rows
+        ]
+    ).to_csv(folder / "metrics.csv", index=False)
+    last_step = rows[-1][1]
+    meta = {
+        "best_epoch": best_epoch,
+        "best_val": min(v for _, _, v in rows),
+        "steps": last_step,
+        "forwards": 3 * last_step,
+        "timings": {"train_seconds": 0.5 * last_step},
+        "status": "finished (early_stopping)",
+        **meta,
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_a_staged_run_counts_its_first_stages_whole_budget_and_untrained_start(zo_vs_bp, tmp_path):
+    first = _run(tmp_path / "first", [(1, 100, 0.9), (2, 200, 0.95)], 1, reference_val=1.0)
+    second = _run(
+        tmp_path / "second",
+        [(1, 50, 0.85), (2, 100, 0.8)],
+        2,
+        reference_val=0.9,
+        init_from={"checkpoint": str(first / "checkpoint_best.pt")},
+    )
+    summary = zo_vs_bp.summarise(second, "node-perturbation-staged", 1e-2, 0)
+    assert summary["reference_val"] == 1.0  # gains from the untrained start, not the first stage's
+    assert summary["steps"] == 300 and summary["forwards"] == 900 and summary["wall"] == 150
+    assert summary["steps_to_best"] == 300  # 200 of the first stage, then 100
+    assert summary["history"]["step"] == [100, 200, 250, 300]
+    # at the first stage's budget it had only the first stage's best
+    assert zo_vs_bp.best_val_within(summary, "step", 200) == 0.9
+
+
+def test_a_second_stage_that_never_improves_reports_the_first_stages_best(zo_vs_bp, tmp_path):
+    first = _run(tmp_path / "first", [(1, 100, 0.9), (2, 200, 0.95)], 1, reference_val=1.0)
+    second = _run(
+        tmp_path / "second",
+        [(1, 50, 0.92)],
+        0,
+        reference_val=0.9,
+        best_val=0.9,  # its start, kept as its best
+        init_from={"checkpoint": str(first / "checkpoint_best.pt")},
+    )
+    summary = zo_vs_bp.summarise(second, "node-perturbation-staged", 1e-2, 0)
+    assert summary["steps_to_best"] == 100 and summary["steps"] == 250
+    assert summary["best_val"] == 0.9
+
+
+def test_a_staged_method_runs_after_its_first_stage(zo_vs_bp):
+    ordered = zo_vs_bp.with_first_stages(["backprop", "node-perturbation-staged", "spsa"])
+    assert ordered == ["backprop", "node-perturbation-out", "node-perturbation-staged", "spsa"]
