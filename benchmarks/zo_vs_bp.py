@@ -76,12 +76,23 @@ METHODS: dict[str, dict[str, Any]] = {
         "name": "node-perturbation",
         "node_perturbation": {"sigma": 1e-3, "probes": 16},
     },
+    # staged, on the layers whose estimate np_layer_cosine.py finds good at sigma 1e-3 only (the head,
+    # up.3, decoder.3's block; not reducers.0 or decoder.3.conv, whose 16-probe cosine is negative)
+    "node-perturbation-staged-good": {
+        "name": "node-perturbation",
+        "node_perturbation": {
+            "sigma": 1e-3,
+            "probes": 4,
+            "only": ["head", "up.3", "decoder.3.block"],
+        },
+    },
 }
 # a staged method starts from the best checkpoint of another method's run (same seed, its chosen
 # lr): trainer.init_from. Its steps, forwards and wall-clock count that run's whole budget too.
 STAGED: dict[str, str] = {
     "node-perturbation-staged": "node-perturbation-out",
     "node-perturbation-staged-16": "node-perturbation-out",
+    "node-perturbation-staged-good": "node-perturbation-out",
 }
 # learning rates tried per method, in the order tried (the same number for each: equal tuning)
 LR_GRID: dict[str, list[float]] = {
@@ -97,6 +108,7 @@ LR_GRID: dict[str, list[float]] = {
     "node-perturbation-fine": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged-16": [1e-2, 3e-3, 3e-2],
+    "node-perturbation-staged-good": [3e-3, 1e-3, 1e-2],
 }
 
 
