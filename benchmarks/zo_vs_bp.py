@@ -176,11 +176,10 @@ def summarise(run_dir: Path, method: str, lr: float, seed: int) -> dict[str, Any
     import pandas as pd
 
     meta = json.loads((run_dir / "meta.json").read_text())
-    history = pd.read_csv(run_dir / "metrics.csv")[
-        ["epoch", "step", "forwards", "wall_seconds", "val_loss"]
-    ]
+    history = pd.read_csv(run_dir / "metrics.csv")
     best_epoch = int(meta["best_epoch"])
     at_best = history[history["epoch"] == best_epoch]
+    row = at_best.iloc[0] if len(at_best) else None
     summary = {
         "run": run_dir.name,
         "run_dir": str(run_dir),
@@ -190,9 +189,9 @@ def summarise(run_dir: Path, method: str, lr: float, seed: int) -> dict[str, Any
         "best_val": float(meta["best_val"]),
         "reference_val": meta.get("reference_val"),
         "best_epoch": best_epoch,
-        "steps_to_best": int(at_best.iloc[0]["step"]) if len(at_best) else 0,
-        "forwards_to_best": float(at_best.iloc[0]["forwards"]) if len(at_best) else 0.0,
-        "wall_to_best": float(at_best.iloc[0]["wall_seconds"]) if len(at_best) else 0.0,
+        "steps_to_best": int(row["step"]) if row is not None else 0,
+        "forwards_to_best": float(row["forwards"]) if row is not None else 0.0,
+        "wall_to_best": float(row["wall_seconds"]) if row is not None else 0.0,
         "steps": int(meta["steps"]),
         "forwards": float(meta["forwards"]),
         "wall": float(meta["timings"]["train_seconds"]),
@@ -454,7 +453,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=20,
         help="epochs without improvement (the plateau schedule halves the lr after half as many); "
-        "6 stopped backprop on a plateau at 250-550 steps of seed 0 or 1, 20 went on to 750-2450",
+        "at 6, backprop's seed 0 stopped on a plateau at step 550 on one machine and ran to 2750 on "
+        "another (benchmarks/README.md)",
     )
     parser.add_argument(
         "--zo-patience",

@@ -250,9 +250,16 @@ def _prepare_run_dir(cfg: ExperimentConfig, resume: bool, overwrite: bool, info:
     return run_dir
 
 
-def _check_resumable(saved: dict[str, Any], cfg: ExperimentConfig, path: Path) -> None:
+def _sections_that_differ(
+    saved: dict[str, Any], cfg: ExperimentConfig, sections: tuple[str, ...]
+) -> list[str]:
+    """The config sections of a checkpoint (its saved config) that are not those of ``cfg``."""
     current = to_dict(cfg)
-    differs = [key for key in _RESUME_MUST_MATCH if saved.get(key) != current.get(key)]
+    return [key for key in sections if saved.get(key) != current.get(key)]
+
+
+def _check_resumable(saved: dict[str, Any], cfg: ExperimentConfig, path: Path) -> None:
+    differs = _sections_that_differ(saved, cfg, _RESUME_MUST_MATCH)
     if differs:
         raise ConfigError(
             f"cannot resume {path}: its {', '.join(differs)} differ from the config given",
@@ -376,8 +383,8 @@ def start_from_run(model: nn.Module, cfg: ExperimentConfig, sets: SampleSets) ->
             "point it at a trained run, e.g. --set trainer.init_from=runs/<name>",
         )
     saved = load_checkpoint(path)
-    current = to_dict(cfg)
-    differs = [key for key in ("model", "samples") if saved["config"].get(key) != current[key]]
+    # the store by its contents: a copy of it elsewhere is the same store
+    differs = _sections_that_differ(saved["config"], cfg, ("model", "samples"))
     if saved.get("store_fingerprint") != sets.fingerprint:
         differs.append("store")
     if differs:
