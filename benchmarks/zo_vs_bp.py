@@ -5,12 +5,13 @@ The protocol (issue 16). Every run is ``seacast.training.loop.train`` on one exp
 times 6/12/24 h, a tide-aware 3ddr_unet) with only the rule, learning rate, seed and
 step budget changed, and every score is ``seacast evaluate``'s on the whole test split.
 
-1. **Converged backprop.** Each learning rate of backprop's grid on seed 0, trained until
-   validation has not improved for ``patience`` epochs (ReduceLROnPlateau halves the lr on
-   the way). The best lr on validation is rerun on the other seeds. ``S_bp`` is the median
-   over seeds of the steps to the best validation.
+1. **Converged backprop.** Each learning rate of backprop's grid on every seed, trained
+   until validation has not improved for ``patience`` epochs (ReduceLROnPlateau halves the
+   lr on the way); each seed keeps its lr with the best validation (``--lr-search
+   first-seed``: search seed 0 only and rerun its best lr on the others). ``S_bp`` is the
+   median over seeds of the steps to the best validation.
 2. **Each ZO rule** from the same initialisation (same seed, same tide start), with its
-   own grid of the same size, on seed 0 and then the other seeds, each with a budget of
+   own grid of the same size searched the same way, each run with a budget of
    ``min(step_factor x S_bp, zo_max_steps)`` steps and the same patience.
 3. **Scores.** Test MSE per variable and lead time of each run's best checkpoint, its
    ratio to backprop's (same seed), and the strongest reference (persistence,
@@ -23,7 +24,8 @@ step budget changed, and every score is ``seacast evaluate``'s on the whole test
    (``seacast gradcheck``'s function).
 
 Runs go to ``--out``/runs and are reused when the benchmark is started again (a finished
-run is read back, an interrupted one resumed), so the protocol can be run in pieces.
+run is read back, an interrupted one resumed, one stopped at a lower step cap extended), so
+the protocol can be run in pieces.
 Memory is measured by ``benchmarks/zo_memory.py``.
 
     .venv/bin/python benchmarks/zo_vs_bp.py --out /tmp/zo_vs_bp [--quick] [--jobs 2]
@@ -136,7 +138,8 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
         trainer["backprop"] = {"only": trainer["node_perturbation"]["only"]}
     if method in STAGED:
         first = STAGED[method]
-        trainer["init_from"] = str(args.out / "runs" / run_name(first, args.chosen_lr[first], seed))
+        first_lr = args.chosen_lr[(first, seed)]
+        trainer["init_from"] = str(args.out / "runs" / run_name(first, first_lr, seed))
     trainer["optimizer"]["lr"] = lr
     trainer["patience"] = args.patience if method.startswith("backprop") else args.zo_patience
     trainer["max_steps"] = max_steps
@@ -159,7 +162,7 @@ def _train_one(job: tuple[argparse.Namespace, str, float, int, int | None]) -> d
     run_dir = Path(cfg.runs_dir) / cfg.name
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if not str(meta.get("status", "")).startswith("finished"):
+    if needs_training(meta, cfg.trainer.max_steps):
         resume = (run_dir / "checkpoint_last.pt").is_file()
         started = time.perf_counter()
         train(cfg, resume=resume, progress=False, overwrite=not resume)
@@ -169,6 +172,16 @@ def _train_one(job: tuple[argparse.Namespace, str, float, int, int | None]) -> d
             flush=True,
         )
     return summarise(run_dir, method, lr, seed)
+
+
+def needs_training(meta: dict[str, Any], max_steps: int | None) -> bool:
+    """Whether a run folder's meta says the run is to be trained (or resumed) for this budget:
+    not finished, or stopped at a step cap lower than this one (a longer budget extends it)."""
+    status = str(meta.get("status", ""))
+    if not status.startswith("finished"):
+        return True
+    capped = status == "finished (max_steps)"
+    return capped and max_steps is not None and int(meta.get("steps", 0)) < max_steps
 
 
 def summarise(run_dir: Path, method: str, lr: float, seed: int) -> dict[str, Any]:
@@ -258,19 +271,37 @@ def gain_share(run: dict[str, Any], backprop: dict[str, Any]) -> float:
     return (start - run["best_val"]) / gained if gained > 0 else math.nan
 
 
-def search_then_seeds(
+def search_lrs(
     args: argparse.Namespace, method: str, max_steps: int | None
-) -> tuple[float, list[dict[str, Any]]]:
-    """The method's grid on seed 0, then its best lr on every seed: (best lr, a run per seed)."""
+) -> list[dict[str, Any]]:
+    """The method's run per seed at the lr of its grid with the best validation loss.
+
+    ``--lr-search every-seed`` (the default) tries the whole grid on every seed: one lr that
+    suits seed 0 can stall another seed on a plateau (backprop at 3e-3 on seed 2,
+    benchmarks/README.md). ``first-seed`` searches seed 0 and reruns its best lr on the others.
+    """
     grid = LR_GRID[method][: args.lrs]
-    searched = train_all(args, [(method, lr, 0, max_steps) for lr in grid])
+    seeds = range(args.seeds) if args.lr_search == "every-seed" else range(1)
+    searched = train_all(args, [(method, lr, seed, max_steps) for seed in seeds for lr in grid])
     for run in searched:
         print(f"  {run['run']}: best val {run['best_val']:.5g} at step {run['steps_to_best']}")
-    best = min(searched, key=lambda r: r["best_val"])
-    others = train_all(
-        args, [(method, best["lr"], seed, max_steps) for seed in range(1, args.seeds)]
-    )
-    return best["lr"], [best, *others]
+    best = [
+        min((r for r in searched if r["seed"] == seed), key=lambda r: r["best_val"])
+        for seed in seeds
+    ]
+    if args.lr_search == "first-seed":
+        best += train_all(
+            args, [(method, best[0]["lr"], seed, max_steps) for seed in range(1, args.seeds)]
+        )
+    for run in best:
+        args.chosen_lr[(method, run["seed"])] = run["lr"]
+    return best
+
+
+def lr_label(method_runs: list[dict[str, Any]]) -> str:
+    """The lr of a method's runs: one value, or one per seed where the search chose several."""
+    lrs = [f"{r['lr']:g}" for r in method_runs]
+    return f"lr {lrs[0]}" if len(set(lrs)) == 1 else "lr " + " / ".join(lrs) + " by seed"
 
 
 def score(args: argparse.Namespace, runs: list[dict[str, Any]], held_out: bool = False) -> Any:
@@ -322,7 +353,6 @@ def mse_cells(results: Any) -> dict[str, dict[tuple[str, int], float]]:
 
 def test_tables(
     runs: dict[str, list[dict[str, Any]]],
-    lrs: dict[str, float],
     cells: dict[str, dict[tuple[str, int], float]],
     title: str,
 ) -> list[str]:
@@ -361,7 +391,7 @@ def test_tables(
             f"{m:.3g} {'beats' if m < b else 'loses'} ({1 - m / b:+.1%})"
             for m, b in zip(mean, best_ref, strict=True)
         ]
-        lines.append(f"| {method} (lr {lrs[method]:g}) | " + " | ".join(marks) + " |")
+        lines.append(f"| {method} ({lr_label(method_runs)}) | " + " | ".join(marks) + " |")
     lines.append("")
     return lines
 
@@ -369,7 +399,6 @@ def test_tables(
 def report(
     args: argparse.Namespace,
     runs: dict[str, list[dict[str, Any]]],
-    lrs: dict[str, float],
     s_bp: int,
     cells: dict[str, dict[tuple[str, int], float]],
     gradients: dict[str, dict[str, float]],
@@ -406,11 +435,10 @@ def report(
                 f"{run['stopped']} | " + " / ".join(f"{r:.2f}" for r in ratios) + " |"
             )
     lines.append("")
-    lines += test_tables(runs, lrs, cells, "Test MSE")
+    lines += test_tables(runs, cells, "Test MSE")
     if held_out:
         lines += test_tables(
             runs,
-            lrs,
             held_out,
             f"Held-out store ({args.held_out.name}, inits every {args.held_out_every} h) MSE",
         )
@@ -448,6 +476,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lrs", type=int, default=3, help="learning rates tried per method")
+    parser.add_argument(
+        "--lr-search",
+        choices=["every-seed", "first-seed"],
+        default="every-seed",
+        help="try the lr grid on every seed and keep each seed's best (one lr can stall one "
+        "seed), or on seed 0 only and rerun its best lr on the others",
+    )
     parser.add_argument(
         "--patience",
         type=int,
@@ -501,10 +536,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"protocol: {EXPERIMENT.relative_to(ROOT)}, runs in {args.out / 'runs'}")
 
     print("1. backprop until validation stops improving")
-    lrs: dict[str, float] = {}
-    args.chosen_lr = lrs  # a staged method starts from its first stage's run at that run's lr
+    args.chosen_lr = {}  # (method, seed): lr; a staged method starts from that run of its first stage
     runs: dict[str, list[dict[str, Any]]] = {}
-    lrs["backprop"], runs["backprop"] = search_then_seeds(args, "backprop", args.bp_max_steps)
+    runs["backprop"] = search_lrs(args, "backprop", args.bp_max_steps)
     s_bp = int(statistics.median(r["steps_to_best"] for r in runs["backprop"]))
     args.zo_steps = max(1, min(int(args.step_factor * s_bp), args.zo_max_steps))
     print(f"   S_bp = {s_bp} steps; ZO budget {args.zo_steps} steps")
@@ -514,17 +548,17 @@ def main(argv: list[str] | None = None) -> None:
             continue
         print(f"2. {method}")
         budget = args.bp_max_steps if method.startswith("backprop") else args.zo_steps
-        lrs[method], runs[method] = search_then_seeds(args, method, budget)
+        runs[method] = search_lrs(args, method, budget)
 
     print("3. test scores (seacast evaluate) and gradient estimates")
     every_run = [r for method_runs in runs.values() for r in method_runs]
     cells = mse_cells(score(args, every_run))
     held_out = mse_cells(score(args, every_run, held_out=True)) if args.held_out else None
     gradients = {} if args.no_gradients else gradient_table(args, list(runs))
-    text = report(args, runs, lrs, s_bp, cells, gradients, held_out)
+    text = report(args, runs, s_bp, cells, gradients, held_out)
     (args.out / "zo_vs_bp.md").write_text(text)
     (args.out / "zo_vs_bp.json").write_text(
-        json.dumps({"runs": runs, "lrs": lrs, "s_bp": s_bp, "gradients": gradients}, indent=1)
+        json.dumps({"runs": runs, "s_bp": s_bp, "gradients": gradients}, indent=1)
     )
     print(text)
 

@@ -81,3 +81,46 @@ def test_a_second_stage_that_never_improves_reports_the_first_stages_best(zo_vs_
 def test_a_staged_method_runs_after_its_first_stage(zo_vs_bp):
     ordered = zo_vs_bp.with_first_stages(["backprop", "node-perturbation-staged", "spsa"])
     assert ordered == ["backprop", "node-perturbation-out", "node-perturbation-staged", "spsa"]
+
+
+def test_a_run_stopped_at_a_lower_step_cap_is_extended_and_a_converged_one_is_not(zo_vs_bp):
+    capped = {"status": "finished (max_steps)", "steps": 3000}
+    assert zo_vs_bp.needs_training(capped, 6000)
+    assert not zo_vs_bp.needs_training(capped, 3000)
+    assert not zo_vs_bp.needs_training({"status": "finished (early_stopping)", "steps": 900}, 6000)
+    assert zo_vs_bp.needs_training({"status": "running", "steps": 100}, 6000)
+    assert zo_vs_bp.needs_training({}, 6000)
+
+
+def test_every_seed_keeps_the_lr_with_its_best_validation(zo_vs_bp, monkeypatch):
+    best_lr = {0: 3e-3, 1: 1e-3, 2: 1e-2}  # seed 2 stalls at 3e-3, as measured
+    trained: list[tuple] = []
+
+    def fake_train_all(args, jobs):
+        trained.extend(jobs)
+        return [
+            {
+                "run": zo_vs_bp.run_name(m, lr, s),
+                "lr": lr,
+                "seed": s,
+                "steps_to_best": 1,
+                "best_val": abs(lr - best_lr[s]),
+            }
+            for m, lr, s, _ in jobs
+        ]
+
+    monkeypatch.setattr(zo_vs_bp, "train_all", fake_train_all)
+    args = zo_vs_bp.parse(["--seeds", "3", "--lrs", "3"])
+    args.chosen_lr = {}
+    runs = zo_vs_bp.search_lrs(args, "backprop", 6000)
+    assert [r["lr"] for r in runs] == [3e-3, 1e-3, 1e-2]
+    assert len(trained) == 9
+    assert args.chosen_lr[("backprop", 2)] == 1e-2
+    assert zo_vs_bp.lr_label(runs) == "lr 0.003 / 0.001 / 0.01 by seed"
+
+    trained.clear()
+    args = zo_vs_bp.parse(["--seeds", "3", "--lrs", "3", "--lr-search", "first-seed"])
+    args.chosen_lr = {}
+    runs = zo_vs_bp.search_lrs(args, "backprop", 6000)
+    assert [r["lr"] for r in runs] == [3e-3, 3e-3, 3e-3] and len(trained) == 5
+    assert zo_vs_bp.lr_label(runs) == "lr 0.003"
