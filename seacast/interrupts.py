@@ -4,6 +4,11 @@ A KeyboardInterrupt raised at an arbitrary bytecode can land inside zarr's event
 or a NetCDF write, which then hangs or prints asyncio noise. Inside :func:`safe_points`
 the first Ctrl-C only sets a flag; the work calls :func:`check_interrupt` between pieces
 (a month, a block of frames) and stops there. A second Ctrl-C raises at once.
+
+A SIGTERM (``kill``, ``systemctl stop``, a scheduler's timeout) is handled as a Ctrl-C
+inside :func:`terminate_as_interrupt`, which every command runs in: a stopped training
+run is marked interrupted and a write stops at its next safe point, instead of the process
+dying with its run marked "running".
 """
 
 from __future__ import annotations
@@ -52,3 +57,25 @@ def safe_points() -> Iterator[None]:
         _requested.clear()
     if pending:
         raise KeyboardInterrupt
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):  # safe_points' flag, or Python's KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored or default: still stop, as SIGTERM asks
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM as Ctrl-C for the block (main thread only): whatever SIGINT does then,
+    safe points included."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

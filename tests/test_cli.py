@@ -414,3 +414,24 @@ def test_help_is_readable_at_80_columns() -> None:
         assert not orphans, f"`seacast {' '.join(command)} --help` at 80 columns: {orphans}"
     for name in MODEL_NAMES:
         assert re.search(rf"\b{name}\b", train_help), name
+
+
+def test_sigterm_inside_safe_points_waits_for_the_next_check_as_ctrl_c_does() -> None:
+    from seacast.interrupts import check_interrupt, safe_points, terminate_as_interrupt
+
+    with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt), safe_points():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the signal is held: no KeyboardInterrupt here
+        reached = True
+        check_interrupt()
+    assert reached
+
+
+def test_sigterm_outside_safe_points_interrupts_at_once() -> None:
+    from seacast.interrupts import terminate_as_interrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+    assert signal.getsignal(signal.SIGTERM) is previous  # put back for whoever runs next

@@ -78,3 +78,46 @@ def test_without_a_best_checkpoint_the_fix_is_to_start_again(tiny_experiment: Pa
     fix = result.output.split("Fix:")[1]
     assert "--overwrite" in fix and "cp " not in fix
     assert train(tiny_experiment, "--overwrite").exit_code == 0
+
+
+def test_sigterm_marks_a_training_run_interrupted_and_resume_continues_it(
+    tiny_experiment: Path,
+) -> None:
+    """`kill` (systemd stop, a scheduler's timeout) is handled as Ctrl-C, not as a silent death
+    that left meta.json saying "running"."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    long_run = ["--set", "trainer.epochs=10000", "--set", "trainer.patience=10000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seacast", "train", "--config", str(tiny_experiment)]
+        + ["--no-progress", "--overwrite", *long_run],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    run = tiny_experiment.parent / "runs" / "x"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            meta = run / "meta.json"
+            started = (run / "checkpoint_last.pt").is_file() and meta.is_file()
+            if started and json.loads(meta.read_text()).get("epochs_completed", 0) >= 1:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("interrupted:")], stderr
+    assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
+    resumed = train(tiny_experiment, "--resume", "--set", "trainer.epochs=3")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run / "meta.json").read_text())["status"].startswith("finished")

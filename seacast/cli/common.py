@@ -2,7 +2,8 @@
 
 Exit status of every command: 0 success, 1 a problem named with its fix (a
 :class:`SeacastError` or an ``OSError``), 2 a command line that does not parse
-(click's usage error), 130 interrupted (Ctrl-C). ``forecast --latest`` adds 10 and 11.
+(click's usage error), 130 interrupted (Ctrl-C, or a SIGTERM, handled the same way).
+``forecast --latest`` adds 10 and 11.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.markup import escape
 
 from seacast import __version__
 from seacast.errors import SeacastError, os_error
+from seacast.interrupts import terminate_as_interrupt
 
 console = Console(stderr=True)
 out = Console()
@@ -120,7 +122,8 @@ def handle_errors(
     * ``OSError`` (permission, full disk, missing folder, read-only file system, network):
       the path, what the errno means and what to do, exit 1; ``elsewhere`` says how the
       command writes to another place (e.g. ``--out DIR``).
-    * Ctrl-C: one line ``interrupted: <interrupted>`` (what was kept, how to resume), exit 130;
+    * Ctrl-C or SIGTERM: one line ``interrupted: <interrupted>`` (what was kept, how to resume),
+      exit 130;
       ``interrupted`` may be a function, called then, for a hint that depends on what exists.
 
     Use as ``@handle_errors`` or ``@handle_errors(interrupted=..., elsewhere=...)``.
@@ -130,7 +133,8 @@ def handle_errors(
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
-                return function(*args, **kwargs)
+                with terminate_as_interrupt():
+                    return function(*args, **kwargs)
             except SeacastError as exc:
                 raise fail(exc) from None
             except (KeyboardInterrupt, click.exceptions.Abort):  # Abort: Ctrl-C at a prompt
