@@ -93,6 +93,8 @@ def test_sigterm_marks_a_training_run_interrupted_and_resume_continues_it(
     import time
 
     long_run = ["--set", "trainer.epochs=10000", "--set", "trainer.patience=10000"]
+    run = tiny_experiment.parent / "runs" / "x"
+    shutil.rmtree(run, ignore_errors=True)  # the other tests' run: wait for this one's checkpoint
     process = subprocess.Popen(
         [sys.executable, "-m", "seacast", "train", "--config", str(tiny_experiment)]
         + ["--no-progress", "--overwrite", *long_run],
@@ -101,7 +103,6 @@ def test_sigterm_marks_a_training_run_interrupted_and_resume_continues_it(
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    run = tiny_experiment.parent / "runs" / "x"
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None:
