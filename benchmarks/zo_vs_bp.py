@@ -96,9 +96,10 @@ STAGED: dict[str, str] = {
     "node-perturbation-staged-16": "node-perturbation-out",
     "node-perturbation-staged-good": "node-perturbation-out",
 }
-# learning rates tried per method, in the order tried (the same number for each: equal tuning)
+# learning rates tried per method, in the order tried (the same number for each: equal tuning);
+# backprop's measured best first, so --lrs 1 gives it (3e-3 stalled on a plateau on every seed)
 LR_GRID: dict[str, list[float]] = {
-    "backprop": [3e-3, 1e-3, 1e-2],
+    "backprop": [1e-3, 3e-3, 1e-2],
     "backprop-subset": [3e-3, 1e-3, 1e-2],
     "spsa": [1e-4, 3e-5, 3e-4],
     "node-perturbation": [1e-2, 3e-3, 3e-2],
@@ -341,14 +342,35 @@ def gradient_table(args: argparse.Namespace, methods: list[str]) -> dict[str, di
     return out
 
 
-def mse_cells(results: Any) -> dict[str, dict[tuple[str, int], float]]:
-    """MSE per run (and per reference, keyed ``ref:<name>``) and (variable, lead time)."""
-    table = results.table()
+def mse_cells(table: Any) -> dict[str, dict[tuple[str, int], float]]:
+    """MSE per run (and per reference, keyed ``ref:<name>``) and (variable, lead time), from
+    ``seacast evaluate``'s long-form table (``EvaluationResults.table()``, its ``metrics.csv``)."""
     cells: dict[str, dict[tuple[str, int], float]] = {}
     for row in table.itertuples():
         key = row.run if row.reference == "model" else f"ref:{row.reference}"
         cells.setdefault(key, {})[(row.variable, int(row.lead_time))] = float(row.mse)
     return cells
+
+
+def backprop_table(
+    runs: dict[str, list[dict[str, Any]]], cells: dict[str, dict[tuple[str, int], float]]
+) -> list[str]:
+    """Each seed's converged backprop: its lr, steps to best (S_bp), wall-clock and test MSE."""
+    keys = sorted(cells[runs["backprop"][0]["run"]])
+    lines = ["## Converged backprop, per seed: the baseline every ratio divides by"]
+    header = " | ".join(f"{v} {lead} h" for v, lead in keys)
+    lines.append(
+        f"| seed | lr | steps to best | steps | wall to best / run s | stopped | {header} |"
+    )
+    lines.append("|---|---|---|---|---|---|" + "---|" * len(keys))
+    for run in runs["backprop"]:
+        mse = " | ".join(f"{cells[run['run']][k]:.3g}" for k in keys)
+        lines.append(
+            f"| {run['seed']} | {run['lr']:g} | {run['steps_to_best']} | {run['steps']} | "
+            f"{run['wall_to_best']:.0f} / {run['wall']:.0f} | {run['stopped']} | {mse} |"
+        )
+    lines.append("")
+    return lines
 
 
 def test_tables(
@@ -435,6 +457,7 @@ def report(
                 f"{run['stopped']} | " + " / ".join(f"{r:.2f}" for r in ratios) + " |"
             )
     lines.append("")
+    lines += backprop_table(runs, cells)
     lines += test_tables(runs, cells, "Test MSE")
     if held_out:
         lines += test_tables(
@@ -498,7 +521,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="a ZO rule's patience in epochs (default: --patience); a rule whose step gains far "
         "less than backprop's can sit on a plateau of the validation noise for longer",
     )
-    parser.add_argument("--bp-max-steps", type=int, default=6000, help="backprop's safety cap")
+    parser.add_argument(
+        "--bp-max-steps",
+        type=int,
+        default=12000,
+        help="backprop's safety cap (at lr 1e-3 its best came at 5000-8000 steps)",
+    )
     parser.add_argument("--step-factor", type=float, default=100.0)
     parser.add_argument("--zo-max-steps", type=int, default=6000, help="cap on a ZO run's steps")
     parser.add_argument("--every-hours", type=int, default=1, help="test init times every N hours")
@@ -509,6 +537,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 lr, short budgets")
     parser.add_argument("--no-gradients", action="store_true", help="skip the gradient table")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report of the protocol already run in --out again (its zo_vs_bp.json and "
+        "evaluations), training and scoring nothing",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.lrs, args.patience = 1, 1, 3
@@ -529,8 +563,29 @@ def with_first_stages(methods: list[str]) -> list[str]:
     return ordered
 
 
+def report_again(args: argparse.Namespace) -> str:
+    """The report of a finished protocol in ``--out``, from its zo_vs_bp.json and the
+    evaluations' metrics.csv: the tables again, without training or scoring anything."""
+    import pandas as pd
+
+    saved = json.loads((args.out / "zo_vs_bp.json").read_text())
+    runs, s_bp = saved["runs"], int(saved["s_bp"])
+    args.zo_steps = max(1, min(int(args.step_factor * s_bp), args.zo_max_steps))
+    cells = mse_cells(pd.read_csv(args.out / "evaluation" / "metrics.csv"))
+    held_out_csv = args.out / "evaluation-held-out" / "metrics.csv"
+    held_out = None
+    if args.held_out and held_out_csv.is_file():
+        held_out = mse_cells(pd.read_csv(held_out_csv))
+    return report(args, runs, s_bp, cells, saved.get("gradients", {}), held_out)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    if args.report_only:
+        text = report_again(args)
+        (args.out / "zo_vs_bp.md").write_text(text)
+        print(text)
+        return
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"protocol: {EXPERIMENT.relative_to(ROOT)}, runs in {args.out / 'runs'}")
@@ -552,8 +607,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print("3. test scores (seacast evaluate) and gradient estimates")
     every_run = [r for method_runs in runs.values() for r in method_runs]
-    cells = mse_cells(score(args, every_run))
-    held_out = mse_cells(score(args, every_run, held_out=True)) if args.held_out else None
+    cells = mse_cells(score(args, every_run).table())
+    held_out = None
+    if args.held_out:
+        held_out = mse_cells(score(args, every_run, held_out=True).table())
     gradients = {} if args.no_gradients else gradient_table(args, list(runs))
     text = report(args, runs, s_bp, cells, gradients, held_out)
     (args.out / "zo_vs_bp.md").write_text(text)

@@ -124,3 +124,48 @@ def test_every_seed_keeps_the_lr_with_its_best_validation(zo_vs_bp, monkeypatch)
     runs = zo_vs_bp.search_lrs(args, "backprop", 6000)
     assert [r["lr"] for r in runs] == [3e-3, 3e-3, 3e-3] and len(trained) == 5
     assert zo_vs_bp.lr_label(runs) == "lr 0.003"
+
+
+def _metrics_csv(path: Path, mse: dict[str, float]) -> None:
+    """An evaluation's long-form metrics.csv: one variable at one lead time, per run and reference."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "run": name,
+            "reference": "model" if not name.startswith("ref:") else name[4:],
+            "group": "all",
+            "lead_time": 6,
+            "variable": "so",
+            "mse": value,
+        }
+        for name, value in mse.items()
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_the_report_is_written_again_from_the_saved_runs_without_training(zo_vs_bp, tmp_path):
+    bp = zo_vs_bp.summarise(
+        _run(tmp_path / "runs" / "bp", [(1, 100, 0.9), (2, 200, 0.8)], 2, reference_val=1.0),
+        "backprop",
+        1e-3,
+        0,
+    )
+    zo = zo_vs_bp.summarise(
+        _run(tmp_path / "runs" / "zo", [(1, 100, 0.95), (2, 200, 0.97)], 1, reference_val=1.0),
+        "spsa",
+        1e-4,
+        0,
+    )
+    runs = {"backprop": [bp], "spsa": [zo]}
+    (tmp_path / "zo_vs_bp.json").write_text(json.dumps({"runs": runs, "s_bp": 200}))
+    _metrics_csv(
+        tmp_path / "evaluation" / "metrics.csv",
+        {bp["run"]: 0.002, zo["run"]: 0.003, "ref:tide_regressed": 0.0025},
+    )
+    args = zo_vs_bp.parse(["--out", str(tmp_path), "--report-only", "--no-gradients"])
+    text = zo_vs_bp.report_again(args)
+    # the baseline's own figures: S_bp, wall-clock and its test MSE, per seed
+    assert "| 0 | 0.001 | 200 | 200 | 100 / 100 | finished (early_stopping) | 0.002 |" in text
+    assert "| spsa | 0 | 1.50 |" in text  # test MSE over backprop's, same seed
+    assert "0.003 loses (-20.0%)" in text and "0.002 beats (+20.0%)" in text
+    assert "| spsa | 0.0001 | 0 | 100 |" in text  # its best, from the saved history
