@@ -26,7 +26,9 @@ step budget changed, and every score is ``seacast evaluate``'s on the whole test
 
 Runs go to ``--out``/runs and are reused when the benchmark is started again (a finished
 run is read back, an interrupted one resumed, one stopped at a lower step cap extended), so
-the protocol can be run in pieces.
+the protocol can be run in pieces; each run's scores are kept in --out/evaluation* and reused
+while its best checkpoint is older than them. ``--trained-only`` trains nothing: it scores and
+reports the runs already finished and names those still to train.
 Memory is measured by ``benchmarks/zo_memory.py``. ``--report-only`` writes the tables of a
 finished ``--out`` again.
 
@@ -154,8 +156,11 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
     return ExperimentConfig.model_validate(base)
 
 
-def _train_one(job: tuple[argparse.Namespace, str, float, int, int | None]) -> dict[str, Any]:
-    """Train (or resume, or read back) one run in this worker process; its summary."""
+def _train_one(
+    job: tuple[argparse.Namespace, str, float, int, int | None],
+) -> dict[str, Any] | None:
+    """Train (or resume, or read back) one run in this worker process; its summary (None for
+    a run still to train under ``--trained-only``)."""
     args, method, lr, seed, max_steps = job
     import torch
 
@@ -167,6 +172,8 @@ def _train_one(job: tuple[argparse.Namespace, str, float, int, int | None]) -> d
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if needs_training(meta, cfg.trainer.max_steps):
+        if args.trained_only:
+            return None
         resume = (run_dir / "checkpoint_last.pt").is_file()
         started = time.perf_counter()
         train(cfg, resume=resume, progress=False, overwrite=not resume)
@@ -248,10 +255,17 @@ def _after_first_stage(second: dict[str, Any], first_dir: Path) -> dict[str, Any
 
 
 def train_all(args: argparse.Namespace, jobs: list[tuple]) -> list[dict[str, Any]]:
-    if args.jobs == 1:
-        return [_train_one((args, *job)) for job in jobs]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        return list(pool.map(_train_one, [(args, *job) for job in jobs]))
+    """The summaries of the jobs' runs, trained where needed; under ``--trained-only`` the
+    runs still to train are left out and listed in ``args.not_run``."""
+    if args.jobs == 1 or args.trained_only:
+        summaries = [_train_one((args, *job)) for job in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            summaries = list(pool.map(_train_one, [(args, *job) for job in jobs]))
+    for job, summary in zip(jobs, summaries, strict=True):
+        if summary is None:
+            args.not_run.append(run_name(*job[:3]))
+    return [s for s in summaries if s is not None]
 
 
 def best_val_within(run: dict[str, Any], key: str, budget: float) -> float:
@@ -292,8 +306,9 @@ def search_lrs(
     best = [
         min((r for r in searched if r["seed"] == seed), key=lambda r: r["best_val"])
         for seed in seeds
+        if any(r["seed"] == seed for r in searched)
     ]
-    if args.lr_search == "first-seed":
+    if args.lr_search == "first-seed" and best:
         best += train_all(
             args, [(method, best[0]["lr"], seed, max_steps) for seed in range(1, args.seeds)]
         )
@@ -309,19 +324,50 @@ def lr_label(method_runs: list[dict[str, Any]]) -> str:
 
 
 def score(args: argparse.Namespace, runs: list[dict[str, Any]], held_out: bool = False) -> Any:
-    """``seacast evaluate``'s scores of every run's best checkpoint on the test split (or on
-    every init time of the held-out store)."""
+    """``seacast evaluate``'s long-form scores (its ``metrics.csv``) of every run's best
+    checkpoint on the test split (or on every init time of the held-out store).
+
+    Scores are kept in ``--out``/evaluation[-held-out]/metrics.csv and reused for each run
+    whose best checkpoint is older than them, so a protocol run in pieces scores each run once;
+    the runs scored this time get ``seacast evaluate``'s whole report in ``latest/`` there.
+    """
+    import pandas as pd
+
+    from seacast.atomic import atomic_path
     from seacast.evaluation.evaluate import evaluate_runs
 
-    return evaluate_runs(
-        [r["run_dir"] for r in runs],
-        split="all" if held_out else "test",
-        by="all",
-        store_path=args.held_out if held_out else None,
-        out_dir=args.out / ("evaluation-held-out" if held_out else "evaluation"),
-        figures=False,
-        every_hours=args.held_out_every if held_out else args.every_hours,
-    )
+    out_dir = args.out / ("evaluation-held-out" if held_out else "evaluation")
+    saved_csv = out_dir / "metrics.csv"
+    saved = pd.read_csv(saved_csv) if saved_csv.is_file() else None
+    scored_at = saved_csv.stat().st_mtime if saved is not None else -math.inf
+
+    def still_scored(run: dict[str, Any]) -> bool:
+        best = Path(run["run_dir"]) / "checkpoint_best.pt"
+        return (
+            saved is not None
+            and run["run"] in set(saved["run"])
+            and (not best.is_file() or best.stat().st_mtime < scored_at)
+        )
+
+    kept = [r["run"] for r in runs if still_scored(r)]
+    to_score = [r for r in runs if not still_scored(r)]
+    parts = [saved[saved["run"].isin(kept)]] if kept else []
+    if to_score:
+        print(f"   scoring {len(to_score)} runs ({len(kept)} scored before)", flush=True)
+        fresh = evaluate_runs(
+            [r["run_dir"] for r in to_score],
+            split="all" if held_out else "test",
+            by="all",
+            store_path=args.held_out if held_out else None,
+            out_dir=out_dir / "latest",
+            figures=False,
+            every_hours=args.held_out_every if held_out else args.every_hours,
+        )
+        parts.append(fresh.table())
+    table = pd.concat(parts, ignore_index=True)
+    with atomic_path(saved_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
 
 
 def gradient_table(
@@ -448,6 +494,11 @@ def report(
         f"ZO budget {args.zo_steps} steps = min({args.step_factor} x S_bp, {args.zo_max_steps}). "
         f"Patience: backprop {args.patience} epochs, ZO {args.zo_patience}."
     )
+    if args.not_run:
+        lines.append("")
+        lines.append(
+            f"Not trained yet, so not in these tables (--trained-only): {', '.join(args.not_run)}."
+        )
     lines.append("")
     lines.append("## Budgets and validation")
     lines.append(
@@ -560,6 +611,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 lr, short budgets")
     parser.add_argument("--no-gradients", action="store_true", help="skip the gradient table")
     parser.add_argument(
+        "--trained-only",
+        action="store_true",
+        help="score and report the runs already trained in --out, training none; the report "
+        "names those still to train (for a protocol run in pieces, or cut short)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="write the report of the protocol already run in --out again from its zo_vs_bp.json "
@@ -572,6 +629,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.bp_max_steps, args.zo_max_steps, args.every_hours = 600, 1200, 6
     if args.zo_patience is None:
         args.zo_patience = args.patience
+    args.not_run = []  # run names left out under --trained-only
     args.out = args.out.resolve()
     return args
 
@@ -598,6 +656,7 @@ def report_again(args: argparse.Namespace) -> str:
 
     saved = json.loads((args.out / "zo_vs_bp.json").read_text())
     runs, s_bp = saved["runs"], int(saved["s_bp"])
+    args.not_run = saved.get("not_run", [])
     args.zo_steps = max(1, min(int(args.step_factor * s_bp), args.zo_max_steps))
     cells = mse_cells(pd.read_csv(args.out / "evaluation" / "metrics.csv"))
     held_out_csv = args.out / "evaluation-held-out" / "metrics.csv"
@@ -627,6 +686,8 @@ def main(argv: list[str] | None = None) -> None:
     args.chosen_lr = {}  # (method, seed): lr; a staged method starts from that run of its first stage
     runs: dict[str, list[dict[str, Any]]] = {}
     runs["backprop"] = search_lrs(args, "backprop", args.bp_max_steps)
+    if not runs["backprop"]:
+        raise SystemExit(f"no finished backprop run in {args.out / 'runs'}: train one first")
     s_bp = int(statistics.median(r["steps_to_best"] for r in runs["backprop"]))
     args.zo_steps = max(1, min(int(args.step_factor * s_bp), args.zo_max_steps))
     print(f"   S_bp = {s_bp} steps; ZO budget {args.zo_steps} steps")
@@ -636,19 +697,24 @@ def main(argv: list[str] | None = None) -> None:
             continue
         print(f"2. {method}")
         budget = args.bp_max_steps if method.startswith("backprop") else args.zo_steps
-        runs[method] = search_lrs(args, method, budget)
+        trained = search_lrs(args, method, budget)
+        if trained:
+            runs[method] = trained
 
     print("3. test scores (seacast evaluate) and gradient estimates")
     every_run = [r for method_runs in runs.values() for r in method_runs]
-    cells = mse_cells(score(args, every_run).table())
+    cells = mse_cells(score(args, every_run))
     held_out = None
     if args.held_out:
-        held_out = mse_cells(score(args, every_run, held_out=True).table())
+        held_out = mse_cells(score(args, every_run, held_out=True))
     gradients = {} if args.no_gradients else gradients_of(args, runs)
     text = report(args, runs, s_bp, cells, gradients, held_out)
     (args.out / "zo_vs_bp.md").write_text(text)
     (args.out / "zo_vs_bp.json").write_text(
-        json.dumps({"runs": runs, "s_bp": s_bp, "gradients": gradients}, indent=1)
+        json.dumps(
+            {"runs": runs, "s_bp": s_bp, "gradients": gradients, "not_run": args.not_run},
+            indent=1,
+        )
     )
     print(text)
 

@@ -169,3 +169,63 @@ def test_the_report_is_written_again_from_the_saved_runs_without_training(zo_vs_
     assert "| spsa | 0 | 1.50 |" in text  # test MSE over backprop's, same seed
     assert "0.003 loses (-20.0%)" in text and "0.002 beats (+20.0%)" in text
     assert "| spsa | 0.0001 | 0 | 100 |" in text  # its best, from the saved history
+
+
+def test_trained_only_reports_the_finished_runs_and_names_the_rest(zo_vs_bp, tmp_path):
+    runs_dir = tmp_path / "runs"
+    _run(runs_dir / zo_vs_bp.run_name("backprop", 1e-3, 0), [(1, 100, 0.8)], 1, reference_val=1.0)
+    _run(
+        runs_dir / zo_vs_bp.run_name("backprop", 1e-3, 1),
+        [(1, 100, 0.9)],
+        1,
+        reference_val=1.0,
+        status="running",  # interrupted: still to train
+    )
+    args = zo_vs_bp.parse(["--out", str(tmp_path), "--seeds", "3", "--lrs", "1", "--trained-only"])
+    args.chosen_lr = {}
+    runs = zo_vs_bp.search_lrs(args, "backprop", 6000)
+    assert [r["seed"] for r in runs] == [0]
+    assert args.not_run == ["backprop-lr0.001-s1", "backprop-lr0.001-s2"]
+
+
+def test_scores_are_reused_for_runs_whose_best_checkpoint_is_older(zo_vs_bp, tmp_path, monkeypatch):
+    import os
+
+    import seacast.evaluation.evaluate as evaluate
+
+    old = _run(tmp_path / "runs" / "old", [(1, 100, 0.8)], 1)
+    new = _run(tmp_path / "runs" / "new", [(1, 100, 0.9)], 1)
+    for folder in (old, new):
+        (folder / "checkpoint_best.pt").write_bytes(b"")
+    _metrics_csv(tmp_path / "evaluation" / "metrics.csv", {"old": 0.002, "new": 0.5})
+    os.utime(tmp_path / "evaluation" / "metrics.csv", (1e9, 1e9))  # scored in 2001
+    os.utime(old / "checkpoint_best.pt", (5e8, 5e8))
+    os.utime(new / "checkpoint_best.pt", (1.5e9, 1.5e9))  # trained again after it was scored
+    scored: list[list[str]] = []
+
+    class Fresh:
+        def __init__(self, run_dirs):
+            self.names = [Path(d).name for d in run_dirs]
+
+        def table(self):
+            return pd.DataFrame(
+                [
+                    {"run": n, "reference": "model", "group": "all", "lead_time": 6}
+                    | {"variable": "so", "mse": 0.003}
+                    for n in self.names
+                ]
+            )
+
+    def fake_evaluate_runs(run_dirs, **kwargs):
+        scored.append([Path(d).name for d in run_dirs])
+        return Fresh(run_dirs)
+
+    monkeypatch.setattr(evaluate, "evaluate_runs", fake_evaluate_runs)
+    args = zo_vs_bp.parse(["--out", str(tmp_path)])
+    runs = [{"run": f.name, "run_dir": str(f)} for f in (old, new)]
+    cells = zo_vs_bp.mse_cells(zo_vs_bp.score(args, runs))
+    assert scored == [["new"]]
+    assert cells["old"][("so", 6)] == 0.002 and cells["new"][("so", 6)] == 0.003
+    # and the saved scores now hold both, so a second call scores nothing
+    zo_vs_bp.score(args, runs)
+    assert scored == [["new"]]
