@@ -19,6 +19,10 @@ the step's median time, its forwards, and time / (forwards x inference time).
 
     .venv/bin/python benchmarks/zo_memory.py [--shape 64] [--filters 8] [--batch 16] [--repeats 3]
         [--allocator both|fixed|default]
+    .venv/bin/python benchmarks/zo_memory.py --experiment configs/experiments/zo_vs_bp.yaml
+
+``--experiment`` measures that experiment's own model, tide-aware start included, on its first
+training batch (built once, then loaded by every child).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,16 +52,25 @@ mode, shape, filters, lags, batch, name, repeats = sys.argv[1:8]
 shape, filters, lags, batch, repeats = int(shape), int(filters), int(lags), int(batch), int(repeats)
 torch.set_num_threads(int(sys.argv[8]))
 torch.manual_seed(0)
-channels, leads = 4, 3
-model = build_model(ModelConfig(name=name, filters=filters, dropout=0.0), channels, channels,
-                    lags, leads, (shape, shape), seed=0)
-x = torch.randn(batch, channels, lags, shape, shape)
-target = torch.randn(batch, leads, channels, shape, shape)
-normaliser = Normaliser([f"v{i}" for i in range(channels)], "zscore", np.zeros(channels),
-                        np.ones(channels), 0.0)
-sea_mask = np.ones((shape, shape), dtype=bool)
-sea_mask[:, : shape // 8] = False
-loss_fn = make_loss(normaliser, sea_mask)
+if len(sys.argv) > 10:  # an experiment's model, batch and loss, built once by the parent
+    bundle = torch.load(sys.argv[10], weights_only=False)
+    model, x, target, loss_fn = bundle["model"], bundle["x"], bundle["y"], bundle["loss_fn"]
+    del bundle
+    import gc; gc.collect()
+    # unpickling peaks above what the model and batch hold: count the peak from here on
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+else:
+    channels, leads = 4, 3
+    model = build_model(ModelConfig(name=name, filters=filters, dropout=0.0), channels, channels,
+                        lags, leads, (shape, shape), seed=0)
+    x = torch.randn(batch, channels, lags, shape, shape)
+    target = torch.randn(batch, leads, channels, shape, shape)
+    normaliser = Normaliser([f"v{i}" for i in range(channels)], "zscore", np.zeros(channels),
+                            np.ones(channels), 0.0)
+    sea_mask = np.ones((shape, shape), dtype=bool)
+    sea_mask[:, : shape // 8] = False
+    loss_fn = make_loss(normaliser, sea_mask)
 forwards = 1.0
 
 if mode == "built":
@@ -97,7 +111,9 @@ if mode not in ("built", "inference", "inference-train-mode", "backprop"):
     forwards = stats[-1].forwards
 elif mode == "backprop":
     forwards = float("nan")
-print(json.dumps({"seconds": statistics.median(times[1:]), "forwards": forwards}))
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+peak_kib = int(hwm[0].split()[1]) if len(sys.argv) > 10 else None
+print(json.dumps({"seconds": statistics.median(times[1:]), "forwards": forwards, "peak_kib": peak_kib}))
 """
 
 RULES = {
@@ -143,6 +159,7 @@ def peak_of(
         str(args.timing_repeats),
         str(args.threads),
         json.dumps(trainer or {}),
+        *([str(args.bundle)] if args.bundle else []),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
@@ -159,7 +176,10 @@ def peak_of(
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{mode} {trainer} failed with exit {proc.returncode}; rerun it by hand")
-    return usage.ru_maxrss / 1024, json.loads(out.strip().splitlines()[-1])
+    printed = json.loads(out.strip().splitlines()[-1])
+    # an experiment's child resets its peak after loading the bundle and reports it (VmHWM)
+    peak_kib = printed["peak_kib"] if printed.get("peak_kib") else usage.ru_maxrss
+    return peak_kib / 1024, printed
 
 
 def main() -> None:
@@ -173,7 +193,50 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per mode")
     parser.add_argument("--timing-repeats", type=int, default=3, help="timed steps per process")
     parser.add_argument("--allocator", choices=["both", *ALLOCATORS], default="both")
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        default=None,
+        help="measure this experiment's model (tide-aware start included) on its first training "
+        "batch instead of a random one, e.g. configs/experiments/zo_vs_bp.yaml",
+    )
+    parser.add_argument(
+        "--store", type=Path, default=None, help="another store than the experiment's"
+    )
     args = parser.parse_args()
+    args.bundle = None
+    if args.experiment:
+        with tempfile.TemporaryDirectory() as scratch:
+            args.bundle = Path(scratch) / "bundle.pt"
+            describe = bundle_experiment(args)
+            print(describe)
+            measure(args, describe)
+        return
+    measure(args, None)
+
+
+def bundle_experiment(args: argparse.Namespace) -> str:
+    """Save the experiment's model (its tide-aware start applied), first training batch and
+    loss to ``args.bundle`` for the children to load; a line describing them."""
+    import torch
+
+    from seacast.config import ExperimentConfig, load_config
+    from seacast.training.gradcheck import batch_from_experiment
+
+    overrides = [f"store={args.store}"] if args.store else []
+    cfg = load_config(ExperimentConfig, args.experiment, overrides)
+    cfg = cfg.model_copy(update={"runs_dir": str(args.bundle.parent)})
+    model, x, y, loss_fn = batch_from_experiment(cfg, batch_size=args.batch)
+    torch.save({"model": model, "x": x, "y": y, "loss_fn": loss_fn}, args.bundle)
+    args.lags, args.shape, args.model = cfg.samples.lags, x.shape[-1], cfg.model.name
+    args.filters = cfg.model.filters
+    return (
+        f"{args.experiment}: {cfg.model.name} F={cfg.model.filters} (base {cfg.model.base}, "
+        f"{cfg.model.anomaly_base} anomaly), input {tuple(x.shape)}, target {tuple(y.shape)}"
+    )
+
+
+def measure(args: argparse.Namespace, describe: str | None) -> None:
 
     modes: dict[str, tuple[str, dict | None]] = {
         "model and batch only": ("built", None),
@@ -183,9 +246,10 @@ def main() -> None:
         **{label: rule for label, rule in RULES.items()},
     }
     allocators = list(ALLOCATORS) if args.allocator == "both" else [args.allocator]
+    shape = "its first training batch" if describe else "4 variables, 3 lead times"
     print(
-        f"{args.model} F={args.filters}, {args.shape}x{args.shape}, lags {args.lags}, 4 variables, "
-        f"3 lead times, batch {args.batch}, {args.threads} thread(s); medians of {args.repeats} "
+        f"{args.model} F={args.filters}, {args.shape}x{args.shape}, lags {args.lags}, {shape}, "
+        f"batch {args.batch}, {args.threads} thread(s); medians of {args.repeats} "
         f"fresh processes x {args.timing_repeats} timed steps"
     )
     for allocator in allocators:
