@@ -609,7 +609,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 lr, short budgets")
-    parser.add_argument("--no-gradients", action="store_true", help="skip the gradient table")
+    parser.add_argument(
+        "--no-gradients",
+        action="store_true",
+        help="measure no gradient table (one saved in --out by an earlier run is kept)",
+    )
     parser.add_argument(
         "--trained-only",
         action="store_true",
@@ -647,6 +651,13 @@ def with_first_stages(methods: list[str]) -> list[str]:
 def gradients_of(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> dict:
     """The gradient table of the protocol's rules, at initialisation and at seed 0's backprop."""
     return gradient_table(args, list(runs), trained=runs["backprop"][0]["run_dir"])
+
+
+def saved_gradients(args: argparse.Namespace) -> dict:
+    """The gradient table an earlier run of the protocol saved in ``--out`` (it depends on seed 0
+    only), or none."""
+    saved = args.out / "zo_vs_bp.json"
+    return json.loads(saved.read_text()).get("gradients", {}) if saved.is_file() else {}
 
 
 def report_again(args: argparse.Namespace) -> str:
@@ -707,7 +718,7 @@ def main(argv: list[str] | None = None) -> None:
     held_out = None
     if args.held_out:
         held_out = mse_cells(score(args, every_run, held_out=True))
-    gradients = {} if args.no_gradients else gradients_of(args, runs)
+    gradients = saved_gradients(args) if args.no_gradients else gradients_of(args, runs)
     text = report(args, runs, s_bp, cells, gradients, held_out)
     (args.out / "zo_vs_bp.md").write_text(text)
     (args.out / "zo_vs_bp.json").write_text(
