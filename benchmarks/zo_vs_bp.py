@@ -54,6 +54,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "configs" / "experiments" / "zo_vs_bp.yaml"
 
+TAIL = ("head", "decoder.3", "up.3", "reducers.0")
 # rule overrides on top of the experiment; node perturbation's own section is the experiment's
 METHODS: dict[str, dict[str, Any]] = {
     "backprop": {"name": "backprop"},
@@ -70,6 +71,10 @@ METHODS: dict[str, dict[str, Any]] = {
         "node_perturbation": {"only": ["head.out"]},
     },
     "backprop-out": {"name": "backprop", "backprop": {"only": ["head.out"]}},
+    # the full-resolution tail after encoder.0 (node perturbation's subset less encoder.0): every
+    # pass of a zeroth-order step on it reuses the frozen trunk's outputs (7x cheaper passes)
+    "backprop-tail": {"name": "backprop", "backprop": {"only": list(TAIL)}},
+    "spsa-tail": {"name": "spsa", "spsa": {"probes": 16, "only": list(TAIL)}},
     # the whole head (its hidden conv and the 1x1 out): how much a second layer buys
     "backprop-head": {"name": "backprop", "backprop": {"only": ["head"]}},
     # the subset at a tenth of the noise, where the estimate of the head layers is unbiased once
@@ -112,6 +117,8 @@ LR_GRID: dict[str, list[float]] = {
     "forward-gradient": [1e-4, 3e-5, 3e-4],
     "node-perturbation-out": [1e-2, 3e-3, 3e-2],
     "backprop-out": [3e-3, 1e-3, 1e-2],
+    "backprop-tail": [3e-3, 1e-3, 1e-2],
+    "spsa-tail": [1e-3, 3e-4, 3e-3],
     "backprop-head": [3e-3, 1e-3, 1e-2],
     "node-perturbation-fine": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged": [1e-2, 3e-3, 3e-2],

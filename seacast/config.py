@@ -587,6 +587,12 @@ class SpsaConfig(StrictModel):
     inplace_sgd: bool = Field(
         False, description="Apply SGD in place from the seed (no .grad tensors)."
     )
+    only: list[str] = Field(
+        default_factory=list,
+        description="Perturb and train only the Conv/Linear layers whose module name starts with one "
+        "of these (as node_perturbation.only); every other parameter keeps its initial value, and "
+        "each pass after a step's first reuses what those layers cannot change. Empty: every parameter.",
+    )
 
 
 # keys of node_perturbation that became one enumerated option each: old key -> the new one

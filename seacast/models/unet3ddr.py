@@ -302,14 +302,21 @@ class UNet3DDR(nn.Module):
             h = h.squeeze(2)
         out = h.reshape(batch, self.n_lead, self.out_channels, height, width)
         if self.residual:
-            sea = x[:, : self.out_channels]  # the forcing channels follow: never persisted
-            gain = self.base_gain.to(out.dtype)[None, :, :, None, None]
-            if self.regressed:
-                out = out + gain * self._regressed_anomaly(x).to(out.dtype)
-            else:
-                weight = self.base_weight.to(out.dtype)[None, :, :, None, None]
-                out = out + (gain * weight) * sea[:, :, -1].unsqueeze(1)
+            out = out + self.reference_term(x).to(out.dtype)
         return out
+
+    input_only_terms = ("reference_term",)
+    """Methods whose result depends on the input and buffers only: a zeroth-order step's passes
+    on one batch reuse it (:class:`seacast.training.zeroth_order.prefix_cache.FrozenPrefix`)."""
+
+    def reference_term(self, x: torch.Tensor) -> torch.Tensor:
+        """The base the head's output corrects, ``[B, n_lead, C_out, H, W]``."""
+        gain = self.base_gain[None, :, :, None, None]
+        if self.regressed:
+            return gain * self._regressed_anomaly(x)
+        sea = x[:, : self.out_channels]  # the forcing channels follow: never persisted
+        weight = self.base_weight[None, :, :, None, None]
+        return (gain * weight) * sea[:, :, -1].unsqueeze(1)
 
     def _regressed_anomaly(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C (+ F), lags, H, W]`` anomaly lags (then the forecast's blocks; land 0) ->

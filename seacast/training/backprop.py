@@ -26,17 +26,9 @@ class Backprop(UpdateRule):
 
     def __init__(self, model: nn.Module, cfg: TrainerConfig) -> None:
         super().__init__(model, cfg)
-        if cfg.backprop.only:
-            from seacast.training.zeroth_order.credit import chosen_layers
+        from seacast.training.zeroth_order.credit import train_only
 
-            kept = {
-                id(p)
-                for layer in chosen_layers(model, cfg.backprop.only, "backprop")
-                for p in layer.parameters(recurse=False)
-            }
-            for param in model.parameters():
-                if id(param) not in kept:
-                    param.requires_grad_(False)
+        train_only(model, cfg.backprop.only, "backprop")
 
     def step(
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn

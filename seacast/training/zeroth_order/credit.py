@@ -32,6 +32,19 @@ def chosen_layers(model: nn.Module, only: list[str], rule: str) -> list[nn.Modul
     return layers
 
 
+def train_only(model: nn.Module, only: list[str], rule: str) -> None:
+    """Freeze (``requires_grad = False``) every parameter outside the layers ``only`` names;
+    nothing if ``only`` is empty. ``rule`` names the option in the error when none matches."""
+    if not only:
+        return
+    kept = {
+        id(p) for layer in chosen_layers(model, only, rule) for p in layer.parameters(recurse=False)
+    }
+    for param in model.parameters():
+        if id(param) not in kept:
+            param.requires_grad_(False)
+
+
 def layer_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The input as the layer's core op sees it (non-zero padding modes pad explicitly first).
 

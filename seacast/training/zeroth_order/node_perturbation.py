@@ -27,6 +27,7 @@ from seacast.training.zeroth_order.credit import (
     local_weight_gradient,
     longest_prefix,
 )
+from seacast.training.zeroth_order.prefix_cache import FrozenPrefix
 
 
 @register
@@ -75,6 +76,8 @@ class NodePerturbationRule(UpdateRule):
         self.baseline_momentum = 0.9
         self.sample_masks: dict[nn.Module, torch.Tensor] | None = None  # the last step's split
         self.warned_no_cells = False
+        # per set of active layers, the passes' reuse of what their noise cannot change
+        self.prefixes: dict[tuple[int, ...], FrozenPrefix] = {}
 
     def _output_layer(self, model: nn.Module) -> nn.Module | None:
         """The perturbed layer credited channel by channel (``output_layer``), if any."""
@@ -270,7 +273,11 @@ class NodePerturbationRule(UpdateRule):
                 self._noisy_pass(model, x, active, masks, seed, sign), target, loss_fn
             )
 
-        with torch.no_grad():
+        key = tuple(id(m) for m in active)
+        if key not in self.prefixes:
+            noised = [p for m in active for p in m.parameters(recurse=False)]
+            self.prefixes[key] = FrozenPrefix(model, noised)
+        with torch.no_grad(), self.prefixes[key].step(x):
             clean: tuple[torch.Tensor, torch.Tensor | None] | None = None
             if self.opts.delta == "clean":
                 clean = losses(None)

@@ -17,6 +17,8 @@ from seacast.training.zeroth_order.common import (
     set_grad,
     trainable_parameters,
 )
+from seacast.training.zeroth_order.credit import train_only
+from seacast.training.zeroth_order.prefix_cache import FrozenPrefix
 
 
 @register
@@ -32,6 +34,8 @@ class SpsaRule(UpdateRule):
 
     ``blockwise`` perturbs one top-level child of the model per step, cycling;
     parameters outside the block get ``grad = None`` (Adam and SGD skip them).
+    ``only`` restricts the noise and the training to some layers; every pass after a
+    step's first then reuses what they cannot change (:class:`FrozenPrefix`).
     ``inplace_sgd`` applies ``θ -= lr (g z + wd θ)`` from the seeds and writes no
     ``.grad`` at all (``applies_update = True``; the loop calls :meth:`set_lr`).
     """
@@ -42,12 +46,15 @@ class SpsaRule(UpdateRule):
         super().__init__(model, cfg)
         self.opts = cfg.spsa
         self.applies_update = self.opts.inplace_sgd
+        train_only(model, self.opts.only, "spsa")
         self.lr = cfg.optimizer.lr
         self.weight_decay = cfg.optimizer.weight_decay
         self.params = [p for _, p in trainable_parameters(model)]
         self.index = {id(p): i for i, p in enumerate(self.params)}
         self.blocks = parameter_blocks(model) if self.opts.blockwise else [self.params]
         self.block_cursor = 0
+        # per block, the passes' reuse of what its noise cannot change
+        self.prefixes = [FrozenPrefix(model, block) for block in self.blocks]
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -67,14 +74,15 @@ class SpsaRule(UpdateRule):
     def step(
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
     ) -> StepStats:
-        block = self.blocks[self.block_cursor % len(self.blocks)]
+        index = self.block_cursor % len(self.blocks)
+        block, prefix = self.blocks[index], self.prefixes[index]
         self.block_cursor += 1
         eps = self.opts.epsilon
         seeds = [draw_seed() for _ in range(self.opts.probes)]
         passes = SamePasses(model)
         projected: list[float] = []
         losses: list[float] = []
-        with torch.no_grad():
+        with torch.no_grad(), prefix.step(x):
             for seed in seeds:
                 self._perturb(block, seed, eps)
                 passes.before_pass()
