@@ -121,6 +121,15 @@ RULES = {
     "spsa (4 probes, Adam)": ("spsa", {"spsa": {"probes": 4}}),
     "node-perturbation": ("node-perturbation", {}),
     "node-perturbation (4 probes)": ("node-perturbation", {"node_perturbation": {"probes": 4}}),
+    # a layer subset: every pass after a step's first reuses the frozen trunk's outputs
+    "spsa on the tail (16 probes, Adam)": (
+        "spsa",
+        {"spsa": {"probes": 16, "only": ["head", "decoder.3", "up.3", "reducers.0"]}},
+    ),
+    "node-perturbation on head.out": (
+        "node-perturbation",
+        {"node_perturbation": {"only": ["head.out"]}},
+    ),
     # the noise of the whole batch at once: what slicing saves
     "node-perturbation, unsliced": (
         "node-perturbation",

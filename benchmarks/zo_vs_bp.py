@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "configs" / "experiments" / "zo_vs_bp.yaml"
 
 TAIL = ("head", "decoder.3", "up.3", "reducers.0")
+TAIL_BIAS = ("head.out", *(f"{name}*.bias" for name in TAIL))
 # rule overrides on top of the experiment; node perturbation's own section is the experiment's
 METHODS: dict[str, dict[str, Any]] = {
     "backprop": {"name": "backprop"},
@@ -75,6 +76,9 @@ METHODS: dict[str, dict[str, Any]] = {
     # pass of a zeroth-order step on it reuses the frozen trunk's outputs (7x cheaper passes)
     "backprop-tail": {"name": "backprop", "backprop": {"only": list(TAIL)}},
     "spsa-tail": {"name": "spsa", "spsa": {"probes": 16, "only": list(TAIL)}},
+    # the output layer and the tail's biases, where the gradient's mass lies (benchmarks/README.md)
+    "backprop-tail-bias": {"name": "backprop", "backprop": {"only": list(TAIL_BIAS)}},
+    "spsa-tail-bias": {"name": "spsa", "spsa": {"probes": 16, "only": list(TAIL_BIAS)}},
     # the whole head (its hidden conv and the 1x1 out): how much a second layer buys
     "backprop-head": {"name": "backprop", "backprop": {"only": ["head"]}},
     # the subset at a tenth of the noise, where the estimate of the head layers is unbiased once
@@ -119,6 +123,8 @@ LR_GRID: dict[str, list[float]] = {
     "backprop-out": [3e-3, 1e-3, 1e-2],
     "backprop-tail": [3e-3, 1e-3, 1e-2],
     "spsa-tail": [1e-3, 3e-4, 3e-3],
+    "backprop-tail-bias": [3e-3, 1e-3, 1e-2],
+    "spsa-tail-bias": [1e-3, 3e-4, 3e-3],
     "backprop-head": [3e-3, 1e-3, 1e-2],
     "node-perturbation-fine": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged": [1e-2, 3e-3, 3e-2],

@@ -590,7 +590,8 @@ class SpsaConfig(StrictModel):
     only: list[str] = Field(
         default_factory=list,
         description="Perturb and train only the Conv/Linear layers whose module name starts with one "
-        "of these (as node_perturbation.only); every other parameter keeps its initial value, and "
+        "of these (as node_perturbation.only), or with a wildcard the parameters whose name matches "
+        "('decoder.3*.bias'); every other parameter keeps its initial value, and "
         "each pass after a step's first reuses what those layers cannot change. Empty: every parameter.",
     )
 
@@ -621,7 +622,8 @@ class BackpropConfig(StrictModel):
     only: list[str] = Field(
         default_factory=list,
         description="Train only the Conv/Linear layers whose module name starts with one of these, as "
-        "node_perturbation.only does; every other parameter keeps its initial value. Measures what a "
+        "node_perturbation.only does, or with a wildcard the parameters whose name matches "
+        "('decoder.3*.bias'); every other parameter keeps its initial value. Measures what a "
         "zeroth-order rule's frozen layers cost. Empty: train everything.",
     )
 

@@ -42,7 +42,8 @@ def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "name", ["3ddr_unet", "res_3ddr_unet", "inception_res_3ddr_unet", "asymm_inception_res_3ddr_unet"]
+    "name",
+    ["3ddr_unet", "res_3ddr_unet", "inception_res_3ddr_unet", "asymm_inception_res_3ddr_unet"],
 )
 def test_replayed_passes_equal_whole_passes_on_every_unet_variant(name: str) -> None:
     model = unet(name)
@@ -155,3 +156,24 @@ def test_spsa_only_trains_the_named_layers() -> None:
     assert with_grad == {"head.out.weight", "head.out.bias"}
     frozen = [n for n in before if not n.startswith("head.out.")]
     assert all(torch.equal(dict(model.named_parameters())[n], before[n]) for n in frozen)
+
+
+def test_only_with_a_wildcard_trains_the_parameters_it_matches() -> None:
+    model = unet()
+    make_rule(
+        "backprop", model, trainer("backprop", backprop={"only": ["head.out", "decoder.3*.bias"]})
+    )
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {
+        "head.out.weight",
+        "head.out.bias",
+        "decoder.3.conv.conv.bias",
+        "decoder.3.block.unit.conv.bias",
+    }
+
+
+def test_a_wildcard_that_matches_no_parameter_is_refused() -> None:
+    from seacast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no parameter name matches 'decoder.9\\*.bias'"):
+        make_rule("spsa", unet(), trainer("spsa", spsa={"only": ["decoder.9*.bias"]}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 import torch
 from torch import nn
 
@@ -33,13 +35,29 @@ def chosen_layers(model: nn.Module, only: list[str], rule: str) -> list[nn.Modul
 
 
 def train_only(model: nn.Module, only: list[str], rule: str) -> None:
-    """Freeze (``requires_grad = False``) every parameter outside the layers ``only`` names;
-    nothing if ``only`` is empty. ``rule`` names the option in the error when none matches."""
+    """Freeze (``requires_grad = False``) every parameter that ``only`` does not name; nothing
+    if ``only`` is empty. An entry names the Conv/Linear layers whose module name starts with
+    it, or, with a wildcard (``*``, ``?``), the parameters whose name matches it
+    (``decoder.3*.bias``: every bias in ``decoder.3``). ``rule`` names the option in errors."""
     if not only:
         return
-    kept = {
-        id(p) for layer in chosen_layers(model, only, rule) for p in layer.parameters(recurse=False)
-    }
+    layers = [entry for entry in only if not any(c in entry for c in "*?[")]
+    patterns = [entry for entry in only if entry not in layers]
+    kept = (
+        {id(p) for layer in chosen_layers(model, layers, rule) for p in layer.parameters(False)}
+        if layers
+        else set()
+    )
+    for pattern in patterns:
+        matched = [p for name, p in model.named_parameters() if fnmatch.fnmatchcase(name, pattern)]
+        if not matched:
+            from seacast.errors import ConfigError
+
+            raise ConfigError(
+                f"trainer.{rule.replace('-', '_')}.only: no parameter name matches {pattern!r}",
+                "match names as in model.named_parameters(), e.g. 'decoder.3*.bias'",
+            )
+        kept.update(id(p) for p in matched)
     for param in model.parameters():
         if id(param) not in kept:
             param.requires_grad_(False)
