@@ -79,6 +79,9 @@ METHODS: dict[str, dict[str, Any]] = {
     # the output layer and the tail's biases, where the gradient's mass lies (benchmarks/README.md)
     "backprop-tail-bias": {"name": "backprop", "backprop": {"only": list(TAIL_BIAS)}},
     "spsa-tail-bias": {"name": "spsa", "spsa": {"probes": 16, "only": list(TAIL_BIAS)}},
+    # the same from node-perturbation-out's best checkpoint, where the tail's biases hold most of
+    # the gradient (STAGED)
+    "spsa-tail-bias-staged": {"name": "spsa", "spsa": {"probes": 16, "only": list(TAIL_BIAS)}},
     # the whole head (its hidden conv and the 1x1 out): how much a second layer buys
     "backprop-head": {"name": "backprop", "backprop": {"only": ["head"]}},
     # the subset at a tenth of the noise, where the estimate of the head layers is unbiased once
@@ -108,6 +111,7 @@ STAGED: dict[str, str] = {
     "node-perturbation-staged": "node-perturbation-out",
     "node-perturbation-staged-16": "node-perturbation-out",
     "node-perturbation-staged-good": "node-perturbation-out",
+    "spsa-tail-bias-staged": "node-perturbation-out",
 }
 # learning rates tried per method, in the order tried (the same number for each: equal tuning);
 # backprop's measured best first, so --lrs 1 gives it (at patience 20, 3e-3 stopped at validation
@@ -125,6 +129,7 @@ LR_GRID: dict[str, list[float]] = {
     "spsa-tail": [1e-3, 3e-4, 3e-3],
     "backprop-tail-bias": [3e-3, 1e-3, 1e-2],
     "spsa-tail-bias": [1e-3, 3e-4, 3e-3],
+    "spsa-tail-bias-staged": [1e-3, 3e-4, 3e-3],
     "backprop-head": [3e-3, 1e-3, 1e-2],
     "node-perturbation-fine": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged": [1e-2, 3e-3, 3e-2],
