@@ -33,3 +33,15 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: the test models are tiny, and test processes share the CPUs (one thread
+    each is far faster than oversubscription). Files opt in with ``pytestmark``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,12 +17,7 @@ from seacast.training.zeroth_order.prefix_cache import FrozenPrefix
 TAIL = ["head", "decoder.3", "up.3", "reducers.0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unet(name: str = "3ddr_unet", base: str = "persistence") -> nn.Module:

@@ -13,16 +13,10 @@ from seacast.training import zeroth_order as zo
 from seacast.training.rules import make_rule
 
 # most tests use a plain per-sample loss: local credit falls back to global credit there, with a warning
-pytestmark = pytest.mark.filterwarnings("ignore:node_perturbation.credit=local")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:node_perturbation.credit=local"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def mse_per_sample(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
