@@ -172,3 +172,11 @@ def test_a_wildcard_that_matches_no_parameter_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="no parameter name matches 'decoder.9\\*.bias'"):
         make_rule("spsa", unet(), trainer("spsa", spsa={"only": ["decoder.9*.bias"]}))
+
+
+def test_reuse_works_on_a_model_with_train_mode_batchnorm1d() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).train()
+    rule = make_rule("spsa", model, trainer("spsa", spsa={"only": ["3"]}))
+    rule.step(model, torch.randn(6, 4), torch.randn(6, 2), mse)
+    assert rule.prefixes[0].reused_modules == ["0", "1", "2"]
+    assert model[3].weight.grad is not None and model[0].weight.grad is None

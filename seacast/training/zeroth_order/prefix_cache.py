@@ -9,7 +9,7 @@ subset), the later passes run only those layers: on the tide-aware 3ddr_unet F=4
 64x64, batch 16, a pass of the full-resolution tail takes 20 ms against 189 ms for
 the whole model (one thread).
 
-Which calls are frozen is found once, on one sample, without autograd: in an analysis
+Which calls are frozen is found once, on two samples, without autograd: in an analysis
 pass the perturbed parameters are tagged tensors (:class:`_Tagged`), and every result
 computed from a tagged tensor carries its tags, through the operations between modules
 too (``torch.cat``, reshapes). The calls are then matched by their order within a
@@ -125,7 +125,7 @@ class FrozenPrefix:
         }
 
     def _find_frozen_calls(self, x: torch.Tensor) -> dict[nn.Module, set[int]]:
-        """The outermost calls that no perturbed parameter reaches, found on one sample."""
+        """The outermost calls that no perturbed parameter reaches, found on two samples."""
         found: dict[nn.Module, set[int]] = {}
         counts: dict[nn.Module, int] = {}
         depth = [0]  # > 0 inside a frozen call: the calls within it are not outermost
@@ -146,7 +146,7 @@ class FrozenPrefix:
                 depth[0] -= 1
 
         with self._hooks(before, after), self._analysis():
-            functional_call(self.model, self._tagged_parameters(), (x[:1],), strict=False)
+            functional_call(self.model, self._tagged_parameters(), (_few(x),), strict=False)
         # a module also called inside a frozen call would count calls that replay skips
         return {m: calls for m, calls in found.items() if m not in nested}
 
@@ -171,7 +171,7 @@ class FrozenPrefix:
             return _tag(output, frozenset({(module, index)}))
 
         with self._hooks(None, after, only=self.frozen_calls), self._analysis():
-            out = self.model(x[:1])
+            out = self.model(_few(x))
         return needed | {tag for tag in _tags_of(out) if tag != PERTURBED}
 
     @contextmanager
@@ -255,6 +255,11 @@ class FrozenPrefix:
                 frozen.__dict__.pop("forward", None)
             for name in terms:
                 self.model.__dict__.pop(name, None)
+
+
+def _few(x: torch.Tensor) -> torch.Tensor:
+    """The analysis passes' input: two samples, so that train-mode BatchNorm1d has a batch."""
+    return x[:2]
 
 
 def _stand_in(output: torch.Tensor) -> torch.Tensor:
