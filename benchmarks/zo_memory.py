@@ -37,6 +37,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from zo_vs_bp import TAIL  # noqa: E402  the subset the protocol names
 
 CHILD = r"""
 import json, statistics, sys, time
@@ -124,7 +126,7 @@ RULES = {
     # a layer subset: every pass after a step's first reuses the frozen trunk's outputs
     "spsa on the tail (16 probes, Adam)": (
         "spsa",
-        {"spsa": {"probes": 16, "only": ["head", "decoder.3", "up.3", "reducers.0"]}},
+        {"spsa": {"probes": 16, "only": list(TAIL)}},
     ),
     "node-perturbation on head.out": (
         "node-perturbation",

@@ -24,14 +24,16 @@ from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TAIL = ["head", "decoder.3", "up.3", "reducers.0"]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from zo_vs_bp import TAIL  # noqa: E402  the subset the protocol names
+
 RULES: dict[str, tuple[str, dict]] = {
     "node perturbation on head.out": (
         "node-perturbation",
         {"node_perturbation": {"only": ["head.out"]}},
     ),
     "spsa on head.out (4 probes)": ("spsa", {"spsa": {"probes": 4, "only": ["head.out"]}}),
-    "spsa on the tail (16 probes)": ("spsa", {"spsa": {"probes": 16, "only": TAIL}}),
+    "spsa on the tail (16 probes)": ("spsa", {"spsa": {"probes": 16, "only": list(TAIL)}}),
     "node perturbation on the subset": ("node-perturbation", {}),
 }
 
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         return seconds, stats.forwards, grads
 
     print(
-        f"{args.experiment}: {cfg.model.name} F={cfg.model.filters}, input {tuple(x.shape)}, "
+        f"{args.experiment.name}: {cfg.model.name} F={cfg.model.filters}, input {tuple(x.shape)}, "
         f"{args.threads} thread(s); median of {args.repeats} steps each, interleaved"
     )
     print(

@@ -54,6 +54,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "configs" / "experiments" / "zo_vs_bp.yaml"
 
+# the full-resolution layers after encoder.0 (also benchmarks/zo_memory.py's and zo_reuse.py's)
 TAIL = ("head", "decoder.3", "up.3", "reducers.0")
 TAIL_BIAS = ("head.out", *(f"{name}*.bias" for name in TAIL))
 # rule overrides on top of the experiment; node perturbation's own section is the experiment's
@@ -73,14 +74,13 @@ METHODS: dict[str, dict[str, Any]] = {
     },
     "backprop-out": {"name": "backprop", "backprop": {"only": ["head.out"]}},
     # the full-resolution tail after encoder.0 (node perturbation's subset less encoder.0): every
-    # pass of a zeroth-order step on it reuses the frozen trunk's outputs (7x cheaper passes)
+    # pass of a zeroth-order step on it after the first reuses the frozen trunk (about a tenth of a pass)
     "backprop-tail": {"name": "backprop", "backprop": {"only": list(TAIL)}},
     "spsa-tail": {"name": "spsa", "spsa": {"probes": 16, "only": list(TAIL)}},
     # the output layer and the tail's biases, where the gradient's mass lies (benchmarks/README.md)
     "backprop-tail-bias": {"name": "backprop", "backprop": {"only": list(TAIL_BIAS)}},
-    "spsa-tail-bias": {"name": "spsa", "spsa": {"probes": 16, "only": list(TAIL_BIAS)}},
-    # the same from node-perturbation-out's best checkpoint, where the tail's biases hold most of
-    # the gradient (STAGED)
+    # spsa on them from node-perturbation-out's best checkpoint, where the tail's biases hold most
+    # of the gradient (STAGED)
     "spsa-tail-bias-staged": {"name": "spsa", "spsa": {"probes": 16, "only": list(TAIL_BIAS)}},
     # the whole head (its hidden conv and the 1x1 out): how much a second layer buys
     "backprop-head": {"name": "backprop", "backprop": {"only": ["head"]}},
@@ -128,7 +128,6 @@ LR_GRID: dict[str, list[float]] = {
     "backprop-tail": [3e-3, 1e-3, 1e-2],
     "spsa-tail": [1e-3, 3e-4, 3e-3],
     "backprop-tail-bias": [3e-3, 1e-3, 1e-2],
-    "spsa-tail-bias": [1e-3, 3e-4, 3e-3],
     "spsa-tail-bias-staged": [1e-3, 3e-4, 3e-3],
     "backprop-head": [3e-3, 1e-3, 1e-2],
     "node-perturbation-fine": [1e-2, 3e-3, 3e-2],

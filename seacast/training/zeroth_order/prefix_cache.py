@@ -66,6 +66,13 @@ def _retag(value: Any, tags: frozenset) -> Any:
     return value
 
 
+def _next_call(counts: dict[nn.Module, int], module: nn.Module) -> int:
+    """The index of this call of ``module`` within the pass, counted in ``counts``."""
+    index = counts.get(module, 0)
+    counts[module] = index + 1
+    return index
+
+
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         yield value
@@ -132,8 +139,7 @@ class FrozenPrefix:
         nested: set[nn.Module] = set()
 
         def before(module: nn.Module, args: tuple) -> None:
-            index = counts.get(module, 0)
-            counts[module] = index + 1
+            index = _next_call(counts, module)
             frozen = module in self.frozen_modules and PERTURBED not in _tags_of(args)
             if depth[0] == 0 and frozen:
                 found.setdefault(module, set()).add(index)
@@ -161,8 +167,7 @@ class FrozenPrefix:
         needed: set[tuple[nn.Module, int]] = set()
 
         def after(module: nn.Module, args: tuple, output: Any) -> Any:
-            index = counts.get(module, 0)
-            counts[module] = index + 1
+            index = _next_call(counts, module)
             if index not in self.frozen_calls.get(module, ()):
                 return None
             if not isinstance(output, torch.Tensor):
@@ -203,13 +208,8 @@ class FrozenPrefix:
         outputs: dict[tuple[nn.Module, int], Any] = {}
         counts: dict[nn.Module, int] = {}
 
-        def count(module: nn.Module) -> int:
-            index = counts.get(module, 0)
-            counts[module] = index + 1
-            return index
-
         def record(module: nn.Module, args: tuple, output: Any) -> None:
-            index = count(module)
+            index = _next_call(counts, module)
             if (module, index) in needed:
                 outputs[(module, index)] = output
             elif index in frozen_calls[module]:  # read only by other frozen calls: any values do
@@ -219,7 +219,7 @@ class FrozenPrefix:
             original = module.forward
 
             def forward(*args: Any, **kwargs: Any) -> Any:
-                index = count(module)
+                index = _next_call(counts, module)
                 if (module, index) in outputs:
                     return outputs[(module, index)]
                 return original(*args, **kwargs)
