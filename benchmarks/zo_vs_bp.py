@@ -42,10 +42,13 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +107,20 @@ METHODS: dict[str, dict[str, Any]] = {
             "only": ["head", "up.3", "decoder.3.block"],
         },
     },
+    # forward gradient's estimate on node perturbation's subset (where backprop meets target 2),
+    # emulated at one backprop's cost: how many steps the unbiased forward-only estimate needs
+    # with this many probes (EMULATED)
+    "forward-gradient-subset-64-emulated": {"name": "backprop"},
+    "forward-gradient-subset-256-emulated": {"name": "backprop"},
+}
+# an emulated method trains with backprop's exact gradient g on the subset, replaced before the
+# optimiser sees it by (1/K) sum_k (g.v_k) v_k over K standard Gaussian v_k: the estimate forward
+# gradient makes with K probes (the same distribution; spsa's, as its epsilon goes to 0) at one
+# backprop's cost per step. Its forwards count forward gradient's (3 per probe); its wall-clock is
+# backprop's, not the rule's.
+EMULATED: dict[str, int] = {
+    "forward-gradient-subset-64-emulated": 64,
+    "forward-gradient-subset-256-emulated": 256,
 }
 # a staged method starts from the best checkpoint of another method's run (same seed, its chosen
 # lr): trainer.init_from. Its steps, forwards and wall-clock count that run's whole budget too.
@@ -134,6 +151,8 @@ LR_GRID: dict[str, list[float]] = {
     "node-perturbation-staged": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged-16": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged-good": [3e-3, 1e-3, 1e-2],
+    "forward-gradient-subset-64-emulated": [1e-3, 3e-4, 3e-3],
+    "forward-gradient-subset-256-emulated": [1e-3, 3e-4, 3e-3],
 }
 
 
@@ -157,7 +176,7 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
             trainer[key] = {**trainer.get(key, {}), **value}
         else:
             trainer[key] = value
-    if method == "backprop-subset":
+    if method == "backprop-subset" or method in EMULATED:
         trainer["backprop"] = {"only": trainer["node_perturbation"]["only"]}
     if method in STAGED:
         first = STAGED[method]
@@ -193,13 +212,52 @@ def _train_one(
             return None
         resume = (run_dir / "checkpoint_last.pt").is_file()
         started = time.perf_counter()
-        train(cfg, resume=resume, progress=False, overwrite=not resume)
+        listening = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with projected_backprop(EMULATED.get(method)):
+                train(cfg, resume=resume, progress=False, overwrite=not resume)
+        finally:
+            signal.signal(signal.SIGINT, listening)
         print(
             f"  trained {cfg.name} in {time.perf_counter() - started:.0f} s",
             file=sys.stderr,
             flush=True,
         )
     return summarise(run_dir, method, lr, seed)
+
+
+@contextmanager
+def projected_backprop(probes: int | None) -> Iterator[None]:
+    """While open, the ``backprop`` rule hands the optimiser forward gradient's ``probes``-probe
+    estimate of its gradient instead of the gradient (EMULATED); with None, backprop as it is."""
+    import torch
+
+    from seacast.training import backprop, rules
+    from seacast.training.rules import StepStats
+    from seacast.training.zeroth_order.common import JVP_FORWARD_COST, draw_seed, generator_for
+
+    if probes is None:
+        yield
+        return
+
+    class ProjectedBackprop(backprop.Backprop):
+        def step(self, model, x, target, loss_fn):  # noqa: ANN001, ANN202 (the rule's signature)
+            stats = super().step(model, x, target, loss_fn)
+            params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+            gradient = torch.cat([p.grad.reshape(-1) for p in params])
+            gen = generator_for(gradient.device, draw_seed())
+            directions = torch.randn(probes, gradient.numel(), generator=gen, dtype=gradient.dtype)
+            estimate = directions.T @ (directions @ gradient) / probes
+            for p, piece in zip(params, estimate.split([p.numel() for p in params]), strict=True):
+                p.grad.copy_(piece.view_as(p))
+            return StepStats(loss=stats.loss, forwards=JVP_FORWARD_COST * probes)
+
+    saved = rules._RULES["backprop"]
+    rules._RULES["backprop"] = ProjectedBackprop
+    try:
+        yield
+    finally:
+        rules._RULES["backprop"] = saved
 
 
 def needs_training(meta: dict[str, Any], max_steps: int | None) -> bool:
@@ -277,12 +335,35 @@ def train_all(args: argparse.Namespace, jobs: list[tuple]) -> list[dict[str, Any
     if args.jobs == 1 or args.trained_only:
         summaries = [_train_one((args, *job)) for job in jobs]
     else:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            summaries = list(pool.map(_train_one, [(args, *job) for job in jobs]))
+        with ProcessPoolExecutor(max_workers=args.jobs, initializer=_worker_start) as pool:
+            futures = [pool.submit(_train_one, (args, *job)) for job in jobs]
+            try:
+                summaries = [future.result() for future in futures]
+            except KeyboardInterrupt:
+                stop_workers(pool, futures)
+                raise
     for job, summary in zip(jobs, summaries, strict=True):
         if summary is None:
             args.not_run.append(run_name(*job[:3]))
     return [s for s in summaries if s is not None]
+
+
+def _worker_start() -> None:
+    os.setpgrp()  # out of the terminal's process group: a Ctrl-C reaches it once, from stop_workers
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # idle, it ignores that; a run listens (_train_one)
+
+
+def stop_workers(pool: ProcessPoolExecutor, futures: list[Future]) -> None:
+    """Ctrl-C: drop the runs not started and pass the interrupt on to the workers, whose runs
+    stop (marked interrupted; the next start resumes each from its last epoch's checkpoint),
+    instead of waiting for them to finish."""
+    for future in futures:
+        future.cancel()
+    for process in list(getattr(pool, "_processes", {}).values()):
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
 
 
 def best_val_within(run: dict[str, Any], key: str, budget: float) -> float:
@@ -748,4 +829,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: start the same command again to resume")
