@@ -702,6 +702,12 @@ class ForwardGradientConfig(StrictModel):
     """Options of the `forward-gradient` rule (forward-mode AD)."""
 
     probes: int = Field(1, ge=1, description="Tangent directions per step.")
+    only: list[str] = Field(
+        default_factory=list,
+        description="Draw tangents on and train only the Conv/Linear layers whose module name starts "
+        "with one of these, or with a wildcard the parameters whose name matches (as spsa.only); "
+        "every other parameter keeps its initial value. Empty: every parameter.",
+    )
 
 
 class TrainerConfig(StrictModel):

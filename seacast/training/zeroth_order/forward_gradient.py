@@ -20,6 +20,7 @@ from seacast.training.zeroth_order.common import (
     set_grad,
     trainable_parameters,
 )
+from seacast.training.zeroth_order.credit import train_only
 
 
 @register
@@ -30,7 +31,7 @@ class ForwardGradientRule(UpdateRule):
     ``torch.func.functional_call`` (train-mode BatchNorm works; its running
     statistics are updated from the primal values). v is standard Gaussian over
     all trainable parameters, so ``E[(∇L·v) v] = ∇L``; ``probes`` directions are
-    averaged. A jvp costs :data:`JVP_FORWARD_COST` forwards; the loss reported is
+    averaged; ``only`` restricts the tangents and the training to some layers. A jvp costs :data:`JVP_FORWARD_COST` forwards; the loss reported is
     the primal loss of the first probe.
     """
 
@@ -39,6 +40,7 @@ class ForwardGradientRule(UpdateRule):
     def __init__(self, model: nn.Module, cfg: TrainerConfig) -> None:
         super().__init__(model, cfg)
         self.opts = cfg.forward_gradient
+        train_only(model, self.opts.only, "forward-gradient")
         self.named = trainable_parameters(model)
 
     def step(
