@@ -110,6 +110,8 @@ METHODS: dict[str, dict[str, Any]] = {
     # forward gradient's estimate on node perturbation's subset (where backprop meets target 2),
     # emulated at one backprop's cost: how many steps the unbiased forward-only estimate needs
     # with this many probes (EMULATED)
+    "forward-gradient-subset-1-emulated": {"name": "backprop"},
+    "forward-gradient-subset-4-emulated": {"name": "backprop"},
     "forward-gradient-subset-64-emulated": {"name": "backprop"},
     "forward-gradient-subset-256-emulated": {"name": "backprop"},
 }
@@ -119,6 +121,8 @@ METHODS: dict[str, dict[str, Any]] = {
 # backprop's cost per step. Its forwards count forward gradient's (3 per probe); its wall-clock is
 # backprop's, not the rule's.
 EMULATED: dict[str, int] = {
+    "forward-gradient-subset-1-emulated": 1,
+    "forward-gradient-subset-4-emulated": 4,
     "forward-gradient-subset-64-emulated": 64,
     "forward-gradient-subset-256-emulated": 256,
 }
@@ -151,6 +155,8 @@ LR_GRID: dict[str, list[float]] = {
     "node-perturbation-staged": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged-16": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged-good": [3e-3, 1e-3, 1e-2],
+    "forward-gradient-subset-1-emulated": [1e-3, 3e-4, 3e-3],
+    "forward-gradient-subset-4-emulated": [1e-3, 3e-4, 3e-3],
     "forward-gradient-subset-64-emulated": [1e-3, 3e-4, 3e-3],
     "forward-gradient-subset-256-emulated": [1e-3, 3e-4, 3e-3],
 }

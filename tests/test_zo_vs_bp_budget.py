@@ -229,3 +229,34 @@ def test_scores_are_reused_for_runs_whose_best_checkpoint_is_older(zo_vs_bp, tmp
     # and the saved scores now hold both, so a second call scores nothing
     zo_vs_bp.score(args, runs)
     assert scored == [["new"]]
+
+
+def test_an_emulated_method_projects_backprops_gradient_on_its_probes(zo_vs_bp):
+    import torch
+
+    from seacast.config import TrainerConfig
+    from seacast.training.rules import make_rule
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(30, 1)
+    x, target = torch.randn(64, 30), torch.randn(64, 1)
+
+    def loss_fn(prediction, truth):
+        return ((prediction - truth) ** 2).mean(1)
+
+    def gradient_after_step() -> tuple[torch.Tensor, float]:
+        net.zero_grad(set_to_none=True)
+        stats = make_rule("backprop", net, TrainerConfig()).step(net, x, target, loss_fn)
+        return torch.cat([p.grad.flatten() for p in net.parameters()]), stats.forwards
+
+    exact, _ = gradient_after_step()
+    cosines = {}
+    for probes in (1, 4096):
+        with zo_vs_bp.projected_backprop(probes):
+            estimate, forwards = gradient_after_step()
+        cosines[probes] = float(torch.nn.functional.cosine_similarity(estimate, exact, dim=0))
+        assert forwards == 3.0 * probes  # forward gradient's cost, not backprop's
+    # E[(g.v) v] = g over 31 parameters: one probe is a noisy direction, 4096 nearly the gradient
+    assert cosines[4096] > 0.99 > cosines[1]
+    restored, _ = gradient_after_step()
+    torch.testing.assert_close(restored, exact)  # backprop as it was once the block closes
