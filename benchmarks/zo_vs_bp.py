@@ -112,6 +112,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # with this many probes (EMULATED)
     "forward-gradient-subset-1-emulated": {"name": "backprop"},
     "forward-gradient-subset-4-emulated": {"name": "backprop"},
+    "forward-gradient-subset-16-emulated": {"name": "backprop"},
     "forward-gradient-subset-64-emulated": {"name": "backprop"},
     "forward-gradient-subset-256-emulated": {"name": "backprop"},
 }
@@ -123,6 +124,7 @@ METHODS: dict[str, dict[str, Any]] = {
 EMULATED: dict[str, int] = {
     "forward-gradient-subset-1-emulated": 1,
     "forward-gradient-subset-4-emulated": 4,
+    "forward-gradient-subset-16-emulated": 16,
     "forward-gradient-subset-64-emulated": 64,
     "forward-gradient-subset-256-emulated": 256,
 }
@@ -157,6 +159,7 @@ LR_GRID: dict[str, list[float]] = {
     "node-perturbation-staged-good": [3e-3, 1e-3, 1e-2],
     "forward-gradient-subset-1-emulated": [1e-3, 3e-4, 3e-3],
     "forward-gradient-subset-4-emulated": [1e-3, 3e-4, 3e-3],
+    "forward-gradient-subset-16-emulated": [1e-3, 3e-4, 3e-3],
     "forward-gradient-subset-64-emulated": [1e-3, 3e-4, 3e-3],
     "forward-gradient-subset-256-emulated": [1e-3, 3e-4, 3e-3],
 }
