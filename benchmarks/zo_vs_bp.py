@@ -676,7 +676,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="override a field of the experiment, as seacast train --set does "
         "(e.g. samples.split.preset=blocks)",
     )
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=[m for m in METHODS if m not in EMULATED],
+        choices=list(METHODS),
+        help="default: every method but the emulated ones (EMULATED: estimates, not rules)",
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lrs", type=int, default=3, help="learning rates tried per method")
     parser.add_argument(
