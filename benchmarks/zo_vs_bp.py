@@ -107,27 +107,17 @@ METHODS: dict[str, dict[str, Any]] = {
             "only": ["head", "up.3", "decoder.3.block"],
         },
     },
-    # forward gradient's estimate on node perturbation's subset (where backprop meets target 2),
-    # emulated at one backprop's cost: how many steps the unbiased forward-only estimate needs
-    # with this many probes (EMULATED)
-    "forward-gradient-subset-1-emulated": {"name": "backprop"},
-    "forward-gradient-subset-4-emulated": {"name": "backprop"},
-    "forward-gradient-subset-16-emulated": {"name": "backprop"},
-    "forward-gradient-subset-64-emulated": {"name": "backprop"},
-    "forward-gradient-subset-256-emulated": {"name": "backprop"},
 }
 # an emulated method trains with backprop's exact gradient g on the subset, replaced before the
 # optimiser sees it by (1/K) sum_k (g.v_k) v_k over K standard Gaussian v_k: the estimate forward
 # gradient makes with K probes (the same distribution; spsa's, as its epsilon goes to 0) at one
 # backprop's cost per step. Its forwards count forward gradient's (3 per probe); its wall-clock is
-# backprop's, not the rule's.
+# backprop's, not the rule's. They measure how many steps the unbiased forward-only estimate needs
+# on node perturbation's subset, where backprop meets target 2.
 EMULATED: dict[str, int] = {
-    "forward-gradient-subset-1-emulated": 1,
-    "forward-gradient-subset-4-emulated": 4,
-    "forward-gradient-subset-16-emulated": 16,
-    "forward-gradient-subset-64-emulated": 64,
-    "forward-gradient-subset-256-emulated": 256,
+    f"forward-gradient-subset-{probes}-emulated": probes for probes in (1, 4, 16, 64, 256)
 }
+METHODS.update({method: {"name": "backprop"} for method in EMULATED})
 # a staged method starts from the best checkpoint of another method's run (same seed, its chosen
 # lr): trainer.init_from. Its steps, forwards and wall-clock count that run's whole budget too.
 STAGED: dict[str, str] = {
@@ -157,11 +147,7 @@ LR_GRID: dict[str, list[float]] = {
     "node-perturbation-staged": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged-16": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged-good": [3e-3, 1e-3, 1e-2],
-    "forward-gradient-subset-1-emulated": [1e-3, 3e-4, 3e-3],
-    "forward-gradient-subset-4-emulated": [1e-3, 3e-4, 3e-3],
-    "forward-gradient-subset-16-emulated": [1e-3, 3e-4, 3e-3],
-    "forward-gradient-subset-64-emulated": [1e-3, 3e-4, 3e-3],
-    "forward-gradient-subset-256-emulated": [1e-3, 3e-4, 3e-3],
+    **{method: [1e-3, 3e-4, 3e-3] for method in EMULATED},
 }
 
 
@@ -358,10 +344,10 @@ def train_all(args: argparse.Namespace, jobs: list[tuple]) -> list[dict[str, Any
 
 
 def _worker_start() -> None:
-    os.setpgrp()  # out of the terminal's process group: a Ctrl-C reaches it once, from stop_workers
-    signal.signal(
-        signal.SIGINT, signal.SIG_IGN
-    )  # idle, it ignores that; a run listens (_train_one)
+    # out of the terminal's process group: a Ctrl-C reaches the worker once, from stop_workers;
+    # idle, it ignores that, and a run listens (_train_one)
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop_workers(pool: ProcessPoolExecutor, futures: list[Future]) -> None:

@@ -31,8 +31,9 @@ class ForwardGradientRule(UpdateRule):
     ``torch.func.functional_call`` (train-mode BatchNorm works; its running
     statistics are updated from the primal values). v is standard Gaussian over
     all trainable parameters, so ``E[(∇L·v) v] = ∇L``; ``probes`` directions are
-    averaged; ``only`` restricts the tangents and the training to some layers. A jvp costs :data:`JVP_FORWARD_COST` forwards; the loss reported is
-    the primal loss of the first probe.
+    averaged; ``only`` restricts the tangents and the training to some layers. A jvp
+    costs :data:`JVP_FORWARD_COST` forwards; the loss reported is the primal loss of
+    the first probe.
     """
 
     name = "forward-gradient"
