@@ -207,6 +207,26 @@ def test_interrupted_save_never_replaces_the_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pt"]
 
 
+def test_a_sigterm_during_a_save_stops_once_the_checkpoint_is_in_place(tmp_path, monkeypatch):
+    """CI saw a `kill` land inside torch.save: the zip writer's error hid the interrupt."""
+    from seacast.interrupts import terminate_as_interrupt
+
+    real = torch.save
+
+    def killed_midway(obj, handle, *args, **kwargs):
+        handle.write(b"half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        handle.seek(0)
+        return real(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", killed_midway)
+    path = tmp_path / "checkpoint_last.pt"
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt():
+        save_checkpoint({"epoch": 2, "weights": torch.arange(5.0)}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 2
+
+
 def test_run_keeps_the_good_checkpoint_when_a_save_fails(store, tmp_path, monkeypatch):
     real = torch.save
     calls = {"n": 0}

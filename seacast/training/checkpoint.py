@@ -3,7 +3,8 @@
 Offered:
 
 * :func:`save_checkpoint` - ``torch.save`` to a temp name in the same folder, fsync, then
-  ``os.replace``: a save interrupted midway never replaces the previous checkpoint.
+  ``os.replace``: a save interrupted midway never replaces the previous checkpoint, and a
+  Ctrl-C during it stops the command once the file is in place.
 * :func:`load_checkpoint` - read one (``weights_only``: no code is unpickled).
 * :func:`rng_state` / :func:`set_rng_state` - every RNG the loop draws from (python,
   numpy, torch CPU and CUDA), so a resumed run continues the same random streams.
@@ -30,6 +31,7 @@ from torch import nn
 from seacast.atomic import atomic_path
 from seacast.config import ExperimentConfig, validate
 from seacast.errors import DataError
+from seacast.interrupts import safe_points
 from seacast.normalise import Normaliser
 
 BEST = "checkpoint_best.pt"
@@ -37,9 +39,13 @@ LAST = "checkpoint_last.pt"
 
 
 def save_checkpoint(state: dict[str, Any], path: Path | str) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (temp file, fsync, rename).
+
+    A Ctrl-C or SIGTERM during the write is held until the file is in place: raised inside
+    ``torch.save`` it would surface as torch's RuntimeError from the zip writer instead.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with safe_points(), atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(state, handle)
         handle.flush()
         os.fsync(handle.fileno())

@@ -47,6 +47,7 @@ import seacast
 from seacast.atomic import atomic_write_text
 from seacast.config import ExperimentConfig, fingerprint, to_dict, to_yaml
 from seacast.errors import ConfigError, DataError, SeacastError
+from seacast.interrupts import safe_points
 from seacast.progress import progress_bar
 from seacast.training.checkpoint import (
     BEST,
@@ -882,14 +883,15 @@ def _end_epoch(
     folder = session.folder
     folder.meta["epochs_completed"] = state.epoch
     if folder.writes:
-        folder.save(session.checkpoint(state), last=True, best=improved)
-        folder.write_metrics(state.history)
-        folder.write_meta(
-            steps=state.step,
-            best_epoch=state.best_epoch,
-            best_val=state.best_val,
-            forwards=state.forwards,
-        )
+        with safe_points():  # a Ctrl-C lands after the epoch's files agree with each other
+            folder.save(session.checkpoint(state), last=True, best=improved)
+            folder.write_metrics(state.history)
+            folder.write_meta(
+                steps=state.step,
+                best_epoch=state.best_epoch,
+                best_val=state.best_val,
+                forwards=state.forwards,
+            )
     return improved
 
 
