@@ -49,6 +49,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,23 @@ METHODS: dict[str, dict[str, Any]] = {
 # gradient makes with K probes (the same distribution; spsa's, as its epsilon goes to 0) at one
 # backprop's cost per step. Its forwards count forward gradient's (3 per probe); its wall-clock is
 # backprop's, not the rule's. They measure how many steps the unbiased forward-only estimate needs
-# on node perturbation's subset, where backprop meets target 2.
-EMULATED: dict[str, int] = {
-    f"forward-gradient-subset-{probes}-emulated": probes for probes in (1, 4, 16, 64, 256)
+# on node perturbation's subset, where backprop meets target 2. The "-exact-out" ones keep g on
+# head.out: the output layer's gradient needs only its input and the loss's derivative by the
+# output (a delta rule), which a forward-only rule has; only the layers before it are estimated.
+
+
+@dataclass(frozen=True)
+class Emulation:
+    probes: int
+    exact: tuple[str, ...] = ()  # layers that keep backprop's gradient
+
+
+EMULATED: dict[str, Emulation] = {
+    **{f"forward-gradient-subset-{k}-emulated": Emulation(k) for k in (1, 4, 16, 64, 256)},
+    **{
+        f"forward-gradient-subset-{k}-exact-out-emulated": Emulation(k, ("head.out",))
+        for k in (16, 64)
+    },
 }
 METHODS.update({method: {"name": "backprop"} for method in EMULATED})
 # a staged method starts from the best checkpoint of another method's run (same seed, its chosen
@@ -222,30 +237,40 @@ def _train_one(
 
 
 @contextmanager
-def projected_backprop(probes: int | None) -> Iterator[None]:
-    """While open, the ``backprop`` rule hands the optimiser forward gradient's ``probes``-probe
-    estimate of its gradient instead of the gradient (EMULATED); with None, backprop as it is."""
+def projected_backprop(emulation: Emulation | None) -> Iterator[None]:
+    """While open, the ``backprop`` rule hands the optimiser forward gradient's estimate of its
+    gradient with ``emulation.probes`` probes (EMULATED), except on the layers named in
+    ``emulation.exact``, which keep the gradient; with None, backprop as it is."""
     import torch
 
     from seacast.training import backprop, rules
     from seacast.training.rules import StepStats
     from seacast.training.zeroth_order.common import JVP_FORWARD_COST, draw_seed, generator_for
 
-    if probes is None:
+    if emulation is None:
         yield
         return
+
+    def estimated(name: str) -> bool:
+        return not any(name == layer or name.startswith(layer + ".") for layer in emulation.exact)
 
     class ProjectedBackprop(backprop.Backprop):
         def step(self, model, x, target, loss_fn):  # noqa: ANN001, ANN202 (the rule's signature)
             stats = super().step(model, x, target, loss_fn)
-            params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+            params = [
+                p
+                for name, p in model.named_parameters()
+                if p.requires_grad and p.grad is not None and estimated(name)
+            ]
             gradient = torch.cat([p.grad.reshape(-1) for p in params])
             gen = generator_for(gradient.device, draw_seed())
-            directions = torch.randn(probes, gradient.numel(), generator=gen, dtype=gradient.dtype)
-            estimate = directions.T @ (directions @ gradient) / probes
+            directions = torch.randn(
+                emulation.probes, gradient.numel(), generator=gen, dtype=gradient.dtype
+            )
+            estimate = directions.T @ (directions @ gradient) / emulation.probes
             for p, piece in zip(params, estimate.split([p.numel() for p in params]), strict=True):
                 p.grad.copy_(piece.view_as(p))
-            return StepStats(loss=stats.loss, forwards=JVP_FORWARD_COST * probes)
+            return StepStats(loss=stats.loss, forwards=JVP_FORWARD_COST * emulation.probes)
 
     saved = rules._RULES["backprop"]
     rules._RULES["backprop"] = ProjectedBackprop

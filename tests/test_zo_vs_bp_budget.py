@@ -252,7 +252,7 @@ def test_an_emulated_method_projects_backprops_gradient_on_its_probes(zo_vs_bp):
     exact, _ = gradient_after_step()
     cosines = {}
     for probes in (1, 4096):
-        with zo_vs_bp.projected_backprop(probes):
+        with zo_vs_bp.projected_backprop(zo_vs_bp.Emulation(probes)):
             estimate, forwards = gradient_after_step()
         cosines[probes] = float(torch.nn.functional.cosine_similarity(estimate, exact, dim=0))
         assert forwards == 3.0 * probes  # forward gradient's cost, not backprop's
@@ -260,3 +260,29 @@ def test_an_emulated_method_projects_backprops_gradient_on_its_probes(zo_vs_bp):
     assert cosines[4096] > 0.99 > cosines[1]
     restored, _ = gradient_after_step()
     torch.testing.assert_close(restored, exact)  # backprop as it was once the block closes
+
+
+def test_an_emulated_method_keeps_the_gradient_of_its_exact_layers(zo_vs_bp):
+    import torch
+
+    from seacast.config import TrainerConfig
+    from seacast.training.rules import make_rule
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(30, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    x, target = torch.randn(64, 30), torch.randn(64, 1)
+
+    def loss_fn(prediction, truth):
+        return ((prediction - truth) ** 2).mean(1)
+
+    def gradients() -> dict[str, torch.Tensor]:
+        net.zero_grad(set_to_none=True)
+        make_rule("backprop", net, TrainerConfig()).step(net, x, target, loss_fn)
+        return {name: p.grad.clone() for name, p in net.named_parameters()}
+
+    exact = gradients()
+    with zo_vs_bp.projected_backprop(zo_vs_bp.Emulation(1, exact=("2",))):
+        emulated = gradients()
+    torch.testing.assert_close(emulated["2.weight"], exact["2.weight"])  # the output layer's own
+    torch.testing.assert_close(emulated["2.bias"], exact["2.bias"])
+    assert not torch.allclose(emulated["0.weight"], exact["0.weight"])  # one probe's estimate
