@@ -129,7 +129,7 @@ EMULATED: dict[str, Emulation] = {
     **{f"forward-gradient-subset-{k}-emulated": Emulation(k) for k in (1, 4, 16, 64, 256)},
     **{
         f"forward-gradient-subset-{k}-exact-out-emulated": Emulation(k, ("head.out",))
-        for k in (16, 64)
+        for k in (16, 64, 256)
     },
 }
 METHODS.update({method: {"name": "backprop"} for method in EMULATED})
