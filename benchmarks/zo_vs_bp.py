@@ -246,13 +246,11 @@ def projected_backprop(emulation: Emulation | None) -> Iterator[None]:
     from seacast.training import backprop, rules
     from seacast.training.rules import StepStats
     from seacast.training.zeroth_order.common import JVP_FORWARD_COST, draw_seed, generator_for
+    from seacast.training.zeroth_order.credit import longest_prefix
 
     if emulation is None:
         yield
         return
-
-    def estimated(name: str) -> bool:
-        return not any(name == layer or name.startswith(layer + ".") for layer in emulation.exact)
 
     class ProjectedBackprop(backprop.Backprop):
         def step(self, model, x, target, loss_fn):  # noqa: ANN001, ANN202 (the rule's signature)
@@ -260,7 +258,9 @@ def projected_backprop(emulation: Emulation | None) -> Iterator[None]:
             params = [
                 p
                 for name, p in model.named_parameters()
-                if p.requires_grad and p.grad is not None and estimated(name)
+                if p.requires_grad
+                and p.grad is not None
+                and longest_prefix(name, list(emulation.exact)) is None
             ]
             gradient = torch.cat([p.grad.reshape(-1) for p in params])
             gen = generator_for(gradient.device, draw_seed())
