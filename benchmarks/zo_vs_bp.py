@@ -51,7 +51,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -117,12 +117,20 @@ METHODS: dict[str, dict[str, Any]] = {
 # on node perturbation's subset, where backprop meets target 2. The "-exact-out" ones keep g on
 # head.out: the output layer's gradient needs only its input and the loss's derivative by the
 # output (a delta rule), which a forward-only rule has; only the layers before it are estimated.
+# The "-norm" ones are diagnoses, not estimates: backprop's exact gradient on the subset, with
+# Adam's per-coordinate second moment replaced by one per tensor or one for all the estimated
+# layers, which is all a noise-dominated estimate leaves Adam (its E[g_i^2] is ~|g|^2/K for
+# every i); they tell the preconditioner's part of the gap from the noise's.
 
 
 @dataclass(frozen=True)
 class Emulation:
-    probes: int
+    probes: int  # 0: the exact gradient, no projection
     exact: tuple[str, ...] = ()  # layers that keep backprop's gradient
+    # the second moment that scales the update of the layers not in `exact`: Adam's own
+    # per-coordinate one, or one scalar per tensor / over all of them (the exact layers keep
+    # a per-coordinate one); these run SGD with momentum 0.9 at lr / 10, Adam's first moment
+    second_moment: Literal["adam", "tensor", "global"] = "adam"
 
 
 EMULATED: dict[str, Emulation] = {
@@ -131,6 +139,8 @@ EMULATED: dict[str, Emulation] = {
         f"forward-gradient-subset-{k}-exact-out-emulated": Emulation(k, ("head.out",))
         for k in (16, 64, 256)
     },
+    "backprop-subset-tensor-norm": Emulation(0, ("head.out",), "tensor"),
+    "backprop-subset-global-norm": Emulation(0, ("head.out",), "global"),
 }
 METHODS.update({method: {"name": "backprop"} for method in EMULATED})
 # a staged method starts from the best checkpoint of another method's run (same seed, its chosen
@@ -193,6 +203,9 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
         first_lr = args.chosen_lr[(first, seed)]
         trainer["init_from"] = str(args.out / "runs" / run_name(first, first_lr, seed))
     trainer["optimizer"]["lr"] = lr
+    emulation = EMULATED.get(method)
+    if emulation is not None and emulation.second_moment != "adam":
+        trainer["optimizer"].update(name="sgd", momentum=0.9, lr=lr / 10)
     trainer["patience"] = args.patience if method.startswith("backprop") else args.zo_patience
     trainer["max_steps"] = max_steps
     steps = max_steps or args.bp_max_steps
@@ -236,11 +249,15 @@ def _train_one(
     return summarise(run_dir, method, lr, seed)
 
 
+ADAM_BETA2 = 0.999
+
+
 @contextmanager
 def projected_backprop(emulation: Emulation | None) -> Iterator[None]:
     """While open, the ``backprop`` rule hands the optimiser forward gradient's estimate of its
-    gradient with ``emulation.probes`` probes (EMULATED), except on the layers named in
-    ``emulation.exact``, which keep the gradient; with None, backprop as it is."""
+    gradient with ``emulation.probes`` probes (EMULATED; 0: the gradient itself), except on the
+    layers named in ``emulation.exact``, which keep the gradient, scaled by the second moment
+    ``emulation.second_moment`` says; with None, backprop as it is."""
     import torch
 
     from seacast.training import backprop, rules
@@ -253,24 +270,50 @@ def projected_backprop(emulation: Emulation | None) -> Iterator[None]:
         return
 
     class ProjectedBackprop(backprop.Backprop):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.second_moments: dict[str, Any] = {}
+            self.steps = 0
+
         def step(self, model, x, target, loss_fn):  # noqa: ANN001, ANN202 (the rule's signature)
             stats = super().step(model, x, target, loss_fn)
-            params = [
-                p
-                for name, p in model.named_parameters()
-                if p.requires_grad
-                and p.grad is not None
-                and longest_prefix(name, list(emulation.exact)) is None
+            named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            named = [(n, p) for n, p in named if p.grad is not None]
+            estimated = [
+                (n, p) for n, p in named if longest_prefix(n, list(emulation.exact)) is None
             ]
-            gradient = torch.cat([p.grad.reshape(-1) for p in params])
-            gen = generator_for(gradient.device, draw_seed())
-            directions = torch.randn(
-                emulation.probes, gradient.numel(), generator=gen, dtype=gradient.dtype
-            )
-            estimate = directions.T @ (directions @ gradient) / emulation.probes
-            for p, piece in zip(params, estimate.split([p.numel() for p in params]), strict=True):
-                p.grad.copy_(piece.view_as(p))
-            return StepStats(loss=stats.loss, forwards=JVP_FORWARD_COST * emulation.probes)
+            if emulation.probes:
+                gradient = torch.cat([p.grad.reshape(-1) for _, p in estimated])
+                gen = generator_for(gradient.device, draw_seed())
+                directions = torch.randn(
+                    emulation.probes, gradient.numel(), generator=gen, dtype=gradient.dtype
+                )
+                estimate = directions.T @ (directions @ gradient) / emulation.probes
+                pieces = estimate.split([p.numel() for _, p in estimated])
+                for (_, p), piece in zip(estimated, pieces, strict=True):
+                    p.grad.copy_(piece.view_as(p))
+            if emulation.second_moment != "adam":
+                self.normalise(named, estimated)
+            forwards = JVP_FORWARD_COST * emulation.probes if emulation.probes else stats.forwards
+            return StepStats(loss=stats.loss, forwards=forwards)
+
+        def normalise(self, named, estimated) -> None:  # noqa: ANN001 (lists of (name, param))
+            """g / sqrt(v), v Adam's bias-corrected second moment (beta2 0.999): per coordinate
+            on the exact layers; per tensor, or one over all of them, on the estimated ones."""
+            self.steps += 1
+            names = {n for n, _ in estimated}
+            groups = [(n, p.grad.square(), [p]) for n, p in named if n not in names]
+            if emulation.second_moment == "tensor":
+                groups += [(n, p.grad.square().mean(), [p]) for n, p in estimated]
+            else:
+                pooled = torch.cat([p.grad.reshape(-1) for _, p in estimated]).square().mean()
+                groups.append(("estimated", pooled, [p for _, p in estimated]))
+            correction = 1 - ADAM_BETA2**self.steps
+            for key, square, params in groups:
+                moment = self.second_moments.get(key, 0.0) * ADAM_BETA2 + square * (1 - ADAM_BETA2)
+                self.second_moments[key] = moment
+                for p in params:
+                    p.grad.div_((moment / correction).sqrt() + 1e-8)
 
     saved = rules._RULES["backprop"]
     rules._RULES["backprop"] = ProjectedBackprop
