@@ -272,6 +272,7 @@ def projected_backprop(emulation: Emulation | None) -> Iterator[None]:
     class ProjectedBackprop(backprop.Backprop):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            # not checkpointed: a resumed "-norm" diagnosis starts its second moments again
             self.second_moments: dict[str, Any] = {}
             self.steps = 0
 
