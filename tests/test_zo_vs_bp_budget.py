@@ -262,7 +262,9 @@ def test_an_emulated_method_projects_backprops_gradient_on_its_probes(zo_vs_bp):
     torch.testing.assert_close(restored, exact)  # backprop as it was once the block closes
 
 
-def test_an_emulated_method_keeps_the_gradient_of_its_exact_layers(zo_vs_bp):
+def two_layer_gradients(zo_vs_bp, emulation):
+    """A seeded 30-8-1 net's gradients after one backprop step: as they are, and with the
+    backprop rule replaced by ``emulation``'s (layer "2" is the output layer)."""
     import torch
 
     from seacast.config import TrainerConfig
@@ -281,8 +283,14 @@ def test_an_emulated_method_keeps_the_gradient_of_its_exact_layers(zo_vs_bp):
         return {name: p.grad.clone() for name, p in net.named_parameters()}
 
     exact = gradients()
-    with zo_vs_bp.projected_backprop(zo_vs_bp.Emulation(1, exact=("2",))):
-        emulated = gradients()
+    with zo_vs_bp.projected_backprop(emulation):
+        return exact, gradients()
+
+
+def test_an_emulated_method_keeps_the_gradient_of_its_exact_layers(zo_vs_bp):
+    import torch
+
+    exact, emulated = two_layer_gradients(zo_vs_bp, zo_vs_bp.Emulation(1, exact=("2",)))
     torch.testing.assert_close(emulated["2.weight"], exact["2.weight"])  # the output layer's own
     torch.testing.assert_close(emulated["2.bias"], exact["2.bias"])
     assert not torch.allclose(emulated["0.weight"], exact["0.weight"])  # one probe's estimate
@@ -294,24 +302,7 @@ def test_a_norm_method_scales_the_exact_gradient_by_one_second_moment_per_group(
 ):
     import torch
 
-    from seacast.config import TrainerConfig
-    from seacast.training.rules import make_rule
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(30, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-    x, target = torch.randn(64, 30), torch.randn(64, 1)
-
-    def loss_fn(prediction, truth):
-        return ((prediction - truth) ** 2).mean(1)
-
-    def gradients() -> dict[str, torch.Tensor]:
-        net.zero_grad(set_to_none=True)
-        make_rule("backprop", net, TrainerConfig()).step(net, x, target, loss_fn)
-        return {name: p.grad.clone() for name, p in net.named_parameters()}
-
-    exact = gradients()
-    with zo_vs_bp.projected_backprop(zo_vs_bp.Emulation(0, ("2",), second_moment)):
-        scaled = gradients()
+    exact, scaled = two_layer_gradients(zo_vs_bp, zo_vs_bp.Emulation(0, ("2",), second_moment))
     # the first step's bias-corrected second moment is the square itself
     for name in ("2.weight", "2.bias"):  # the exact layer: per coordinate, so +-1
         torch.testing.assert_close(scaled[name], exact[name].sign(), atol=1e-4, rtol=1e-4)
