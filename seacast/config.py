@@ -708,6 +708,13 @@ class ForwardGradientConfig(StrictModel):
         "with one of these, or with a wildcard the parameters whose name matches (as spsa.only); "
         "every other parameter keeps its initial value. Empty: every parameter.",
     )
+    output_layer: str | None = Field(
+        None,
+        description="Train this layer, the model's last (head.out in the U-Nets), by its exact gradient "
+        "instead of tangents: a delta rule, its input (from the first probe's pass) times the loss's "
+        "derivative by its output, in closed form; no backward pass and no extra forward. The "
+        "tangents then cover the other trained layers only. null: tangents on every trained layer.",
+    )
 
 
 class TrainerConfig(StrictModel):

@@ -87,6 +87,10 @@ class Normaliser:
         offset, scale = self._params(x, channel_dim)
         return (x - self.shift) * scale + offset
 
+    def scale_like(self, x: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
+        """d physical / d normalised per variable, shaped to broadcast against ``x``."""
+        return self._params(x, channel_dim)[1]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "variables": list(self.variables),

@@ -646,3 +646,120 @@ def test_time_compressor_conv_runs_its_forward_hooks() -> None:
     out = conv(x)
     torch.testing.assert_close(out, nn.functional.conv3d(x, conv.weight, conv.bias))
     assert seen == [(2, 3, 1, 5, 5)]
+
+
+# --------------------------------------------------------------------------- forward gradient's exact output layer
+
+
+def _unet_and_loss(units: str, final_activation: str = "none"):
+    """A tiny seacast U-Net in float64 whose head.out is not zero, and the training loss."""
+    import numpy as np
+
+    from seacast.config import ModelConfig
+    from seacast.models import build_model
+    from seacast.normalise import Normaliser
+    from seacast.training.losses import make_loss
+
+    model = build_model(
+        ModelConfig(
+            name="res_3ddr_unet",
+            filters=2,
+            dropout=0.0,
+            base="none",
+            final_activation=final_activation,
+        ),
+        2,
+        2,
+        3,
+        [1, 6],
+        (16, 16),
+        seed=0,
+    ).double()
+    with torch.no_grad():  # a trained head passes a gradient to the layers before it
+        for p in model.head.out.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+    normaliser = Normaliser(
+        ["zos", "so"], "zscore", np.array([0.1, 34.0]), np.array([0.5, 2.0]), 0.0
+    )
+    sea_mask = np.ones((16, 16), dtype=bool)
+    sea_mask[:3, :5] = False
+    return model.train(), make_loss(normaliser, sea_mask, units=units)
+
+
+@pytest.mark.parametrize("units", ["physical", "normalised"])
+def test_the_training_loss_derivative_in_closed_form_is_autograds(units: str) -> None:
+    _, loss_fn = _unet_and_loss(units)
+    prediction = torch.randn(3, 2, 2, 16, 16, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(3, 2, 2, 16, 16, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(loss_fn(prediction, target).mean(), prediction)
+    torch.testing.assert_close(loss_fn.gradient(prediction.detach(), target), expected)
+
+
+@pytest.mark.parametrize("final_activation", ["none", "relu"])
+def test_forward_gradient_output_layer_is_exact_and_the_rest_is_the_projection(
+    final_activation: str,
+) -> None:
+    model, loss_fn = _unet_and_loss("physical", final_activation)
+    x = torch.randn(4, 2, 3, 16, 16, dtype=torch.float64)
+    y = torch.randn(4, 2, 2, 16, 16, dtype=torch.float64)
+    model.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).mean().backward()
+    exact = {n: p.grad.clone() for n, p in model.named_parameters()}
+    cfg = trainer("forward-gradient", forward_gradient={"output_layer": "head.out"})
+    rule = make_rule("forward-gradient", model, cfg)
+    passes: list[bool] = []
+    model.head.out.register_forward_hook(lambda *_: passes.append(torch.is_grad_enabled()))
+    torch.manual_seed(5)
+    stats = rule.step(model, x, y, loss_fn)
+    # the delta rule costs no pass of its own, and no pass builds a graph
+    assert stats.forwards == zo.JVP_FORWARD_COST and passes == [False]
+    for name in ("head.out.weight", "head.out.bias"):
+        torch.testing.assert_close(model.get_parameter(name).grad, exact[name])
+    # the other layers: (g.v) v on the tangent the rule drew, none of it on head.out
+    torch.manual_seed(5)
+    seed = zo.draw_seed()
+    others = [(n, p) for n, p in model.named_parameters() if not n.startswith("head.out")]
+    v = torch.cat(
+        [
+            zo.noise_like(p, zo.mix_seed(seed, i), "gaussian").flatten()
+            for i, (_, p) in enumerate(others)
+        ]
+    )
+    g = torch.cat([exact[n].flatten() for n, _ in others])
+    got = torch.cat([p.grad.flatten() for _, p in others])
+    torch.testing.assert_close(got, torch.dot(g, v) * v)
+
+
+def test_forward_gradient_on_the_output_layer_alone_is_backprops_in_one_forward() -> None:
+    model, loss_fn = _unet_and_loss("physical")
+    x = torch.randn(4, 2, 3, 16, 16, dtype=torch.float64)
+    y = torch.randn(4, 2, 2, 16, 16, dtype=torch.float64)
+    section = {"only": ["head.out"], "output_layer": "head.out", "probes": 8}
+    rule = make_rule(
+        "forward-gradient", model, trainer("forward-gradient", forward_gradient=section)
+    )
+    model.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).mean().backward()
+    exact = model.head.out.weight.grad.clone()
+    stats = rule.step(model, x, y, loss_fn)
+    assert stats.forwards == 1
+    torch.testing.assert_close(model.head.out.weight.grad, exact)
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("head.out"))
+
+
+@pytest.mark.parametrize(
+    ("section", "fix"),
+    [
+        ({"output_layer": "head.hidden"}, "'head.out'"),  # not the model's last layer
+        ({"output_layer": "head.out", "only": ["encoder.0"]}, "add 'head.out'"),  # not trained
+    ],
+)
+def test_forward_gradient_refuses_an_output_layer_it_cannot_train_exactly(
+    section: dict, fix: str
+) -> None:
+    from seacast.errors import ConfigError
+
+    model, _ = _unet_and_loss("physical")
+    with pytest.raises(ConfigError, match="output_layer") as error:
+        make_rule("forward-gradient", model, trainer("forward-gradient", forward_gradient=section))
+    assert fix in str(error.value) + str(getattr(error.value, "fix", ""))

@@ -305,6 +305,19 @@ class UNet3DDR(nn.Module):
             out = out + self.reference_term(x).to(out.dtype)
         return out
 
+    output_layer = "head.out"
+    """The last layer: the forecast is its output, reshaped, plus terms that do not depend on it."""
+
+    def output_layer_signal(
+        self, forecast_signal: torch.Tensor, layer_output: torch.Tensor
+    ) -> torch.Tensor:
+        """``dL/d(head.out's output)`` from ``dL/d(forecast)`` (``[B, n_lead, C_out, H, W]``):
+        the head's activation and the reshape, undone; the reference term does not depend on it."""
+        signal = forecast_signal.reshape(layer_output.shape)
+        if isinstance(self.head.act, nn.ReLU):
+            signal = signal * (layer_output > 0)
+        return signal
+
     input_only_terms = ("reference_term",)
     """Methods whose result depends on the input and buffers only: a zeroth-order step's passes
     on one batch reuse it (:class:`seacast.training.zeroth_order.prefix_cache.FrozenPrefix`)."""

@@ -5,6 +5,8 @@ for the update rules. By default only sea points count; ``land_in_loss=True`` is
 reference's loss, where land (0 in normalised space) is part of the mean.
 ``loss_fn.elementwise(pred, target)`` gives each output cell's share ``[B, n_lead, C, H, W]``
 (summing to the per-sample loss): node perturbation's local credit uses it.
+``loss_fn.gradient(pred, target)`` is the batch-mean loss's derivative by the prediction, in
+closed form: forward gradient's delta rule on the output layer uses it, with no backward pass.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ class MaskedMSE:
             error = denormalise(prediction, channel_dim=-3) - denormalise(target, channel_dim=-3)
         n_fields = prediction[0, ..., 0, 0].numel()  # n_lead * C
         return error.square() * weight / (self.n_points * n_fields)
+
+    def gradient(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``d mean_b(loss_b) / d prediction``, ``[B, n_lead, C, H, W]``, without autograd."""
+        weight = self.mask.to(device=prediction.device, dtype=prediction.dtype)
+        n_fields = prediction[0, ..., 0, 0].numel()
+        scale = weight * (2.0 / (self.n_points * n_fields * prediction.shape[0]))
+        if self.units == "normalised":
+            return (prediction - target) * scale
+        denormalise = self.normaliser.denormalise
+        error = denormalise(prediction, channel_dim=-3) - denormalise(target, channel_dim=-3)
+        return error * self.normaliser.scale_like(prediction, channel_dim=-3) * scale
 
     def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.elementwise(prediction, target).flatten(1).sum(dim=1)
