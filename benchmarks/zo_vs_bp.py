@@ -108,6 +108,12 @@ METHODS: dict[str, dict[str, Any]] = {
             "only": ["head", "up.3", "decoder.3.block"],
         },
     },
+    # forward gradient on node perturbation's subset with the output layer's exact delta rule
+    # (forward_gradient.output_layer): the real rule the "-exact-out-emulated" methods below emulate
+    "forward-gradient-subset-16-exact-out": {
+        "name": "forward-gradient",
+        "forward_gradient": {"probes": 16, "output_layer": "head.out"},
+    },
 }
 # an emulated method trains with backprop's exact gradient g on the subset, replaced before the
 # optimiser sees it by (1/K) sum_k (g.v_k) v_k over K standard Gaussian v_k: the estimate forward
@@ -172,6 +178,7 @@ LR_GRID: dict[str, list[float]] = {
     "node-perturbation-staged": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged-16": [1e-2, 3e-3, 3e-2],
     "node-perturbation-staged-good": [3e-3, 1e-3, 1e-2],
+    "forward-gradient-subset-16-exact-out": [1e-3, 3e-4, 3e-3],  # the emulation's best first
     **{method: [1e-3, 3e-4, 3e-3] for method in EMULATED},
 }
 
@@ -198,6 +205,8 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
             trainer[key] = value
     if method == "backprop-subset" or method in EMULATED:
         trainer["backprop"] = {"only": trainer["node_perturbation"]["only"]}
+    if method == "forward-gradient-subset-16-exact-out":
+        trainer["forward_gradient"]["only"] = trainer["node_perturbation"]["only"]
     if method in STAGED:
         first = STAGED[method]
         first_lr = args.chosen_lr[(first, seed)]
