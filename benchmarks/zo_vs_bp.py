@@ -215,7 +215,10 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
     emulation = EMULATED.get(method)
     if emulation is not None and emulation.second_moment != "adam":
         trainer["optimizer"].update(name="sgd", momentum=0.9, lr=lr / 10)
-    trainer["patience"] = args.patience if method.startswith("backprop") else args.zo_patience
+    zeroth_order = not method.startswith("backprop")
+    trainer["patience"] = args.zo_patience if zeroth_order else args.patience
+    if zeroth_order and args.zo_schedule is not None:
+        trainer["optimizer"]["schedule"] = args.zo_schedule
     trainer["max_steps"] = max_steps
     steps = max_steps or args.bp_max_steps
     trainer["epochs"] = math.ceil(steps / trainer["steps_per_epoch"])
@@ -770,6 +773,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="a ZO rule's patience in epochs (default: --patience); a rule whose step gains far "
         "less than backprop's can sit on a plateau of the validation noise for longer",
+    )
+    parser.add_argument(
+        "--zo-schedule",
+        choices=["plateau", "cosine", "none"],
+        default=None,
+        help="a ZO rule's lr schedule (default: the experiment's, plateau; backprop keeps it): "
+        "cosine anneals the lr to 0 over the run's whole step budget, where plateau halves it "
+        "whenever the validation noise hides a slow gain; runs are named by method, lr and seed "
+        "only, so give each schedule its own --out",
     )
     parser.add_argument(
         "--bp-max-steps",

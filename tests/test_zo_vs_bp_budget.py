@@ -92,6 +92,18 @@ def test_a_run_stopped_at_a_lower_step_cap_is_extended_and_a_converged_one_is_no
     assert zo_vs_bp.needs_training({}, 6000)
 
 
+def test_the_zo_schedule_and_patience_apply_to_zeroth_order_runs_and_not_to_backprop(zo_vs_bp):
+    args = zo_vs_bp.parse(["--zo-schedule", "cosine", "--zo-patience", "400"])
+    args.chosen_lr = {}
+    emulated = zo_vs_bp.experiment(
+        args, "forward-gradient-subset-16-exact-out-emulated", 1e-3, 0, 16000
+    )
+    backprop = zo_vs_bp.experiment(args, "backprop", 1e-3, 0, None)
+    assert (emulated.trainer.optimizer.schedule, emulated.trainer.patience) == ("cosine", 400)
+    assert (backprop.trainer.optimizer.schedule, backprop.trainer.patience) == ("plateau", 20)
+    assert emulated.trainer.epochs * emulated.trainer.steps_per_epoch == 16000
+
+
 def test_every_seed_keeps_the_lr_with_its_best_validation(zo_vs_bp, monkeypatch):
     best_lr = {0: 3e-3, 1: 1e-3, 2: 1e-2}  # seed 2 stalls at 3e-3, as measured
     trained: list[tuple] = []
