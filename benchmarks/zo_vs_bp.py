@@ -187,6 +187,17 @@ def run_name(method: str, lr: float, seed: int) -> str:
     return f"{method}-lr{lr:g}-s{seed}"
 
 
+def is_zeroth_order(method: str) -> bool:
+    """Whether a method is a ZO rule (or its emulation), which --zo-* flags apply to; backprop
+    and backprop on a layer subset keep the protocol's own settings."""
+    return not method.startswith("backprop")
+
+
+def checkpoint_of(args: argparse.Namespace, method: str) -> str:
+    """The checkpoint a run is scored at: a ZO run's --zo-checkpoint, backprop's best."""
+    return args.zo_checkpoint if is_zeroth_order(method) else "best"
+
+
 def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_steps: int | None):
     """The experiment of one run: the benchmark's config with this rule, lr, seed and budget."""
     from seacast.config import ExperimentConfig, load_config, to_dict
@@ -215,7 +226,7 @@ def experiment(args: argparse.Namespace, method: str, lr: float, seed: int, max_
     emulation = EMULATED.get(method)
     if emulation is not None and emulation.second_moment != "adam":
         trainer["optimizer"].update(name="sgd", momentum=0.9, lr=lr / 10)
-    zeroth_order = not method.startswith("backprop")
+    zeroth_order = is_zeroth_order(method)
     trainer["patience"] = args.zo_patience if zeroth_order else args.patience
     if zeroth_order and args.zo_schedule is not None:
         trainer["optimizer"]["schedule"] = args.zo_schedule
@@ -498,12 +509,13 @@ def lr_label(method_runs: list[dict[str, Any]]) -> str:
 
 
 def score(args: argparse.Namespace, runs: list[dict[str, Any]], held_out: bool = False) -> Any:
-    """``seacast evaluate``'s long-form scores (its ``metrics.csv``) of every run's best
-    checkpoint on the test split (or on every init time of the held-out store).
+    """``seacast evaluate``'s long-form scores (its ``metrics.csv``) of every run at its
+    checkpoint (``checkpoint_of``) on the test split (or on every init time of the held-out store).
 
-    Scores are kept in ``--out``/evaluation[-held-out]/metrics.csv and reused for each run
-    whose best checkpoint is older than them, so a protocol run in pieces scores each run once;
-    the runs scored this time get ``seacast evaluate``'s whole report in ``latest/`` there.
+    Scores are kept in ``--out``/evaluation[-held-out]/metrics.csv with the checkpoint scored, and
+    reused for each run scored at the same checkpoint, older than them, so a protocol run in pieces
+    scores each run once; the runs scored this time get ``seacast evaluate``'s whole report in
+    ``latest/`` there (``latest-last/`` for those scored at their last checkpoint).
     """
     import pandas as pd
 
@@ -514,30 +526,41 @@ def score(args: argparse.Namespace, runs: list[dict[str, Any]], held_out: bool =
     saved_csv = out_dir / "metrics.csv"
     saved = pd.read_csv(saved_csv) if saved_csv.is_file() else None
     scored_at = saved_csv.stat().st_mtime if saved is not None else -math.inf
+    if saved is not None and "checkpoint" not in saved:
+        saved["checkpoint"] = "best"  # scores saved before runs could be scored at their last
 
     def still_scored(run: dict[str, Any]) -> bool:
-        best = Path(run["run_dir"]) / "checkpoint_best.pt"
+        which = checkpoint_of(args, run["method"])
+        checkpoint = Path(run["run_dir"]) / f"checkpoint_{which}.pt"
         return (
             saved is not None
-            and run["run"] in set(saved["run"])
-            and (not best.is_file() or best.stat().st_mtime < scored_at)
+            and ((saved["run"] == run["run"]) & (saved["checkpoint"] == which)).any()
+            and (not checkpoint.is_file() or checkpoint.stat().st_mtime < scored_at)
         )
 
-    kept = [r["run"] for r in runs if still_scored(r)]
+    kept = [(r["run"], checkpoint_of(args, r["method"])) for r in runs if still_scored(r)]
     to_score = [r for r in runs if not still_scored(r)]
-    parts = [saved[saved["run"].isin(kept)]] if kept else []
+    parts = []
+    if kept:
+        saved_at = pd.MultiIndex.from_frame(saved[["run", "checkpoint"]])
+        parts.append(saved[saved_at.isin(kept)])
     if to_score:
         print(f"   scoring {len(to_score)} runs ({len(kept)} scored before)", flush=True)
+    for which in ("best", "last"):
+        scored = [r["run_dir"] for r in to_score if checkpoint_of(args, r["method"]) == which]
+        if not scored:
+            continue
         fresh = evaluate_runs(
-            [r["run_dir"] for r in to_score],
+            scored,
             split="all" if held_out else "test",
             by="all",
             store_path=args.held_out if held_out else None,
-            out_dir=out_dir / "latest",
+            out_dir=out_dir / ("latest" if which == "best" else f"latest-{which}"),
+            which=which,
             figures=False,
             every_hours=args.held_out_every if held_out else args.every_hours,
         )
-        parts.append(fresh.table())
+        parts.append(fresh.table().assign(checkpoint=which))
     table = pd.concat(parts, ignore_index=True)
     with atomic_path(saved_csv) as tmp:
         table.to_csv(tmp, index=False)
@@ -560,7 +583,7 @@ def gradient_table(
     trained_state = load_run(Path(trained), "best").model.state_dict() if trained else None
     out: dict[str, dict[str, float]] = {}
     for method in methods:
-        if method.startswith("backprop"):
+        if not is_zeroth_order(method):
             continue
         cfg = experiment(args, method, LR_GRID[method][0], 0, None)
         model, x, y, loss_fn = batch_from_experiment(cfg)
@@ -653,6 +676,9 @@ def test_tables(
     return lines
 
 
+CHECKPOINT_WORDS = {"best": "best validation", "last": "last weights (the budget's end)"}
+
+
 def report(
     args: argparse.Namespace,
     runs: dict[str, list[dict[str, Any]]],
@@ -666,7 +692,8 @@ def report(
     lines.append(
         f"S_bp = {s_bp} steps (median over seeds of backprop's steps to its best validation); "
         f"ZO budget {args.zo_steps} steps = min({args.step_factor} x S_bp, {args.zo_max_steps}). "
-        f"Patience: backprop {args.patience} epochs, ZO {args.zo_patience}."
+        f"Patience: backprop {args.patience} epochs, ZO {args.zo_patience}. "
+        f"Scored at: backprop's best validation, ZO runs' {CHECKPOINT_WORDS[args.zo_checkpoint]}."
     )
     if args.not_run:
         lines.append("")
@@ -784,6 +811,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "only, so give each schedule its own --out",
     )
     parser.add_argument(
+        "--zo-checkpoint",
+        choices=["best", "last"],
+        default=None,
+        help="the checkpoint a ZO run is scored at (backprop keeps its best validation's); "
+        "default: last with --zo-schedule cosine, whose lr reaches 0 at the budget's end, so its "
+        "last weights are the run's result, and best otherwise",
+    )
+    parser.add_argument(
         "--bp-max-steps",
         type=int,
         default=12000,
@@ -822,6 +857,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.bp_max_steps, args.zo_max_steps, args.every_hours = 600, 1200, 6
     if args.zo_patience is None:
         args.zo_patience = args.patience
+    if args.zo_checkpoint is None:
+        args.zo_checkpoint = "last" if args.zo_schedule == "cosine" else "best"
     args.not_run = []  # run names left out under --trained-only
     args.out = args.out.resolve()
     return args
@@ -896,7 +933,7 @@ def main(argv: list[str] | None = None) -> None:
         if method == "backprop":
             continue
         print(f"2. {method}")
-        budget = args.bp_max_steps if method.startswith("backprop") else args.zo_steps
+        budget = args.zo_steps if is_zeroth_order(method) else args.bp_max_steps
         trained = search_lrs(args, method, budget)
         if trained:
             runs[method] = trained

@@ -234,13 +234,68 @@ def test_scores_are_reused_for_runs_whose_best_checkpoint_is_older(zo_vs_bp, tmp
 
     monkeypatch.setattr(evaluate, "evaluate_runs", fake_evaluate_runs)
     args = zo_vs_bp.parse(["--out", str(tmp_path)])
-    runs = [{"run": f.name, "run_dir": str(f)} for f in (old, new)]
+    runs = [{"run": f.name, "run_dir": str(f), "method": "backprop"} for f in (old, new)]
     cells = zo_vs_bp.mse_cells(zo_vs_bp.score(args, runs))
     assert scored == [["new"]]
     assert cells["old"][("so", 6)] == 0.002 and cells["new"][("so", 6)] == 0.003
     # and the saved scores now hold both, so a second call scores nothing
     zo_vs_bp.score(args, runs)
     assert scored == [["new"]]
+
+
+def test_with_a_cosine_schedule_zo_runs_are_scored_at_their_last_weights_and_backprop_at_its_best(
+    zo_vs_bp, tmp_path, monkeypatch
+):
+    import os
+
+    import seacast.evaluation.evaluate as evaluate
+
+    bp = _run(tmp_path / "runs" / "bp", [(1, 100, 0.8)], 1)
+    zo = _run(tmp_path / "runs" / "zo", [(1, 100, 0.9)], 1)
+    for folder in (bp, zo):
+        for which in ("best", "last"):
+            (folder / f"checkpoint_{which}.pt").write_bytes(b"")
+            os.utime(folder / f"checkpoint_{which}.pt", (5e8, 5e8))  # trained in 1985
+    # scored before at the best checkpoints, as a plateau protocol scores them
+    _metrics_csv(tmp_path / "evaluation" / "metrics.csv", {"bp": 0.002, "zo": 0.5})
+    calls: list[tuple[str, list[str]]] = []
+
+    class Fresh:
+        def __init__(self, names, mse):
+            self.names, self.mse = names, mse
+
+        def table(self):
+            return pd.DataFrame(
+                [
+                    {"run": n, "reference": "model", "group": "all", "lead_time": 6}
+                    | {"variable": "so", "mse": self.mse}
+                    for n in self.names
+                ]
+            )
+
+    def fake_evaluate_runs(run_dirs, which="best", **kwargs):
+        names = [Path(d).name for d in run_dirs]
+        calls.append((which, names))
+        return Fresh(names, 0.003 if which == "last" else 0.4)
+
+    monkeypatch.setattr(evaluate, "evaluate_runs", fake_evaluate_runs)
+    args = zo_vs_bp.parse(["--out", str(tmp_path), "--zo-schedule", "cosine"])
+    assert args.zo_checkpoint == "last"
+    runs = [
+        {"run": "bp", "run_dir": str(bp), "method": "backprop"},
+        {
+            "run": "zo",
+            "run_dir": str(zo),
+            "method": "forward-gradient-subset-256-exact-out-emulated",
+        },
+    ]
+    cells = zo_vs_bp.mse_cells(zo_vs_bp.score(args, runs))
+    # backprop's saved best-checkpoint score is reused; the ZO run's is not its last weights'
+    assert calls == [("last", ["zo"])]
+    assert cells["bp"][("so", 6)] == 0.002 and cells["zo"][("so", 6)] == 0.003
+    zo_vs_bp.score(args, runs)
+    assert calls == [("last", ["zo"])]
+    assert zo_vs_bp.parse(["--zo-schedule", "plateau"]).zo_checkpoint == "best"
 
 
 def test_an_emulated_method_projects_backprops_gradient_on_its_probes(zo_vs_bp):
