@@ -13,8 +13,9 @@ step budget changed, and every score is ``seacast evaluate``'s on the whole test
 2. **Each ZO rule** from the same initialisation (same seed, same tide start), with its
    own grid of the same size searched the same way, each run with a budget of
    ``min(step_factor x S_bp, zo_max_steps)`` steps and the same patience.
-3. **Scores.** Test MSE per variable and lead time of each run's best checkpoint (and each
-   seed's backprop on its own), its ratio to backprop's (same seed), and the strongest
+3. **Scores.** Test MSE per variable and lead time of each run's best checkpoint (a ZO run's
+   last with ``--zo-checkpoint last``, the default under ``--zo-schedule cosine``, whose lr
+   reaches 0 at the budget's end; and each seed's backprop on its own), its ratio to backprop's (same seed), and the strongest
    reference of each cell (persistence, climatology, the tide, the tide + persisted, damped
    and regressed anomaly), on the test split and, with ``--held-out``, on another twin year. At equal steps, equal forwards
    and equal wall-clock (backprop's at its best epoch), the best validation loss each run
@@ -27,7 +28,7 @@ step budget changed, and every score is ``seacast evaluate``'s on the whole test
 Runs go to ``--out``/runs and are reused when the benchmark is started again (a finished
 run is read back, an interrupted one resumed, one stopped at a lower step cap extended), so
 the protocol can be run in pieces; each run's scores are kept in --out/evaluation* and reused
-while its best checkpoint is older than them. ``--trained-only`` trains nothing: it scores and
+while the checkpoint scored is older than them. ``--trained-only`` trains nothing: it scores and
 reports the runs already finished and names those still to train.
 Memory is measured by ``benchmarks/zo_memory.py``. ``--report-only`` writes the tables of a
 finished ``--out`` again.
