@@ -15,8 +15,8 @@ step budget changed, and every score is ``seacast evaluate``'s on the whole test
    ``min(step_factor x S_bp, zo_max_steps)`` steps and the same patience.
 3. **Scores.** Test MSE per variable and lead time of each run's best checkpoint (a ZO run's
    last with ``--zo-checkpoint last``, the default under ``--zo-schedule cosine``, whose lr
-   reaches 0 at the budget's end; and each seed's backprop on its own), its ratio to backprop's (same seed), and the strongest
-   reference of each cell (persistence, climatology, the tide, the tide + persisted, damped
+   reaches 0 at the budget's end; and each seed's backprop on its own), its ratio to
+   backprop's (same seed), and the strongest reference of each cell (persistence, climatology, the tide, the tide + persisted, damped
    and regressed anomaly), on the test split and, with ``--held-out``, on another twin year. At equal steps, equal forwards
    and equal wall-clock (backprop's at its best epoch), the best validation loss each run
    had reached by then, against backprop's, and the share of backprop's validation gain over
